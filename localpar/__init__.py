@@ -1,0 +1,45 @@
+"""localpar: an IPython.parallel-style cluster on one machine, with live published data.
+
+    from localpar import Client
+    with Client(4) as c:
+        ar = c[:].apply_async(f)
+        ar.data     # what each engine published so far, live
+        ar.get()    # the results, in target order
+"""
+
+from .asyncresult import AsyncMapResult, AsyncResult
+from .client import Client
+from .errors import (
+    ClientClosedError,
+    CompositeError,
+    DataStoreError,
+    EngineError,
+    LocalparError,
+    NoEnginesError,
+    RemoteError,
+    SerializationError,
+    TaskAborted,
+)
+from .namespace import interactive
+from .view import DirectView, LoadBalancedView
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncMapResult",
+    "AsyncResult",
+    "Client",
+    "ClientClosedError",
+    "CompositeError",
+    "DataStoreError",
+    "DirectView",
+    "EngineError",
+    "LoadBalancedView",
+    "LocalparError",
+    "NoEnginesError",
+    "RemoteError",
+    "SerializationError",
+    "TaskAborted",
+    "interactive",
+    "__version__",
+]

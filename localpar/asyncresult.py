@@ -1,0 +1,377 @@
+"""AsyncResult: the handle on a submitted call, as ipyparallel users know it.
+
+It is a ``concurrent.futures.Future`` (so ``wait``, ``as_completed``,
+``add_done_callback`` and ``await`` work) that also carries what ipyparallel adds:
+``get``, ``ready``, ``metadata``, ``stdout`` and, above all, ``data``: the dicts
+the task published, merged, updated live while it runs.  A result is marked done
+only after every publication of its task is on ``data``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import Future
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Dict, Generator, Iterator, List, Optional, Union
+
+from .errors import CompositeError, RemoteError
+
+if TYPE_CHECKING:
+    from .client import Client
+    from .router import TaskRecord
+
+Data = Union[Dict[str, Any], List[Dict[str, Any]]]
+
+
+def _dt(t: Optional[float]) -> Optional[datetime]:
+    return None if t is None else datetime.fromtimestamp(t)
+
+
+class AsyncResult(Future):  # type: ignore[type-arg]
+    """The pending or finished result of one call on one or more engines."""
+
+    def __init__(self, client: "Client", fname: str = "unknown", single: bool = False) -> None:
+        super().__init__()
+        self._client = client
+        self._router = client._router
+        self._fname = fname
+        self._single = single
+        self._records: List["TaskRecord"] = []
+        self._data: List[Dict[str, Any]] = []
+        self._data_version = 0
+        self._remaining = 0
+        self._watchers: List[Callable[[Data], None]] = []
+        self._segments: List[Any] = []  # shared memory sent with the call; freed when done
+        self._submitted = time.time()
+
+    def __repr__(self) -> str:
+        state = "finished" if self.done() else "pending"
+        return f"<{type(self).__name__}({self._fname}): {state}>"
+
+    # -- filled in by the client and the router --------------------------------------
+    def _add_record(self, record: "TaskRecord") -> None:
+        self._records.append(record)
+        self._data.append({})
+        self._remaining += 1
+
+    def _record_done(self, record: "TaskRecord") -> bool:
+        with self._condition:
+            self._remaining -= 1
+            return self._remaining == 0
+
+    def _apply_data(self, index: int, delta: Dict[str, Any]) -> None:
+        self._data[index].update(delta)
+        self._data_version += 1
+
+    def _notify_data(self) -> None:
+        if self._watchers:
+            snapshot = self._snapshot()
+            for callback in list(self._watchers):
+                callback(snapshot)
+
+    def _finish(self) -> None:
+        """Resolve the future once every record is done (called outside the read lock)."""
+        with self._condition:
+            if self.done():
+                return
+        self._client._release_segments(self)
+        errors = [r.error for r in self._records if r.error is not None]
+        try:
+            if errors:
+                if self._single:
+                    self.set_exception(errors[0])
+                else:
+                    self.set_exception(CompositeError(f"one or more exceptions raised in: {self._fname}", errors))
+            else:
+                values = [r.value for r in self._records]
+                self.set_result(values[0] if self._single else values)
+        except Exception:  # already resolved by a racing thread
+            pass
+
+    # -- waiting -------------------------------------------------------------------------
+    def _wait_until(self, predicate: Callable[[], bool], timeout: Optional[float]) -> bool:
+        router = self._router
+        deadline = None if timeout is None or timeout < 0 else time.monotonic() + timeout
+        while True:
+            generation = router.generation
+            router.run_callbacks()
+            if predicate():
+                return True
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return False
+            if router.closed and not predicate():
+                router.run_callbacks()
+                return predicate()
+            if not router.pump(remaining):
+                router.wait_for_change(generation, 0.05 if remaining is None else min(remaining, 0.05))
+
+    def wait(self, timeout: Optional[float] = -1) -> bool:
+        """Wait up to `timeout` seconds (forever if None or negative); True if done."""
+        return self._wait_until(self.done, timeout)
+
+    def ready(self) -> bool:
+        """Whether the call has finished; applies anything already arrived first."""
+        if not self.done():
+            self._router.pump_nowait()
+        return self.done()
+
+    def successful(self) -> bool:
+        """Whether the call finished without error; raises if it is not finished."""
+        if not self.ready():
+            raise ValueError(f"{self!r} is not finished")
+        return self.exception(timeout=0) is None
+
+    def get(self, timeout: Optional[float] = -1) -> Any:
+        """The result (a list in target order, or a bare value for one int target).
+
+        Raises the builtin ``TimeoutError`` if not ready in time; the task keeps running.
+        """
+        if not self.wait(timeout):
+            raise TimeoutError(f"result of {self._fname} not ready after {timeout} s")
+        return super().result(timeout=0)
+
+    def result(self, timeout: Optional[float] = None) -> Any:  # the Future API
+        return self.get(timeout)
+
+    def exception(self, timeout: Optional[float] = None) -> Optional[BaseException]:
+        if not self.wait(timeout):
+            raise TimeoutError(f"result of {self._fname} not ready after {timeout} s")
+        return super().exception(timeout=0)
+
+    def get_dict(self, timeout: Optional[float] = -1) -> Dict[int, Any]:
+        """The results as ``{engine_id: result}``; needs one task per engine."""
+        results = self.get(timeout)
+        if self._single:
+            results = [results]
+        ids = [r.engine_id for r in self._records]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"cannot build a dict: several tasks ran on one engine ({ids})")
+        return dict(zip(ids, results))
+
+    def abort(self) -> None:
+        """Drop this call's tasks that have not started; they fail with TaskAborted."""
+        self._client.abort(self)
+
+    def cancel(self) -> bool:
+        """Abort tasks that have not started; True if none had started."""
+        if self.done():
+            return False
+        self.abort()
+        self.wait(1.0)
+        return self.done() and all(r.status == "aborted" for r in self._records)
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return asyncio.wrap_future(self).__await__()
+
+    # -- iteration -----------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __iter__(self) -> Iterator[Any]:
+        """Yield the results in order, each as soon as it is ready."""
+        if self._single:
+            yield self.get()
+            return
+        for record in self._records:
+            self._wait_until(lambda r=record: r.done, None)
+            if record.error is not None:
+                raise record.error
+            yield record.value
+
+    # -- published data ------------------------------------------------------------------
+    def _snapshot(self) -> Data:
+        copies = [dict(d) for d in self._data]
+        return copies[0] if self._single else copies
+
+    @property
+    def data(self) -> Data:
+        """The latest published data: a dict per engine (list), or one dict for one int target."""
+        self._router.pump_nowait()
+        return self._snapshot()
+
+    def on_data(self, callback: Callable[[Data], None]) -> Callable[[Data], None]:
+        """Call ``callback(data)`` on every update (from whichever thread applies it)."""
+        self._watchers.append(callback)
+        return callback
+
+    def iter_data(self, timeout: Optional[float] = None) -> Iterator[Data]:
+        """Yield each new state of ``data`` until the call ends (the final state last)."""
+        seen = -1
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            self._wait_until(lambda: self._data_version != seen or self.done(), remaining)
+            if self._data_version != seen:
+                seen = self._data_version
+                yield self._snapshot()
+            elif self.done():
+                return
+            elif deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"data of {self._fname} did not change in {timeout} s")
+
+    async def aiter_data(self) -> AsyncIterator[Data]:
+        """``async for data in ar.aiter_data()``: the asyncio form of `iter_data`."""
+        loop = asyncio.get_running_loop()
+        changed = asyncio.Event()
+
+        def wake(*_: Any) -> None:
+            loop.call_soon_threadsafe(changed.set)
+
+        self._watchers.append(wake)
+        self.add_done_callback(wake)
+        seen = -1
+        try:
+            while True:
+                self._router.pump_nowait()
+                if self._data_version != seen:
+                    seen = self._data_version
+                    yield self._snapshot()
+                    continue
+                if self.done():
+                    return
+                changed.clear()
+                if self._data_version == seen and not self.done():
+                    await changed.wait()
+        finally:
+            self._watchers.remove(wake)
+
+    @property
+    def progress(self) -> int:
+        """How many of this call's tasks have finished."""
+        self._router.pump_nowait()
+        return sum(r.done for r in self._records)
+
+    @property
+    def task_progress(self) -> List[Optional[tuple]]:
+        """Each task's own ``report_progress(done, total)``, or None if it reported none."""
+        self._router.pump_nowait()
+        return [r.progress for r in self._records]
+
+    # -- metadata ------------------------------------------------------------------------
+    def _per_task(self, values: List[Any]) -> Any:
+        return values[0] if self._single else values
+
+    @property
+    def msg_ids(self) -> List[str]:
+        return [r.msg_id for r in self._records]
+
+    @property
+    def engine_id(self) -> Union[int, List[int]]:
+        return self._per_task([r.engine_id for r in self._records])
+
+    @property
+    def stdout(self) -> Union[str, List[str]]:
+        self._router.pump_nowait()
+        return self._per_task([r.stdout for r in self._records])
+
+    @property
+    def stderr(self) -> Union[str, List[str]]:
+        self._router.pump_nowait()
+        return self._per_task([r.stderr for r in self._records])
+
+    @property
+    def metadata(self) -> Union[Dict[str, Any], List[Dict[str, Any]]]:
+        """Per task: engine_id, msg_id, submitted, started, completed, received, status, ..."""
+        self._router.pump_nowait()
+        metas = [
+            {
+                "msg_id": r.msg_id,
+                "engine_id": r.engine_id,
+                "submitted": _dt(r.submitted),
+                "started": _dt(r.started),
+                "completed": _dt(r.completed),
+                "received": _dt(r.received),
+                "status": r.status,
+                "error": r.error,
+                "stdout": r.stdout,
+                "stderr": r.stderr,
+                "data": dict(d),
+                "progress": r.progress,
+            }
+            for r, d in zip(self._records, self._data)
+        ]
+        return self._per_task(metas)
+
+    @property
+    def sent(self) -> bool:
+        return bool(self._records)
+
+    @property
+    def submitted(self) -> datetime:
+        return datetime.fromtimestamp(self._submitted)
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds from submission to the last completion (or to now, while pending)."""
+        if self.ready():
+            ends = [r.received or r.completed for r in self._records]
+            end = max((e for e in ends if e is not None), default=time.time())
+        else:
+            end = time.time()
+        return end - self._submitted
+
+    @property
+    def wall_time(self) -> float:
+        """Seconds from the first start to the last completion on the engines."""
+        self.wait()
+        starts = [r.started for r in self._records if r.started is not None]
+        ends = [r.completed for r in self._records if r.completed is not None]
+        return (max(ends) - min(starts)) if starts and ends else 0.0
+
+    @property
+    def serial_time(self) -> float:
+        """Sum of the tasks' compute times: what it would take on one engine."""
+        self.wait()
+        return sum((r.completed - r.started) for r in self._records if r.started is not None and r.completed is not None)
+
+    def display_outputs(self) -> None:
+        """Print each task's captured stdout and stderr, labelled by engine."""
+        self.wait()
+        for r in self._records:
+            if r.stdout:
+                print(f"[stdout:{r.engine_id}] {r.stdout}", end="" if r.stdout.endswith("\n") else "\n")
+            if r.stderr:
+                print(f"[stderr:{r.engine_id}] {r.stderr}", end="" if r.stderr.endswith("\n") else "\n")
+
+    def wait_interactive(self, interval: float = 0.1, timeout: Optional[float] = None, widget: Optional[bool] = None) -> None:
+        """Wait while showing progress: tqdm bars if installed, one text line otherwise."""
+        from .progress import wait_interactive
+
+        wait_interactive(self, interval=interval, timeout=timeout, widget=widget)
+
+
+class AsyncMapResult(AsyncResult):
+    """The result of a map: a flat list in input order, iterable as results arrive."""
+
+    def __init__(self, client: "Client", fname: str, chunks: List[int]) -> None:
+        super().__init__(client, fname, single=False)
+        self._chunks = chunks  # how many items each task computed
+
+    def _finish(self) -> None:
+        with self._condition:
+            if self.done():
+                return
+        errors = [r.error for r in self._records if r.error is not None]
+        if errors:
+            super()._finish()
+            return
+        self._client._release_segments(self)
+        flat: List[Any] = []
+        for r in self._records:
+            flat.extend(r.value)
+        try:
+            self.set_result(flat)
+        except Exception:
+            pass
+
+    def __iter__(self) -> Iterator[Any]:
+        for record in self._records:
+            self._wait_until(lambda r=record: r.done, None)
+            if record.error is not None:
+                raise record.error
+            yield from record.value
+
+    def __len__(self) -> int:
+        return sum(self._chunks)

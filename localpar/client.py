@@ -1,0 +1,480 @@
+"""Client: starts a local cluster of engine processes and routes calls to them.
+
+How data flows (every channel has one reader at a time)::
+
+    Client / views                                       engine i (a process)
+    ──────────────                                       ────────────────────
+    apply_async(f, *a) ─ cloudpickle ─► task pipe i ───► loop: run f(*a, **kw)
+    abort(), store handle ────────────► control pipe i ─►   (polled between steps)
+                                                             │
+    AsyncResult ◄─ Router.pump() ◄──── result pipe i ◄──────┤ value or error, stdout,
+        ▲           (a waiting get(),  ◄── sentinel i        │ times, publication count
+        │            ar.data, or the                         │
+        │            drain thread)  ◄─ publication queue ◄── publish_data(d): one atomic
+        │                                (one pipe, all       frame; big arrays in shared
+        └── ar.data (dict.update per      engines)            memory; the merged state is
+            task, per engine)                                 also kept, coalesced, in the
+                                         Manager dict ◄────── Manager process (durable)
+
+    lifeline pipe: the client holds its only write end; every child exits on its EOF.
+
+A result is marked ready only after all of its task's publications are applied.
+An engine that dies is seen at once through its sentinel: only its own pending
+tasks fail, with `EngineError`; the others keep serving and it can be replaced.
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import multiprocessing
+import os
+import secrets
+import signal
+import sys
+import threading
+import weakref
+from collections import deque
+from multiprocessing.context import BaseContext
+from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+from . import sharedmem
+from .asyncresult import AsyncMapResult, AsyncResult
+from .datastore import DataStore
+from .engine import STOP, TASK_HEADER, EngineSpec, run_engine
+from .errors import EngineError, NoEnginesError, SerializationError, TaskAborted
+from .lifeline import Lifeline
+from .pubqueue import PublicationQueue
+from .router import EngineHandle, Router, TaskRecord
+from .serialization import call_parts, dumps, find_unpicklable
+from .view import DirectView, LoadBalancedView, Targets
+
+Call = Tuple[Callable[..., Any], Tuple[Any, ...], Dict[str, Any]]
+
+
+def default_start_method() -> str:
+    """fork while the process has no other thread (fast, safe); forkserver otherwise."""
+    methods = multiprocessing.get_all_start_methods()
+    if "fork" in methods and threading.active_count() == 1:
+        return "fork"
+    return "forkserver" if "forkserver" in methods else "spawn"
+
+
+class Client:
+    """A cluster of `n` engine processes on this machine (default: one per CPU).
+
+    Use it as a context manager, or call `close()`; it is also closed when
+    garbage-collected and at interpreter exit.
+    """
+
+    def __init__(self, n: Optional[int] = None, *, start_method: Optional[str] = None, datastore: bool = True) -> None:
+        if n is None:
+            n = os.cpu_count() or 1
+        if n < 1:
+            raise ValueError(f"a cluster needs at least one engine, got n={n}")
+        self.start_method = start_method or default_start_method()
+        self._ctx: BaseContext = multiprocessing.get_context(self.start_method)
+        self.cluster_id = secrets.token_hex(4)
+        self._authkey = os.urandom(32)
+        self._lifeline = Lifeline()
+        self._queue = PublicationQueue()
+        self._router = Router(self.cluster_id, self._queue)
+        self._seq = itertools.count(1)
+        self._closed = False
+        self._results: Dict[str, AsyncResult] = {}
+        self._lb_queue: Deque[Tuple[TaskRecord, bytes]] = deque()
+        self._lb_lock = threading.Lock()
+        self._lb_targets: Dict[int, Optional[List[int]]] = {}
+        self._router.on_task_done = self._schedule
+        self._state = _ClusterState(self._router, self._lifeline, self._queue, self.cluster_id)
+        self._finalizer = weakref.finalize(self, self._state.close)
+        self._finalizer.atexit = False  # _close_at_exit runs first, before multiprocessing's own hook
+        _live_states.add(self._state)
+        try:
+            for engine_id in range(n):
+                self._start_engine(engine_id)
+        except BaseException:
+            self._finalizer()
+            raise
+        self._drain = threading.Thread(
+            target=self._router.drain_forever,
+            args=(self._start_datastore if datastore else None,),
+            name=f"localpar-drain-{self.cluster_id}",
+            daemon=True,
+        )
+        self._state.drain = self._drain
+        self._drain.start()
+
+    # -- engines ---------------------------------------------------------------------------
+    def _start_engine(self, engine_id: int, ctx: Optional[BaseContext] = None) -> EngineHandle:
+        ctx = ctx or self._ctx
+        task_r, task_w = ctx.Pipe(duplex=False)
+        control_r, control_w = ctx.Pipe(duplex=False)
+        events_r, events_w = ctx.Pipe(duplex=False)
+        forked = ctx.get_start_method() == "fork"
+        inherited = (*self._router.client_fds(), self._lifeline.write_fd) if forked else ()
+        spec = EngineSpec(
+            engine_id, self.cluster_id, self._authkey, task_r, control_r, events_w,
+            self._queue.writer, self._lifeline.reader, tuple(inherited),
+        )  # fmt: skip
+        process = ctx.Process(target=run_engine, args=(spec,), name=f"localpar-engine-{engine_id}")
+        process.start()
+        for conn in (task_r, control_r, events_w):
+            conn.close()
+        handle = EngineHandle(engine_id, process, task_w, control_w, events_r)
+        self._router.add_engine(handle)
+        store = self._router.store
+        if store is not None and self._router.store_error is None:
+            handle.send_control(("store", store.dict))
+        self._router.wake()  # let the drain thread watch the new engine
+        return handle
+
+    def _start_datastore(self) -> None:
+        """Runs in the drain thread: the Manager starts while the caller already works."""
+        try:
+            store = DataStore(
+                multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"),
+                self._authkey, self._lifeline.reader,
+                (*self._router.client_fds(), self._lifeline.write_fd), self.cluster_id,
+            )  # fmt: skip
+        except Exception as exc:  # the cluster still computes and publishes without it
+            self._router.store_error = f"the Manager process could not start: {exc}"
+            return
+        self._state.store = store
+        if self._router.closed:
+            store.shutdown()
+            return
+        self._router.attach_store(store)
+
+    def _later_context(self) -> BaseContext:
+        """Engines added while threads run: fork only where it is still considered safe."""
+        if self.start_method == "fork" and sys.version_info >= (3, 12):
+            return multiprocessing.get_context("forkserver")
+        return self._ctx
+
+    @property
+    def ids(self) -> List[int]:
+        """The ids of the live engines."""
+        self._router.pump_nowait()
+        return sorted(i for i, h in self._router.engines.items() if h.alive)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{len(self.ids)} engines"
+        return f"<localpar.Client {self.cluster_id}: {state}, {self.start_method}>"
+
+    def engine_pids(self) -> Dict[int, int]:
+        """``{engine_id: pid}`` of the live engines."""
+        return {i: self._router.engines[i].pid for i in self.ids}
+
+    @property
+    def manager_pid(self) -> Optional[int]:
+        """The pid of the Manager process holding the durable data, once started."""
+        store = self._router.store
+        return None if store is None else store.pid
+
+    def restart_engine(self, engine_id: int) -> None:
+        """Replace engine `engine_id` (dead or alive) by a fresh process with the same id."""
+        self._check_open()
+        handle = self._router.engines.get(engine_id)
+        if handle is None:
+            raise IndexError(f"no engine {engine_id}")
+        if handle.alive:
+            handle.process.kill()
+            self.wait_for_death(engine_id, timeout=10)
+        self._start_engine(engine_id, self._later_context())
+
+    def add_engines(self, n: int = 1) -> List[int]:
+        """Start `n` more engines; returns their ids."""
+        self._check_open()
+        first = max(self._router.engines, default=-1) + 1
+        new = list(range(first, first + n))
+        for engine_id in new:
+            self._start_engine(engine_id, self._later_context())
+        return new
+
+    def wait_for_death(self, engine_id: int, timeout: float = 10) -> bool:
+        """Wait until the client has noticed that engine `engine_id` is gone."""
+        handle = self._router.engines[engine_id]
+        ar = AsyncResult(self, "wait_for_death")
+        return ar._wait_until(lambda: not handle.alive, timeout)
+
+    def interrupt(self, targets: Targets = None) -> None:
+        """Raise KeyboardInterrupt inside the tasks running on `targets` (default: all)."""
+        for engine_id in self._resolve(targets):
+            try:
+                os.kill(self._router.engines[engine_id].pid, signal.SIGINT)
+            except ProcessLookupError:
+                pass
+
+    # -- views -----------------------------------------------------------------------------
+    def __getitem__(self, key: Union[int, slice, Sequence[int]]) -> DirectView:
+        if isinstance(key, int):
+            if key not in self.ids:
+                raise IndexError(f"no live engine {key}; live engines: {self.ids}")
+            return DirectView(self, key)
+        if isinstance(key, slice):
+            return DirectView(self, self.ids[key])
+        targets = list(key)
+        missing = [t for t in targets if t not in self.ids]
+        if missing:
+            raise IndexError(f"no live engines {missing}; live engines: {self.ids}")
+        return DirectView(self, targets)
+
+    def direct_view(self, targets: Targets = "all") -> DirectView:
+        return DirectView(self, targets)
+
+    def load_balanced_view(self, targets: Targets = None) -> LoadBalancedView:
+        return LoadBalancedView(self, targets)
+
+    # -- submission ------------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("this Client is closed")
+
+    def _resolve(self, targets: Targets) -> List[int]:
+        live = self.ids
+        if targets is None or targets == "all":
+            ids = live
+        elif isinstance(targets, int):
+            ids = [targets]
+        else:
+            ids = list(targets)
+        dead = [t for t in ids if t not in live]
+        if dead:
+            raise NoEnginesError(f"engines {dead} are not alive; live engines: {live}")
+        if not ids:
+            raise NoEnginesError("no engines to run on")
+        return ids
+
+    def _encode(self, f: Callable[..., Any], args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Tuple[bytes, list]:
+        if not callable(f):
+            raise TypeError(f"expected a callable to run on the engines, got {type(f).__name__}: {f!r:.80}")
+        try:
+            return dumps((f, args, kwargs), self.cluster_id, what="the call")
+        except SerializationError as exc:
+            culprit = find_unpicklable(call_parts(f, args, kwargs))
+            raise SerializationError(f"cannot send the call: cannot pickle {culprit or exc}") from None
+
+    def _new_record(self, ar: AsyncResult, engine_id: int) -> TaskRecord:
+        seq = next(self._seq)
+        record = TaskRecord(seq, f"{self.cluster_id}-{seq}", engine_id, ar, len(ar._records))
+        ar._add_record(record)
+        self._results[record.msg_id] = ar
+        return record
+
+    def _send(self, record: TaskRecord, blob: bytes) -> None:
+        handle = self._router.engines[record.engine_id]
+        if not self._router.register(record):
+            self._router.fail(record, EngineError(record.engine_id, handle.exitcode, record.msg_id))
+            return
+        with handle.task_lock:
+            try:
+                handle.tasks.send_bytes(TASK_HEADER.pack(record.seq) + blob)
+            except OSError:
+                pass  # the engine died: its sentinel fails this record
+
+    def _submit(self, calls: Sequence[Tuple[int, Call]], fname: str, single: bool = False, ar: Optional[AsyncResult] = None) -> AsyncResult:
+        """Run each ``(engine_id, (f, args, kwargs))``; identical calls are pickled once."""
+        self._check_open()
+        ar = ar if ar is not None else AsyncResult(self, fname, single)
+        encoded: Dict[int, Tuple[bytes, list]] = {}
+        plan = []
+        for engine_id, call in calls:
+            key = id(call)
+            if key not in encoded:
+                encoded[key] = self._encode(*call)
+                ar._segments += encoded[key][1]
+            plan.append((self._new_record(ar, engine_id), encoded[key][0]))
+        for record, blob in plan:
+            self._send(record, blob)
+        self._router.run_callbacks()
+        return ar
+
+    def _submit_balanced(self, calls: Sequence[Call], ar: AsyncResult, targets: Optional[List[int]]) -> AsyncResult:
+        """Queue calls for whichever engine (of `targets`) is free first."""
+        self._check_open()
+        blobs = []
+        for call in calls:
+            blob, segments = self._encode(*call)
+            ar._segments += segments
+            blobs.append(blob)
+        with self._lb_lock:
+            for blob in blobs:
+                record = self._new_record(ar, -1)
+                self._lb_queue.append((record, blob))
+                self._lb_targets[record.seq] = targets
+        self._schedule()
+        return ar
+
+    def _schedule(self) -> None:
+        """Hand queued load-balanced tasks to idle engines."""
+        if not self._lb_queue:
+            return
+        with self._lb_lock:
+            while self._lb_queue:
+                record, blob = self._lb_queue[0]
+                allowed = self._lb_targets.get(record.seq)
+                idle = [
+                    h for i, h in sorted(self._router.engines.items())
+                    if h.alive and not h.pending and (allowed is None or i in allowed)
+                ]  # fmt: skip
+                if not idle:
+                    if not any(h.alive and (allowed is None or i in allowed) for i, h in self._router.engines.items()):
+                        self._lb_queue.popleft()
+                        self._router.fail(record, EngineError(-1, None, record.msg_id))
+                        continue
+                    return
+                self._lb_queue.popleft()
+                self._lb_targets.pop(record.seq, None)
+                record.engine_id = idle[0].id
+                self._send(record, blob)
+
+    def _release_segments(self, ar: AsyncResult) -> None:
+        for ref in ar._segments:
+            sharedmem.unlink(ref.name)
+        ar._segments = []
+
+    # -- ipyparallel's client-level calls ------------------------------------------------
+    @property
+    def outstanding(self) -> set:
+        """msg_ids of the tasks not yet finished."""
+        self._router.pump_nowait()
+        with self._router.state_lock:
+            pending = {r.msg_id for r in self._router.records.values()}
+        with self._lb_lock:
+            pending |= {r.msg_id for r, _ in self._lb_queue}
+        return pending
+
+    @property
+    def results(self) -> Dict[str, Any]:
+        """``{msg_id: result}`` of finished tasks, as in ipyparallel."""
+        self._router.pump_nowait()
+        out: Dict[str, Any] = {}
+        for ar in set(self._results.values()):
+            for r in ar._records:
+                if r.done:
+                    out[r.msg_id] = r.error if r.error is not None else r.value
+        return out
+
+    def clear(self) -> None:
+        """Forget finished results (``results``, ``metadata``) kept by the client."""
+        finished = [m for m, ar in self._results.items() if ar.done()]
+        for msg_id in finished:
+            del self._results[msg_id]
+
+    purge_results = clear
+
+    def wait(self, jobs: Optional[Iterable[Union[AsyncResult, str]]] = None, timeout: Optional[float] = -1) -> bool:
+        """Wait for `jobs` (AsyncResults or msg_ids; default: everything outstanding)."""
+        if jobs is None:
+            ars = [ar for ar in set(self._results.values()) if not ar.done()]
+        else:
+            ars = []
+            for job in jobs:
+                ars.append(job if isinstance(job, AsyncResult) else self._results[job])
+        probe = AsyncResult(self, "wait")
+        return probe._wait_until(lambda: all(ar.done() for ar in ars), timeout)
+
+    def abort(self, jobs: Union[AsyncResult, Iterable[Union[AsyncResult, str]], None] = None) -> None:
+        """Drop tasks that have not started (default: all outstanding)."""
+        if jobs is None:
+            records = [r for ar in set(self._results.values()) for r in ar._records]
+        elif isinstance(jobs, AsyncResult):
+            records = list(jobs._records)
+        else:
+            records = [r for job in jobs for r in (job if isinstance(job, AsyncResult) else self._results[job])._records]
+        with self._lb_lock:  # not yet handed to an engine: drop here
+            queued = {r.seq for r in records}
+            kept = deque(item for item in self._lb_queue if item[0].seq not in queued)
+            dropped = [item[0] for item in self._lb_queue if item[0].seq in queued]
+            self._lb_queue = kept
+        for record in dropped:
+            self._router.fail(record, TaskAborted(record.msg_id), status="aborted")
+        by_engine: Dict[int, List[int]] = {}
+        for r in records:
+            if not r.done and r.engine_id >= 0 and r not in dropped:
+                by_engine.setdefault(r.engine_id, []).append(r.seq)
+        for engine_id, seqs in by_engine.items():
+            self._router.engines[engine_id].send_control(("abort", seqs))
+        self._router.run_callbacks()
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop the engines, the Manager and the drain thread; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        _live_states.discard(self._state)
+        self._finalizer()
+
+    shutdown = close
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class _ClusterState:
+    """Everything close() must tear down, without a reference back to the Client."""
+
+    def __init__(self, router: Router, line: Lifeline, queue: PublicationQueue, cluster_id: str) -> None:
+        self.router = router
+        self.lifeline = line
+        self.queue = queue
+        self.cluster_id = cluster_id
+        self.drain: Optional[threading.Thread] = None
+        self.store: Optional[DataStore] = None
+        self.closed = False
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        router = self.router
+        handles = list(router.engines.values())
+        for h in handles:  # idle engines stop at once; busy ones are terminated
+            if h.alive and not h.pending:
+                with h.task_lock:
+                    try:
+                        h.tasks.send_bytes(STOP)
+                    except OSError:
+                        pass
+            elif h.alive:
+                h.process.terminate()
+        router.close()
+        if self.drain is not None and self.drain is not threading.current_thread():
+            self.drain.join(timeout=10)
+        for h in handles:
+            h.process.join(timeout=2)
+            if h.process.exitcode is None:
+                h.process.kill()
+                h.process.join(timeout=2)
+        if self.store is not None:
+            self.store.shutdown()
+        for h in handles:
+            for conn in (h.tasks, h.control, h.events):
+                conn.close()
+            try:
+                h.process.close()
+            except ValueError:
+                pass
+        self.queue.close()
+        self.lifeline.close()
+        router.close_fds()
+        sharedmem.sweep(self.cluster_id)
+
+
+_live_states: "weakref.WeakSet[_ClusterState]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    # Registered after multiprocessing's own exit hook, so it runs before it:
+    # that hook would otherwise wait forever for engines that are still running.
+    for state in list(_live_states):
+        state.close()

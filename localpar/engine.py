@@ -1,0 +1,278 @@
+"""The engine process: a loop that runs one task at a time, in arrival order.
+
+    task pipe ──► recv ──► run f(*args, **kwargs) ──► result pipe (value or error,
+    (from client)               │                          with stdout, stderr, times
+                                │                          and the publication count)
+                                └── publish_data ──► publication queue (shared, atomic
+                                                     frames) + Manager dict (coalesced)
+    control pipe ──► abort lists, the data store's handle; polled before each task
+                     and at each publication, so never blocking the task.
+
+An engine lives in its own session, so a terminal's Ctrl-C does not reach it;
+``Client.interrupt`` sends SIGINT, which raises KeyboardInterrupt only inside a
+running task.  A daemon thread watches the lifeline and exits when the client dies.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import signal
+import struct
+import sys
+import time
+import traceback
+from multiprocessing.connection import Connection
+from typing import Any, Dict, List, NamedTuple, Optional, Set, Tuple
+
+from . import datapub, lifeline, namespace, sharedmem
+from .errors import DataStoreError, SerializationError
+from .pubqueue import MAX_PAYLOAD, PublicationWriter
+from .serialization import dumps, find_unpicklable, loads
+
+TASK_HEADER = struct.Struct("<Q")  # the task's sequence number
+STOP = b"stop"
+STORE_SYNC_MIN_INTERVAL = 0.2  # seconds between two Manager-dict writes of one task
+
+
+class EngineSpec(NamedTuple):
+    """All an engine process needs; picklable for forkserver and spawn starts."""
+
+    engine_id: int
+    cluster_id: str
+    authkey: bytes
+    tasks: Connection  # client -> engine, task frames
+    control: Connection  # client -> engine, pickled control messages
+    events: Connection  # engine -> client, pickled event tuples
+    publications: Connection  # write end of the shared publication queue
+    lifeline: Connection  # read end of the client's lifeline
+    inherited: Tuple[int, ...]  # client-side fds a forked child must close
+
+
+def run_engine(spec: EngineSpec) -> None:
+    """Entry point of an engine process."""
+    lifeline.close_inherited(spec.inherited)
+    os.setsid()  # leave the terminal's process group: Ctrl-C is the client's
+    import multiprocessing
+
+    multiprocessing.current_process().authkey = spec.authkey
+    engine = Engine(spec)
+    signal.signal(signal.SIGINT, engine.on_sigint)
+    lifeline.watch(spec.lifeline, engine.on_client_death)
+    engine.serve()
+
+
+class Engine:
+    def __init__(self, spec: EngineSpec) -> None:
+        self.id = spec.engine_id
+        self.spec = spec
+        self.queue = PublicationWriter(spec.publications)
+        self.store: Any = None  # the Manager's dict proxy, once the client sends it
+        self.store_lost: Optional[str] = None
+        self.aborted: Set[int] = set()
+        self.namespace: Dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__}
+        self.running = False
+        self.last_task: Optional[TaskContext] = None
+
+    # -- signals and lifecycle -------------------------------------------------
+    def on_sigint(self, signum: int, frame: Any) -> None:
+        if self.running:
+            raise KeyboardInterrupt("interrupted by the client")
+
+    def on_client_death(self) -> None:
+        sharedmem.sweep(self.spec.cluster_id)
+        os._exit(0)
+
+    def serve(self) -> None:
+        global _engine
+        _engine = self
+        tasks = self.spec.tasks
+        while True:
+            try:
+                frame = tasks.recv_bytes()
+            except (EOFError, OSError):
+                return
+            if frame == STOP:
+                return
+            self.run_task(frame)
+            self.sync_store()
+
+    # -- control messages ------------------------------------------------------
+    def poll_control(self) -> None:
+        control = self.spec.control
+        while control.poll():
+            try:
+                kind, value = control.recv()
+            except (EOFError, OSError):
+                return
+            if kind == "abort":
+                self.aborted.update(value)
+            elif kind == "store":
+                self.store = value
+            elif kind == "store-lost":
+                self.store, self.store_lost = None, value
+
+    # -- tasks -----------------------------------------------------------------
+    def run_task(self, frame: bytes) -> None:
+        (seq,) = TASK_HEADER.unpack_from(frame)
+        self.poll_control()
+        if seq in self.aborted:
+            self.aborted.discard(seq)
+            self.send(("aborted", seq))
+            return
+        task = TaskContext(self, seq)
+        out, err = io.StringIO(), io.StringIO()
+        saved = sys.stdout, sys.stderr
+        status: str
+        payload: Any
+        started = time.time()
+        try:
+            sys.stdout, sys.stderr = out, err
+            datapub._current = task
+            f, args, kwargs = loads(memoryview(frame)[TASK_HEADER.size :], unlink=False, what="the task")
+            f = namespace.bind_to_namespace(f, self.namespace)
+            self.running = True
+            try:
+                value = f(*args, **kwargs)
+            finally:
+                self.running = False
+            status, payload = "ok", self.encode_result(value, f)
+        except BaseException as exc:  # the task's failure, reported, never fatal here
+            self.running = False
+            status, payload = "error", describe_exception(exc)
+        finally:
+            datapub._current = None
+            sys.stdout, sys.stderr = saved
+        completed = time.time()
+        try:
+            task.flush()
+        except BaseException as exc:
+            status, payload = "error", describe_exception(exc)
+        meta = {
+            "started": started,
+            "completed": completed,
+            "stdout": out.getvalue(),
+            "stderr": err.getvalue(),
+            "pubs": task.sent,
+            "progress_frames": task.progress_sent,
+        }
+        self.send(("result", seq, status, payload, meta))
+        self.last_task = task
+
+    def encode_result(self, value: Any, f: Any) -> bytes:
+        name = getattr(f, "__qualname__", "the task")
+        return dumps(value, self.spec.cluster_id, what=f"the return value of {name}")[0]
+
+    def send(self, event: Tuple[Any, ...]) -> None:
+        self.spec.events.send_bytes(pickle.dumps(event, protocol=5))
+
+    # -- the durable store -------------------------------------------------------
+    def sync_store(self) -> None:
+        """Write the last task's merged data to the Manager dict if it changed."""
+        task = self.last_task
+        if task is not None and task.dirty:
+            try:
+                task.sync()
+            except DataStoreError:
+                pass  # reported to the task that publishes next
+            self.last_task = None
+
+
+def describe_exception(exc: BaseException) -> Tuple[str, str, str]:
+    """(type name, message, formatted traceback) of an exception, always picklable."""
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return type(exc).__name__, str(exc), tb
+
+
+class TaskContext:
+    """What ``publish_data`` needs to know about the running task."""
+
+    def __init__(self, engine: Engine, seq: int) -> None:
+        self.engine = engine
+        self.seq = seq
+        self.state: Dict[str, Any] = {}  # merged data, for the durable store
+        self.pending: Optional[Dict[str, Any]] = None  # not yet in the queue: pipe was full
+        self.sent = 0  # data frames in the queue
+        self.progress_sent = 0
+        self.pubseq = 0
+        self.dirty = False
+        self.next_sync = time.monotonic() + STORE_SYNC_MIN_INTERVAL
+
+    def publish(self, data: Dict[str, Any]) -> None:
+        engine = self.engine
+        engine.poll_control()
+        if engine.store_lost:
+            raise DataStoreError(engine.store_lost)
+        delta = dict(data)
+        if self.pending is not None:
+            self.pending.update(delta)
+            delta = self.pending
+        self.pubseq += 1
+        frame, segments = self.encode(("data", self.seq, engine.id, self.pubseq, delta))
+        if engine.queue.try_put(frame):
+            self.sent += 1
+            self.pending = None
+        else:  # the client is behind: keep the latest state here, send it later
+            for ref in segments:
+                sharedmem.unlink(ref.name)
+            self.pending = delta
+        self.state.update(data)
+        self.dirty = True
+        if engine.store is not None and time.monotonic() >= self.next_sync:
+            self.sync()
+
+    def report_progress(self, done: int, total: int) -> None:
+        frame, _ = self.encode(("progress", self.seq, self.engine.id, done, total))
+        if self.engine.queue.try_put(frame):
+            self.progress_sent += 1
+
+    def flush(self) -> None:
+        """Send what the full pipe held back; the result must not overtake it."""
+        if self.pending is not None:
+            self.pubseq += 1
+            frame, _ = self.encode(("data", self.seq, self.engine.id, self.pubseq, self.pending))
+            self.engine.queue.put(frame)
+            self.sent += 1
+            self.pending = None
+
+    def encode(self, frame: Tuple[Any, ...]) -> Tuple[bytes, List[sharedmem.SegmentRef]]:
+        cluster = self.engine.spec.cluster_id
+        try:
+            message, segments = dumps(frame, cluster, what="the published data")
+        except SerializationError:
+            if frame[0] != "data":
+                raise
+            culprit = find_unpicklable((f"published value {k!r}", v) for k, v in frame[-1].items())
+            raise SerializationError(f"cannot pickle {culprit}") from None
+        if len(message) > MAX_PAYLOAD:  # too big for one atomic write: spill it
+            ref = sharedmem.export(cluster, memoryview(message))
+            message = dumps(("spilled", ref), cluster)[0]
+            segments = [*segments, ref]
+        return message, segments
+
+    def sync(self) -> None:
+        engine = self.engine
+        if engine.store is None:
+            return
+        t0 = time.monotonic()
+        try:
+            engine.store[engine.id] = (self.seq, self.pubseq, self.state)
+        except Exception as exc:
+            engine.store_lost = f"the cluster's Manager process is unreachable ({type(exc).__name__}: {exc})"
+            engine.store = None
+            raise DataStoreError(engine.store_lost) from exc
+        cost = time.monotonic() - t0
+        self.dirty = False
+        # Coalesce: spend at most ~5% of the task's time keeping the store fresh.
+        self.next_sync = time.monotonic() + max(STORE_SYNC_MIN_INTERVAL, 20 * cost)
+
+
+_engine: Optional[Engine] = None
+
+
+def current_engine() -> Engine:
+    """The engine of this process; for namespace helpers running as tasks."""
+    if _engine is None:
+        raise RuntimeError("not running inside a localpar engine")
+    return _engine

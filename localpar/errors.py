@@ -1,0 +1,161 @@
+"""Exceptions, named after ipyparallel's where it has one.
+
+Every broken state has its own type, so that callers can tell a failing task
+(`RemoteError`) from a dead engine (`EngineError`) from a dead data store
+(`DataStoreError`) without parsing messages.
+"""
+
+from __future__ import annotations
+
+import signal
+from typing import Any, List, Optional
+
+
+class LocalparError(Exception):
+    """Base class of every error localpar raises itself."""
+
+
+class RemoteError(LocalparError):
+    """The task raised on its engine; carries the remote type, message and traceback."""
+
+    def __init__(
+        self,
+        ename: str,
+        evalue: str,
+        traceback: str,
+        engine_info: Optional[dict[str, Any]] = None,
+    ) -> None:
+        self.ename = ename
+        self.evalue = evalue
+        self.traceback = traceback
+        self.engine_info: dict[str, Any] = dict(engine_info or {})
+        super().__init__(ename, evalue, traceback, self.engine_info)
+
+    @property
+    def engine_id(self) -> Optional[int]:
+        return self.engine_info.get("engine_id")
+
+    def __str__(self) -> str:
+        where = f"[engine {self.engine_id}] " if self.engine_id is not None else ""
+        return f"{where}{self.ename}: {self.evalue}"
+
+    def __repr__(self) -> str:
+        return f"<RemoteError[{self.engine_id}]:{self.ename}({self.evalue})>"
+
+    def render_traceback(self) -> List[str]:
+        """The remote traceback as lines, as IPython shows it."""
+        return self.traceback.splitlines() or [str(self)]
+
+    def _render_traceback_(self) -> List[str]:  # IPython's hook for custom tracebacks
+        return self.render_traceback()
+
+    def print_traceback(self) -> None:
+        print(self.traceback or str(self))
+
+
+class TaskAborted(RemoteError):
+    """The task was aborted before it started."""
+
+    def __init__(self, msg_id: str, engine_id: Optional[int] = None) -> None:
+        super().__init__(
+            "TaskAborted",
+            f"task {msg_id} was aborted before it started",
+            "",
+            {"engine_id": engine_id},
+        )
+        self.msg_id = msg_id
+
+
+class CompositeError(RemoteError):
+    """One or more engines failed in a multi-engine call.
+
+    ``elist`` holds ``(ename, evalue, traceback, engine_info)`` tuples, as in
+    ipyparallel; ``errors`` holds the `RemoteError` objects themselves.
+    """
+
+    def __init__(self, message: str, errors: List[RemoteError]) -> None:
+        self.message = message
+        self.errors = list(errors)
+        self.elist = [(e.ename, e.evalue, e.traceback, e.engine_info) for e in self.errors]
+        tb = "\n\n".join(f"[{e.engine_id}:{e.ename}] {e.traceback or e}" for e in self.errors)
+        super().__init__("CompositeError", message, tb)
+
+    def __str__(self) -> str:
+        lines = [self.message]
+        lines += [f"[{e.engine_id}:{e.ename}]: {e.evalue}" for e in self.errors]
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"CompositeError({len(self.errors)} exceptions)"
+
+    def render_traceback(self, excid: Optional[int] = None) -> List[str]:
+        errors = self.errors if excid is None else [self.errors[excid]]
+        lines: List[str] = []
+        for e in errors:
+            lines.append(f"[{e.engine_id}:{e.ename}]: ")
+            lines += e.render_traceback()
+            lines.append("")
+        return lines
+
+    def raise_exception(self, excid: int = 0) -> None:
+        """Raise the `excid`-th underlying exception."""
+        try:
+            error = self.errors[excid]
+        except IndexError:
+            raise IndexError(f"an exception with index {excid} does not exist") from None
+        raise error
+
+
+def describe_exit(exitcode: Optional[int]) -> str:
+    if exitcode is None:
+        return "an unknown exit status"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        hint = {
+            "SIGKILL": " (killed: out of memory, or an explicit kill)",
+            "SIGSEGV": " (segmentation fault in native code)",
+            "SIGABRT": " (aborted by native code)",
+            "SIGBUS": " (bus error: bad memory access)",
+            "SIGTERM": " (terminated)",
+        }.get(name, "")
+        return f"{name}({exitcode}){hint}"
+    return f"exit code {exitcode}"
+
+
+class EngineError(RemoteError):
+    """The engine process died while the task was pending on it."""
+
+    def __init__(self, engine_id: int, exitcode: Optional[int], msg_id: Optional[str] = None) -> None:
+        self.exitcode = exitcode
+        self.msg_id = msg_id
+        task = f" while task {msg_id} was pending" if msg_id else ""
+        message = f"engine {engine_id} died with {describe_exit(exitcode)}{task}"
+        super().__init__("EngineError", message, "", {"engine_id": engine_id})
+
+    def __str__(self) -> str:
+        return self.evalue
+
+
+class SerializationError(LocalparError, TypeError):
+    """An object could not be pickled or unpickled; the message names it."""
+
+
+class DataStoreError(LocalparError):
+    """The cluster's Manager process (the durable data store) is gone."""
+
+
+class NoEnginesError(LocalparError):
+    """A view targets no live engine."""
+
+
+class ClientClosedError(RemoteError):
+    """The client was closed; its engines are gone."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("ClientClosedError", message, "")
+
+    def __str__(self) -> str:
+        return self.evalue

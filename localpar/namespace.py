@@ -1,0 +1,71 @@
+"""Operations on an engine's namespace, sent as ordinary tasks by the views.
+
+They run *on the engine* (pickled by reference, so they cost nothing to send):
+push/pull/execute/run act on the engine's namespace dict, which is also the
+globals of every function defined in ``__main__`` (a script or a notebook) or
+marked ``@interactive``, as on an ipyparallel engine.
+"""
+
+from __future__ import annotations
+
+import types
+from typing import Any, Callable, Dict, List, Sequence, TypeVar, Union
+
+
+def current_engine() -> Any:
+    from .engine import current_engine as _current  # engine imports this module
+
+    return _current()
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def interactive(f: F) -> F:
+    """Resolve `f`'s globals in the engine's namespace (where push/execute write)."""
+    f.__module__ = "__main__"
+    return f
+
+
+def bind_to_namespace(f: Any, namespace: Dict[str, Any]) -> Any:
+    """Rebuild a ``__main__`` function so that its globals are the engine's namespace.
+
+    The values cloudpickle captured on the client win over the namespace for the
+    names they define; any other name resolves in the namespace.
+    """
+    if not isinstance(f, types.FunctionType) or f.__module__ != "__main__" or f.__globals__ is namespace:
+        return f
+    for name, value in f.__globals__.items():
+        if name not in ("__builtins__", "__name__"):
+            namespace[name] = value
+    bound = types.FunctionType(f.__code__, namespace, f.__name__, f.__defaults__, f.__closure__)
+    bound.__kwdefaults__ = f.__kwdefaults__
+    bound.__dict__.update(f.__dict__)
+    bound.__qualname__ = f.__qualname__
+    return bound
+
+
+def push(values: Dict[str, Any]) -> None:
+    current_engine().namespace.update(values)
+
+
+def pull(names: Union[str, Sequence[str]]) -> Any:
+    namespace = current_engine().namespace
+    missing = [n for n in ([names] if isinstance(names, str) else names) if n not in namespace]
+    if missing:
+        raise NameError(f"name(s) {missing} not defined on engine {current_engine().id}")
+    if isinstance(names, str):
+        return namespace[names]
+    return [namespace[n] for n in names]
+
+
+def execute(code: str, filename: str = "<execute>") -> None:
+    exec(compile(code, filename, "exec"), current_engine().namespace)
+
+
+def map_chunk(f: Callable[..., Any], *chunks: Sequence[Any]) -> List[Any]:
+    f = bind_to_namespace(f, current_engine().namespace)
+    return [f(*items) for items in zip(*chunks)]
+
+
+def engine_id() -> int:
+    return current_engine().id

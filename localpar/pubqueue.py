@@ -1,0 +1,99 @@
+"""The card's Queue: one pipe that every engine writes publications into.
+
+Each frame is written with a single ``write`` of at most ``PIPE_BUF`` bytes,
+which the kernel makes atomic.  So no lock is shared between processes: an
+engine killed mid-publication leaves either its whole frame or nothing, and can
+never wedge the other engines or corrupt the stream.  Bigger payloads are
+spilled into shared memory by the caller and only their reference is framed.
+
+Writers are non-blocking: a full pipe tells the engine to coalesce its
+publications locally (the client only needs the latest merged state) instead of
+stalling the task.  One reader at a time, in the client, drains it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import select
+import struct
+from multiprocessing.connection import Connection
+from typing import List, Optional
+
+MAX_FRAME = select.PIPE_BUF  # 4096 on Linux
+_LEN = struct.Struct("<I")
+MAX_PAYLOAD = MAX_FRAME - _LEN.size
+_PIPE_SIZE = 1 << 20  # ask the kernel for a 1 MiB pipe: fewer full-pipe stalls
+
+
+class PublicationQueue:
+    """Client-side owner of the pipe; hands the write end to engines."""
+
+    def __init__(self) -> None:
+        r, w = os.pipe()
+        for fd in (r, w):
+            os.set_inheritable(fd, False)
+        try:
+            fcntl.fcntl(w, getattr(fcntl, "F_SETPIPE_SZ", 1031), _PIPE_SIZE)
+        except OSError:
+            pass  # keep the default size
+        os.set_blocking(r, False)
+        self.reader_fd = r
+        # Wrapped as a Connection so that multiprocessing can pass it to children
+        # started with forkserver or spawn.
+        self.writer = Connection(w, readable=False)
+        self._buffer = bytearray()
+
+    def read_frames(self) -> List[bytes]:
+        """Every complete frame available now, without blocking."""
+        while True:
+            try:
+                chunk = os.read(self.reader_fd, 1 << 20)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            self._buffer += chunk
+            if len(chunk) < (1 << 20):
+                break
+        frames: List[bytes] = []
+        buf, pos = self._buffer, 0
+        while len(buf) - pos >= _LEN.size:
+            (n,) = _LEN.unpack_from(buf, pos)
+            if len(buf) - pos - _LEN.size < n:
+                break
+            frames.append(bytes(buf[pos + _LEN.size : pos + _LEN.size + n]))
+            pos += _LEN.size + n
+        del buf[:pos]
+        return frames
+
+    def close(self) -> None:
+        os.close(self.reader_fd)
+        self.writer.close()
+
+
+class PublicationWriter:
+    """Engine-side end: atomic, non-blocking frame writes."""
+
+    def __init__(self, writer: Connection) -> None:
+        self._writer = writer
+        self._fd = writer.fileno()
+        os.set_blocking(self._fd, False)
+
+    def try_put(self, payload: bytes) -> bool:
+        """Write one frame now; False (nothing written) if the pipe is full."""
+        if len(payload) > MAX_PAYLOAD:
+            raise ValueError(f"frame of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
+        try:
+            os.write(self._fd, _LEN.pack(len(payload)) + payload)
+        except BlockingIOError:
+            return False
+        return True
+
+    def put(self, payload: bytes, timeout: Optional[float] = None) -> None:
+        """Write one frame, waiting for room in the pipe."""
+        poller = select.poll()
+        poller.register(self._fd, select.POLLOUT)
+        while not self.try_put(payload):
+            if not poller.poll(None if timeout is None else int(timeout * 1000)):
+                raise TimeoutError("the client has not drained publications")

@@ -1,0 +1,453 @@
+"""The client's reading side: one reader at a time applies everything engines send.
+
+    engine i ── result pipe i ──┐
+    engine i ── sentinel i ─────┤                    ┌─► TaskRecord (value/error, meta)
+    all engines ── pub queue ───┼─► Router.pump() ───┼─► AsyncResult.data (dict.update)
+    Manager ── sentinel ────────┤   (whoever holds   └─► EngineError for a dead engine's
+    close() ── wake pipe ───────┘    the read lock)       pending tasks; DataStoreError
+
+Whoever needs progress reads: a caller blocked in ``get()`` becomes the reader
+itself (no hand-off between threads on the hot path), ``ar.data`` and
+``ready()`` apply what has already arrived without blocking, and the drain thread
+reads whenever nobody else does.  The read lock guarantees one reader at a time
+per channel.  Completing futures and running user callbacks happen after the
+lock is released, so a callback may submit or wait freely.
+
+Ordering: an engine writes a task's publications before its result, and the
+result says how many it wrote; a record completes only once that many are
+applied, so ``get()`` never returns before ``ar.data`` is final.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import os
+import pickle
+import select
+import signal
+import threading
+import time
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, Iterator, List, Optional, Set, Tuple
+
+from . import sharedmem
+from .errors import ClientClosedError, DataStoreError, EngineError, RemoteError, SerializationError, TaskAborted
+from .pubqueue import PublicationQueue
+from .serialization import loads, segments_of
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+    from multiprocessing.process import BaseProcess
+
+    from .asyncresult import AsyncResult
+
+
+class TaskRecord:
+    """One task on one engine: what the client knows of it."""
+
+    __slots__ = (
+        "seq", "msg_id", "engine_id", "result", "index", "submitted", "started", "completed",
+        "received", "status", "value", "error", "stdout", "stderr", "pubs_expected",
+        "pubs_applied", "last_pubseq", "progress", "done",
+    )  # fmt: skip
+
+    def __init__(self, seq: int, msg_id: str, engine_id: int, result: "AsyncResult", index: int) -> None:
+        self.seq = seq
+        self.msg_id = msg_id
+        self.engine_id = engine_id
+        self.result = result
+        self.index = index
+        self.submitted = time.time()
+        self.started: Optional[float] = None
+        self.completed: Optional[float] = None
+        self.received: Optional[float] = None
+        self.status: Optional[str] = None  # "ok", "error", "aborted"
+        self.value: Any = None
+        self.error: Optional[RemoteError] = None
+        self.stdout = ""
+        self.stderr = ""
+        self.pubs_expected: Optional[int] = None
+        self.pubs_applied = 0
+        self.last_pubseq = 0
+        self.progress: Optional[Tuple[int, int]] = None
+        self.done = False
+
+
+class EngineHandle:
+    """The client's side of one engine process."""
+
+    def __init__(self, engine_id: int, process: "BaseProcess", tasks: "Connection", control: "Connection", events: "Connection") -> None:
+        self.id = engine_id
+        self.process = process
+        self.pid: int = process.pid or -1
+        self.tasks = tasks
+        self.control = control
+        self.events = events
+        self.task_lock = threading.Lock()
+        self.control_lock = threading.Lock()
+        self.pending: Set[int] = set()  # sequence numbers sent and not finished
+        self.alive = True
+        self.exitcode: Optional[int] = None
+
+    def send_control(self, message: Tuple[str, Any]) -> None:
+        with self.control_lock:
+            try:
+                self.control.send(message)
+            except OSError:
+                pass  # the engine is gone; its sentinel tells the router
+
+
+class Router:
+    def __init__(self, cluster_id: str, queue: PublicationQueue) -> None:
+        self.cluster_id = cluster_id
+        self.queue = queue
+        self.read_lock = threading.RLock()  # one reader at a time
+        self.state_lock = threading.Lock()  # records/pending/alive; never held while blocking
+        self.engines: Dict[int, EngineHandle] = {}
+        self.records: Dict[int, TaskRecord] = {}
+        self.closed = False
+        self.store: Any = None  # datastore.DataStore once started
+        self.store_error: Optional[str] = None
+        self.on_engine_death: Optional[Callable[[EngineHandle], None]] = None
+        self._to_finish: Deque["AsyncResult"] = collections.deque()
+        self._to_notify: Deque["AsyncResult"] = collections.deque()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._version = 0
+        self._local = threading.local()
+        self.generation = 0  # bumped after every batch of applied messages
+        self._changed = threading.Condition()
+        self._dirty = False
+        self.on_task_done: Optional[Callable[[], None]] = None  # the load balancer's hook
+
+    # -- registration (any thread) ---------------------------------------------------
+    def add_engine(self, handle: EngineHandle) -> None:
+        with self.state_lock:
+            self.engines[handle.id] = handle
+            self._version += 1
+
+    def register(self, record: TaskRecord) -> bool:
+        """Track a task before it is sent; False if its engine is already dead."""
+        with self.state_lock:
+            handle = self.engines.get(record.engine_id)
+            if handle is None or not handle.alive or self.closed:
+                return False
+            self.records[record.seq] = record
+            handle.pending.add(record.seq)
+            return True
+
+    def client_fds(self) -> List[int]:
+        """Client-side descriptors a forked child must close."""
+        fds = [self._wake_r, self._wake_w, self.queue.reader_fd]
+        for h in self.engines.values():
+            if h.alive:
+                fds += [h.tasks.fileno(), h.control.fileno(), h.events.fileno()]
+        return fds
+
+    def wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except (BlockingIOError, OSError):
+            pass
+
+    # -- reading ------------------------------------------------------------------------
+    def pump(self, timeout: Optional[float]) -> bool:
+        """Read and apply what arrives within `timeout`; False if another thread is reading."""
+        if not self.read_lock.acquire(blocking=False):
+            return False
+        try:
+            poller = self._poller()
+            ms = -1 if timeout is None else max(0, math.ceil(timeout * 1000))
+            ready = poller.poll(ms)
+            if ready:
+                with _sigint_deferred():
+                    self._handle(ready)
+        finally:
+            self.read_lock.release()
+        self.run_callbacks()
+        return True
+
+    def pump_nowait(self) -> None:
+        """Apply what has already arrived, if no other thread is reading right now."""
+        if self.read_lock.acquire(blocking=False):
+            try:
+                ready = self._poller().poll(0)
+                if ready:
+                    with _sigint_deferred():
+                        self._handle(ready)
+            finally:
+                self.read_lock.release()
+        self.run_callbacks()
+
+    def drain_forever(self, before: Optional[Callable[[], None]] = None) -> None:
+        """The drain thread: read whenever nobody else does, until close()."""
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})  # Ctrl-C is the main thread's
+        if before is not None:
+            before()
+        while not self.closed:
+            self._poller().poll(-1)  # sleep until something is readable, without the lock
+            with self.read_lock:
+                if self.closed:
+                    break
+                self._handle(self._poller().poll(0))
+            self.run_callbacks()
+
+    def wait_for_change(self, generation: int, timeout: float) -> None:
+        """Block until a batch after `generation` is applied, or `timeout`."""
+        with self._changed:
+            if self.generation == generation:
+                self._changed.wait(timeout)
+
+    def run_callbacks(self) -> None:
+        """Complete futures and notify data watchers, outside the read lock."""
+        while self._to_finish:
+            try:
+                ar = self._to_finish.popleft()
+            except IndexError:
+                break
+            ar._finish()
+        while self._to_notify:
+            try:
+                ar = self._to_notify.popleft()
+            except IndexError:
+                break
+            ar._notify_data()
+        if self._dirty:
+            self._dirty = False
+            if self.on_task_done is not None:
+                self.on_task_done()
+            with self._changed:
+                self.generation += 1
+                self._changed.notify_all()
+
+    def _poller(self) -> "select.poll":
+        local = self._local
+        if getattr(local, "version", None) != self._version:
+            poller = select.poll()
+            fdmap: Dict[int, Tuple[str, Any]] = {self._wake_r: ("wake", None), self.queue.reader_fd: ("queue", None)}
+            with self.state_lock:
+                for h in self.engines.values():
+                    if h.alive:
+                        fdmap[h.events.fileno()] = ("events", h)
+                        fdmap[h.process.sentinel] = ("sentinel", h)
+                if self.store is not None and self.store_error is None:
+                    fdmap[self.store.sentinel] = ("store", None)
+                local.version = self._version
+            for fd in fdmap:
+                poller.register(fd, select.POLLIN)
+            local.poller, local.fdmap = poller, fdmap
+        return local.poller
+
+    def _handle(self, ready: List[Tuple[int, int]]) -> None:
+        self._dirty = True
+        fdmap = self._local.fdmap
+        deaths: List[EngineHandle] = []
+        for fd, _ in ready:
+            kind, handle = fdmap.get(fd, ("gone", None))
+            if kind == "events":
+                self._read_events(handle)
+            elif kind == "queue":
+                self._drain_queue()
+            elif kind == "sentinel":
+                deaths.append(handle)
+            elif kind == "store":
+                self._store_died()
+            elif kind == "wake":
+                try:
+                    os.read(self._wake_r, 4096)
+                except BlockingIOError:
+                    pass
+        for handle in deaths:  # after reading, so nothing the engine sent is lost
+            self._engine_died(handle)
+
+    def _read_events(self, handle: EngineHandle) -> None:
+        conn = handle.events
+        try:
+            while handle.alive and conn.poll(0):
+                self._on_event(handle, pickle.loads(conn.recv_bytes()))
+        except (EOFError, OSError):
+            pass  # the engine died mid-message; its sentinel reports it
+
+    def _drain_queue(self) -> None:
+        for frame in self.queue.read_frames():
+            try:
+                message = loads(frame, what="a publication")
+                if message[0] == "spilled":
+                    ref = message[1]
+                    try:
+                        message = loads(bytes(sharedmem.attach(ref)), what="a publication")
+                    finally:
+                        sharedmem.unlink(ref.name)
+            except (SerializationError, OSError):
+                continue  # a publication the client cannot load is dropped, never fatal
+            kind, seq = message[0], message[1]
+            record = self.records.get(seq)
+            if record is None:
+                continue
+            if kind == "data":
+                record.pubs_applied += 1
+                record.last_pubseq = message[3]
+                record.result._apply_data(record.index, message[4])
+                self._to_notify.append(record.result)
+                self._maybe_complete(record)
+            elif kind == "progress":
+                record.progress = (message[3], message[4])
+                self._to_notify.append(record.result)
+
+    def _on_event(self, handle: EngineHandle, event: Tuple[Any, ...]) -> None:
+        kind, seq = event[0], event[1]
+        record = self.records.get(seq)
+        if kind == "result":
+            _, _, status, payload, meta = event
+            if record is None:
+                if status == "ok":
+                    for ref in segments_of(payload):
+                        sharedmem.unlink(ref.name)
+                return
+            record.received = time.time()
+            record.started, record.completed = meta["started"], meta["completed"]
+            record.stdout, record.stderr = meta["stdout"], meta["stderr"]
+            info = {"engine_id": handle.id, "engine_pid": handle.pid, "msg_id": record.msg_id}
+            if status == "ok":
+                try:
+                    record.value = loads(payload, what=f"the result of task {record.msg_id}")
+                    record.status = "ok"
+                except SerializationError as exc:
+                    record.status, record.error = "error", RemoteError("SerializationError", str(exc), "", info)
+            else:
+                ename, evalue, tb = payload
+                record.status, record.error = "error", RemoteError(ename, evalue, tb, info)
+            record.pubs_expected = meta["pubs"]
+            if record.pubs_applied < record.pubs_expected:
+                self._drain_queue()  # they were written before the result: they are there
+            self._maybe_complete(record, force=True)
+        elif kind == "aborted" and record is not None:
+            record.status, record.error = "aborted", TaskAborted(record.msg_id, handle.id)
+            record.pubs_expected = 0
+            self._maybe_complete(record)
+
+    def _maybe_complete(self, record: TaskRecord, force: bool = False) -> None:
+        if record.done or record.pubs_expected is None:
+            return
+        if record.pubs_applied < record.pubs_expected and not force:
+            return
+        self._complete(record)
+
+    def _complete(self, record: TaskRecord) -> None:
+        record.done = True
+        self._dirty = True
+        with self.state_lock:
+            self.records.pop(record.seq, None)
+            handle = self.engines.get(record.engine_id)
+            if handle is not None:
+                handle.pending.discard(record.seq)
+        if record.result._record_done(record):
+            self._to_finish.append(record.result)
+
+    def fail(self, record: TaskRecord, error: RemoteError, status: str = "error") -> None:
+        """Finish a record that will never get its result."""
+        if record.done:
+            return
+        record.status, record.error = status, error
+        record.pubs_expected = record.pubs_applied
+        self._complete(record)
+
+    # -- deaths ---------------------------------------------------------------------------
+    def _engine_died(self, handle: EngineHandle) -> None:
+        if not handle.alive:
+            return
+        self._read_events(handle)  # whatever it finished sending
+        self._drain_queue()
+        with self.state_lock:
+            handle.alive = False
+            self._version += 1
+            pending = [self.records[s] for s in sorted(handle.pending) if s in self.records]
+        handle.process.join(timeout=1.0)
+        handle.exitcode = handle.process.exitcode
+        self._recover_from_store(handle, pending)
+        for record in pending:
+            self.fail(record, EngineError(handle.id, handle.exitcode, record.msg_id))
+        sharedmem.sweep(self.cluster_id, handle.pid)
+        if self.on_engine_death is not None:
+            self.on_engine_death(handle)
+
+    def _recover_from_store(self, handle: EngineHandle, pending: List[TaskRecord]) -> None:
+        """Apply the durable latest state if it is fresher than what the queue delivered."""
+        if self.store is None or self.store_error is not None or not pending:
+            return
+        latest = self.store.latest(handle.id)
+        if latest is None:
+            return
+        seq, pubseq, state = latest
+        for record in pending:
+            if record.seq == seq and pubseq > record.last_pubseq:
+                record.result._apply_data(record.index, state)
+                record.last_pubseq = pubseq
+                self._to_notify.append(record.result)
+
+    def attach_store(self, store: Any) -> None:
+        """The Manager is up: watch it and give its dict to every engine."""
+        with self.state_lock:
+            self.store = store
+            self._version += 1
+            handles = [h for h in self.engines.values() if h.alive]
+        for h in handles:
+            h.send_control(("store", store.dict))
+        self.wake()
+
+    def _store_died(self) -> None:
+        if self.store is None or self.store_error is not None:
+            return
+        code = self.store.exitcode()
+        self.store_error = (
+            f"the cluster's Manager process (pid {self.store.pid}) died with exit status {code}; "
+            "publish_data cannot keep the durable copy of published data: close this client and start a new one"
+        )
+        with self.state_lock:
+            self._version += 1
+            handles = [h for h in self.engines.values() if h.alive]
+        for h in handles:
+            h.send_control(("store-lost", self.store_error))
+
+    def fail_all(self, make_error: Callable[[TaskRecord], RemoteError]) -> None:
+        """Fail every pending record (used by close())."""
+        with self.state_lock:
+            pending = list(self.records.values())
+        for record in pending:
+            self.fail(record, make_error(record))
+
+    def close(self) -> None:
+        self.closed = True
+        self.wake()
+        with self.read_lock:
+            self.fail_all(lambda r: ClientClosedError(f"the client was closed while task {r.msg_id} was pending"))
+        self.run_callbacks()
+
+    def close_fds(self) -> None:
+        for fd in (self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+@contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """Hold a Ctrl-C back while a message is half-applied; raise it right after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    try:
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    except KeyboardInterrupt:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        raise
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+__all__ = ["Router", "TaskRecord", "EngineHandle", "DataStoreError"]

@@ -1,0 +1,105 @@
+"""The one way objects cross a process boundary in localpar.
+
+``dumps`` pickles with cloudpickle at protocol 5, so lambdas, closures and
+functions from ``__main__`` or a notebook travel by value.  Buffers of at least
+``SHM_THRESHOLD`` bytes (numpy arrays above all) go out of band into shared
+memory segments (see ``sharedmem``) and only their names travel in the message.
+
+Message layout: ``[u32 n][n bytes: pickled segment refs][pickle body]``.
+"""
+
+from __future__ import annotations
+
+import pickle
+import struct
+from typing import Any, Callable, Iterable, List, Optional, Tuple
+
+import cloudpickle
+
+from . import sharedmem
+from .errors import SerializationError
+from .sharedmem import SegmentRef
+
+SHM_THRESHOLD = 64 * 1024
+"""Buffers at least this big travel through shared memory instead of the pipe."""
+
+_HEADER = struct.Struct("<I")
+_NO_SEGMENTS = _HEADER.pack(0)
+
+
+def dumps(obj: Any, cluster_id: str, what: str = "object") -> Tuple[bytes, List[SegmentRef]]:
+    """Serialize `obj`; returns the message and the segments it refers to.
+
+    Raises `SerializationError` naming `what` if the object cannot be pickled.
+    """
+    segments: List[SegmentRef] = []
+
+    def out_of_band(buf: pickle.PickleBuffer) -> bool:
+        raw = buf.raw()
+        if raw.nbytes < SHM_THRESHOLD:
+            return True  # keep it in the pickle stream
+        segments.append(sharedmem.export(cluster_id, raw))
+        return False
+
+    try:
+        body = cloudpickle.dumps(obj, protocol=5, buffer_callback=out_of_band)
+    except Exception as exc:
+        for ref in segments:
+            sharedmem.unlink(ref.name)
+        raise SerializationError(f"cannot pickle {what} ({_short_repr(obj)}): {type(exc).__name__}: {exc}") from exc
+    if not segments:
+        return _NO_SEGMENTS + body, segments
+    refs = pickle.dumps(segments, protocol=5)
+    return _HEADER.pack(len(refs)) + refs + body, segments
+
+
+def loads(message: bytes, unlink: bool = True, what: str = "object") -> Any:
+    """Rebuild an object from `dumps` output; unlink its segments once mapped if `unlink`."""
+    view = memoryview(message)
+    (n,) = _HEADER.unpack_from(view)
+    buffers: Optional[List[memoryview]] = None
+    if n:
+        segments: List[SegmentRef] = pickle.loads(view[_HEADER.size : _HEADER.size + n])
+        try:
+            buffers = [sharedmem.attach(ref) for ref in segments]
+        finally:
+            if unlink:
+                for ref in segments:
+                    sharedmem.unlink(ref.name)
+    try:
+        return pickle.loads(view[_HEADER.size + n :], buffers=buffers)
+    except Exception as exc:
+        raise SerializationError(f"cannot unpickle {what}: {type(exc).__name__}: {exc}") from exc
+
+
+def segments_of(message: bytes) -> List[SegmentRef]:
+    """The segments a message refers to, without loading it."""
+    (n,) = _HEADER.unpack_from(message)
+    return pickle.loads(memoryview(message)[_HEADER.size : _HEADER.size + n]) if n else []
+
+
+def find_unpicklable(parts: Iterable[Tuple[str, Any]]) -> Optional[str]:
+    """Name the first of `parts` that cannot be pickled, with the reason; None if all can."""
+    for name, obj in parts:
+        try:
+            cloudpickle.dumps(obj, protocol=5, buffer_callback=lambda buf: False)
+        except Exception as exc:
+            return f"{name} ({_short_repr(obj)}): {type(exc).__name__}: {exc}"
+    return None
+
+
+def call_parts(f: Callable[..., Any], args: Tuple[Any, ...], kwargs: dict[str, Any]) -> List[Tuple[str, Any]]:
+    """Name each piece of a call, for error messages."""
+    fname = getattr(f, "__qualname__", None) or repr(f)
+    parts: List[Tuple[str, Any]] = [(f"the function {fname}", f)]
+    parts += [(f"argument {i} of {fname}", a) for i, a in enumerate(args)]
+    parts += [(f"keyword argument {k!r} of {fname}", v) for k, v in kwargs.items()]
+    return parts
+
+
+def _short_repr(obj: Any, limit: int = 80) -> str:
+    try:
+        text = repr(obj)
+    except Exception:
+        text = f"<{type(obj).__name__} object>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,316 @@
+"""Views: which engines a call goes to, and how (ipyparallel's DirectView and LoadBalancedView)."""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+from . import namespace
+from .asyncresult import AsyncMapResult, AsyncResult
+
+if TYPE_CHECKING:
+    from .client import Client
+
+Targets = Union[None, str, int, Sequence[int]]
+
+
+def _split(n_items: int, n_parts: int) -> List[Tuple[int, int]]:
+    """Contiguous (start, stop) ranges, as even as possible, in order."""
+    base, extra = divmod(n_items, n_parts)
+    bounds, start = [], 0
+    for i in range(n_parts):
+        stop = start + base + (1 if i < extra else 0)
+        bounds.append((start, stop))
+        start = stop
+    return bounds
+
+
+class View:
+    """What both views share: the client, the default blocking mode, waiting."""
+
+    def __init__(self, client: "Client", targets: Targets) -> None:
+        self.client = client
+        self._targets = targets
+        self.block = False
+
+    @property
+    def targets(self) -> Targets:
+        return self._targets
+
+    def __repr__(self) -> str:
+        text = str(self._targets)
+        if len(text) > 16:
+            text = text[:12] + "...]"
+        return f"<{type(self).__name__} {text}>"
+
+    def __len__(self) -> int:
+        return len(self._resolved())
+
+    def _resolved(self) -> List[int]:
+        return self.client._resolve(self._targets)
+
+    def _result(self, ar: AsyncResult, block: Optional[bool]) -> Any:
+        return ar.get() if (self.block if block is None else block) else ar
+
+    @contextlib.contextmanager
+    def temp_flags(self, **flags: Any) -> Iterator[None]:
+        """Change flags (``block``) for the duration of a ``with`` block."""
+        saved = {k: getattr(self, k) for k in flags}
+        self.set_flags(**flags)
+        try:
+            yield
+        finally:
+            self.set_flags(**saved)
+
+    def set_flags(self, **flags: Any) -> None:
+        for key, value in flags.items():
+            if key != "block":
+                raise KeyError(f"unknown flag {key!r}")
+            setattr(self, key, value)
+
+    def apply(self, f: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        """Call ``f(*args, **kwargs)``; blocks if ``view.block``, else returns an AsyncResult."""
+        return self._result(self.apply_async(f, *args, **kwargs), None)
+
+    def apply_sync(self, f: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        """Call and wait for the result."""
+        return self.apply_async(f, *args, **kwargs).get()
+
+    def apply_async(self, f: Callable[..., Any], /, *args: Any, **kwargs: Any) -> AsyncResult:
+        raise NotImplementedError
+
+    def map(self, f: Callable[..., Any], *sequences: Sequence[Any], block: Optional[bool] = None, **options: Any) -> Any:
+        """Like builtin map, in parallel; honours ``block`` like ``apply``."""
+        return self._result(self.map_async(f, *sequences, **options), block)
+
+    def map_sync(self, f: Callable[..., Any], *sequences: Sequence[Any], **options: Any) -> List[Any]:
+        return self.map_async(f, *sequences, **options).get()
+
+    def map_async(self, f: Callable[..., Any], *sequences: Sequence[Any], **options: Any) -> AsyncMapResult:
+        raise NotImplementedError
+
+    def wait(self, jobs: Any = None, timeout: Optional[float] = -1) -> bool:
+        return self.client.wait(jobs, timeout)
+
+    def abort(self, jobs: Any = None) -> None:
+        self.client.abort(jobs)
+
+    def interrupt(self) -> None:
+        """Raise KeyboardInterrupt inside the tasks running on this view's engines."""
+        self.client.interrupt(self._targets)
+
+    def remote(self, block: Optional[bool] = None) -> Callable[[Callable[..., Any]], "RemoteFunction"]:
+        """Decorator: calling the function runs it on this view."""
+        return lambda f: RemoteFunction(self, f, block)
+
+    def parallel(self, block: Optional[bool] = None) -> Callable[[Callable[..., Any]], "ParallelFunction"]:
+        """Decorator: calling the function maps it over its sequence arguments on this view."""
+        return lambda f: ParallelFunction(self, f, block)
+
+
+def _sequences(sequences: Tuple[Sequence[Any], ...]) -> List[Sequence[Any]]:
+    if not sequences:
+        raise TypeError("map needs at least one sequence")
+    seqs = [s if hasattr(s, "__getitem__") and hasattr(s, "__len__") else list(s) for s in sequences]
+    if len({len(s) for s in seqs}) > 1:
+        raise ValueError(f"sequences of different lengths: {[len(s) for s in seqs]}")
+    return seqs
+
+
+class DirectView(View):
+    """Runs each call on every target engine, in submission order per engine."""
+
+    def __init__(self, client: "Client", targets: Targets = "all") -> None:
+        super().__init__(client, targets)
+
+    def apply_async(self, f: Callable[..., Any], /, *args: Any, **kwargs: Any) -> AsyncResult:
+        """Run ``f(*args, **kwargs)`` on every target; never blocks."""
+        call = (f, args, kwargs)
+        single = isinstance(self._targets, int)
+        fname = getattr(f, "__name__", "f")
+        return self.client._submit([(i, call) for i in self._resolved()], fname, single)
+
+    def map_async(self, f: Callable[..., Any], *sequences: Sequence[Any], **options: Any) -> AsyncMapResult:
+        """Split the sequences into one contiguous chunk per target; results in order."""
+        if options:
+            raise TypeError(f"unexpected options for DirectView.map: {sorted(options)}")
+        seqs = _sequences(sequences)
+        targets = self._resolved()
+        bounds = _split(len(seqs[0]), len(targets))
+        ar = AsyncMapResult(self.client, getattr(f, "__name__", "f"), [b - a for a, b in bounds])
+        calls = [
+            (engine, (namespace.map_chunk, (f, *[s[a:b] for s in seqs]), {}))
+            for engine, (a, b) in zip(targets, bounds)
+        ]  # fmt: skip
+        self.client._submit(calls, ar._fname, ar=ar)
+        return ar  # type: ignore[return-value]
+
+    # -- the engine namespace ----------------------------------------------------------------
+    def push(self, ns: Dict[str, Any], block: Optional[bool] = None) -> Any:
+        """Update each engine's namespace with `ns`."""
+        return self._result(self.apply_async(namespace.push, ns), block)
+
+    def pull(self, names: Union[str, Sequence[str]], block: Optional[bool] = None) -> Any:
+        """Get name(s) from each engine's namespace."""
+        return self._result(self.apply_async(namespace.pull, names), block)
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        self.push({name: value}, block=True)
+
+    def __getitem__(self, name: str) -> Any:
+        return self.pull(name, block=True)
+
+    def execute(self, code: str, block: Optional[bool] = None) -> Any:
+        """Run Python source in each engine's namespace."""
+        return self._result(self.apply_async(namespace.execute, code), block)
+
+    def run(self, filename: str, block: Optional[bool] = None) -> Any:
+        """Run a local Python file in each engine's namespace."""
+        with open(filename) as f:
+            code = f.read()
+        return self._result(self.apply_async(namespace.execute, code, filename), block)
+
+    def scatter(self, name: str, seq: Sequence[Any], flatten: bool = False, block: Optional[bool] = None) -> Any:
+        """Split `seq` across the targets and store each part as `name` on its engine."""
+        targets = self._resolved()
+        bounds = _split(len(seq), len(targets))
+        calls = []
+        for engine, (a, b) in zip(targets, bounds):
+            part = seq[a:b]
+            if flatten and len(part) == 1:
+                part = part[0]
+            calls.append((engine, (namespace.push, ({name: part},), {})))
+        ar = self.client._submit(calls, "scatter")
+        return self._result(ar, block)
+
+    def gather(self, name: str, block: Optional[bool] = None) -> Any:
+        """Concatenate `name` from every target, in target order."""
+        parts = AsyncMapResult(self.client, "gather", [])
+        targets = self._resolved()
+        self.client._submit([(i, (namespace.pull, (name,), {})) for i in targets], "gather", ar=parts)
+        return self._result(_Concatenated(parts), block)
+
+    @contextlib.contextmanager
+    def sync_imports(self, quiet: bool = False) -> Iterator[None]:
+        """Imports in this block also run on every engine."""
+        imported: List[Tuple[str, Any]] = []
+        real_import = builtins.__import__
+        depth = [0]  # imports made while importing a module are not the user's
+
+        def recording_import(name: str, globals: Any = None, locals: Any = None, fromlist: Any = (), level: int = 0) -> Any:
+            if depth[0] == 0 and level == 0:
+                imported.append((name, fromlist))
+            depth[0] += 1
+            try:
+                return real_import(name, globals, locals, fromlist, level)
+            finally:
+                depth[0] -= 1
+
+        builtins.__import__ = recording_import
+        try:
+            yield
+        finally:
+            builtins.__import__ = real_import
+        lines = []
+        for name, fromlist in imported:
+            lines.append(f"from {name} import {', '.join(fromlist)}" if fromlist else f"import {name}")
+            if not quiet:
+                print(f"importing {', '.join(fromlist) + ' from ' if fromlist else ''}{name} on engine(s)")
+        if lines:
+            self.execute("\n".join(lines), block=True)
+
+
+class _Concatenated(AsyncResult):
+    """gather(): one AsyncResult whose value is the engines' parts joined."""
+
+    def __init__(self, parts: AsyncMapResult) -> None:
+        super().__init__(parts._client, "gather")
+        self._records = parts._records
+        self._data = parts._data
+        parts.add_done_callback(self._join)
+
+    def _join(self, parts: Any) -> None:
+        try:
+            values = parts.result(timeout=0)
+        except BaseException as exc:
+            self.set_exception(exc)
+            return
+        joined: List[Any] = []
+        for v in values:
+            joined.extend(v)
+        self.set_result(joined)
+
+
+class LoadBalancedView(View):
+    """Sends each task to whichever engine (of `targets`, default all) is free first."""
+
+    def __init__(self, client: "Client", targets: Targets = None) -> None:
+        super().__init__(client, targets)
+
+    def __repr__(self) -> str:
+        return f"<LoadBalancedView {self._targets}>"
+
+    def _allowed(self) -> Optional[List[int]]:
+        return None if self._targets is None else self._resolved()
+
+    def apply_async(self, f: Callable[..., Any], /, *args: Any, **kwargs: Any) -> AsyncResult:
+        """Run ``f(*args, **kwargs)`` once, on the first free engine."""
+        ar = AsyncResult(self.client, getattr(f, "__name__", "f"), single=True)
+        return self.client._submit_balanced([(f, args, kwargs)], ar, self._allowed())
+
+    def map_async(self, f: Callable[..., Any], *sequences: Sequence[Any], chunksize: int = 1, ordered: bool = True, **options: Any) -> AsyncMapResult:
+        """Map in tasks of `chunksize` items, each on the first free engine.
+
+        With ``ordered=False``, iterating yields results as they complete.
+        """
+        if options:
+            raise TypeError(f"unexpected options for LoadBalancedView.map: {sorted(options)}")
+        if chunksize < 1:
+            raise ValueError(f"chunksize must be >= 1, got {chunksize}")
+        seqs = _sequences(sequences)
+        n = len(seqs[0])
+        starts = range(0, n, chunksize)
+        ar = (AsyncMapResult if ordered else _UnorderedMapResult)(
+            self.client, getattr(f, "__name__", "f"), [min(chunksize, n - s) for s in starts]
+        )
+        calls = [(namespace.map_chunk, (f, *[s[a : a + chunksize] for s in seqs]), {}) for a in starts]
+        self.client._submit_balanced(calls, ar, self._allowed())
+        if not calls:
+            ar.set_result([])
+        return ar
+
+
+class _UnorderedMapResult(AsyncMapResult):
+    def __iter__(self) -> Iterator[Any]:
+        yielded = set()
+        while len(yielded) < len(self._records):
+            self._wait_until(lambda: any(r.done and r.seq not in yielded for r in self._records), None)
+            for r in self._records:
+                if r.done and r.seq not in yielded:
+                    yielded.add(r.seq)
+                    if r.error is not None:
+                        raise r.error
+                    yield from r.value
+
+
+class RemoteFunction:
+    """A function that runs on a view when called (``@view.remote()``)."""
+
+    def __init__(self, view: View, f: Callable[..., Any], block: Optional[bool] = None) -> None:
+        self.view, self.func, self.block = view, f, block
+        self.__name__ = getattr(f, "__name__", "remote")
+        self.__doc__ = getattr(f, "__doc__", None)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.view._result(self.view.apply_async(self.func, *args, **kwargs), self.block)
+
+
+class ParallelFunction(RemoteFunction):
+    """A function mapped element-wise over its sequence arguments (``@view.parallel()``)."""
+
+    def __call__(self, *sequences: Sequence[Any], **options: Any) -> Any:
+        return self.view._result(self.view.map_async(self.func, *sequences, **options), self.block)
+
+    def map(self, *sequences: Sequence[Any]) -> Any:
+        return self(*sequences)
