@@ -1,10 +1,10 @@
 """localpar: an IPython.parallel-style cluster on one machine, with live published data.
 
-    from localpar import Client
-    with Client(4) as c:
-        ar = c[:].apply_async(f)
-        ar.data     # what each engine published so far, live
-        ar.get()    # the results, in target order
+from localpar import Client
+with Client(4) as c:
+    ar = c[:].apply_async(f)
+    ar.data     # what each engine published so far, live
+    ar.get()    # the results, in target order
 """
 
 from .asyncresult import AsyncMapResult, AsyncResult

@@ -10,12 +10,13 @@ only after every publication of its task is on ``data``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from concurrent.futures import Future
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Dict, Generator, Iterator, List, Optional, Union
 
-from .errors import CompositeError, RemoteError
+from .errors import CompositeError
 
 if TYPE_CHECKING:
     from .client import Client
@@ -28,16 +29,16 @@ def _dt(t: Optional[float]) -> Optional[datetime]:
     return None if t is None else datetime.fromtimestamp(t)
 
 
-class AsyncResult(Future):  # type: ignore[type-arg]
+class AsyncResult(Future):
     """The pending or finished result of one call on one or more engines."""
 
-    def __init__(self, client: "Client", fname: str = "unknown", single: bool = False) -> None:
+    def __init__(self, client: Client, fname: str = "unknown", single: bool = False) -> None:
         super().__init__()
         self._client = client
         self._router = client._router
         self._fname = fname
         self._single = single
-        self._records: List["TaskRecord"] = []
+        self._records: List[TaskRecord] = []
         self._data: List[Dict[str, Any]] = []
         self._data_version = 0
         self._remaining = 0
@@ -50,12 +51,12 @@ class AsyncResult(Future):  # type: ignore[type-arg]
         return f"<{type(self).__name__}({self._fname}): {state}>"
 
     # -- filled in by the client and the router --------------------------------------
-    def _add_record(self, record: "TaskRecord") -> None:
+    def _add_record(self, record: TaskRecord) -> None:
         self._records.append(record)
         self._data.append({})
         self._remaining += 1
 
-    def _record_done(self, record: "TaskRecord") -> bool:
+    def _record_done(self, record: TaskRecord) -> bool:
         with self._condition:
             self._remaining -= 1
             return self._remaining == 0
@@ -106,6 +107,12 @@ class AsyncResult(Future):  # type: ignore[type-arg]
                 return predicate()
             if not router.pump(remaining):
                 router.wait_for_change(generation, 0.05 if remaining is None else min(remaining, 0.05))
+
+    def _wait_for_record(self, record: TaskRecord) -> None:
+        self._wait_until(lambda: record.done, None)
+
+    def _changed_since(self, version: int) -> bool:
+        return self._data_version != version or self.done()
 
     def wait(self, timeout: Optional[float] = -1) -> bool:
         """Wait up to `timeout` seconds (forever if None or negative); True if done."""
@@ -175,7 +182,7 @@ class AsyncResult(Future):  # type: ignore[type-arg]
             yield self.get()
             return
         for record in self._records:
-            self._wait_until(lambda r=record: r.done, None)
+            self._wait_for_record(record)
             if record.error is not None:
                 raise record.error
             yield record.value
@@ -202,7 +209,7 @@ class AsyncResult(Future):  # type: ignore[type-arg]
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            self._wait_until(lambda: self._data_version != seen or self.done(), remaining)
+            self._wait_until(functools.partial(self._changed_since, seen), remaining)
             if self._data_version != seen:
                 seen = self._data_version
                 yield self._snapshot()
@@ -324,7 +331,9 @@ class AsyncResult(Future):  # type: ignore[type-arg]
     def serial_time(self) -> float:
         """Sum of the tasks' compute times: what it would take on one engine."""
         self.wait()
-        return sum((r.completed - r.started) for r in self._records if r.started is not None and r.completed is not None)
+        return sum(
+            (r.completed - r.started) for r in self._records if r.started is not None and r.completed is not None
+        )
 
     def display_outputs(self) -> None:
         """Print each task's captured stdout and stderr, labelled by engine."""
@@ -335,7 +344,9 @@ class AsyncResult(Future):  # type: ignore[type-arg]
             if r.stderr:
                 print(f"[stderr:{r.engine_id}] {r.stderr}", end="" if r.stderr.endswith("\n") else "\n")
 
-    def wait_interactive(self, interval: float = 0.1, timeout: Optional[float] = None, widget: Optional[bool] = None) -> None:
+    def wait_interactive(
+        self, interval: float = 0.1, timeout: Optional[float] = None, widget: Optional[bool] = None
+    ) -> None:
         """Wait while showing progress: tqdm bars if installed, one text line otherwise."""
         from .progress import wait_interactive
 
@@ -345,7 +356,7 @@ class AsyncResult(Future):  # type: ignore[type-arg]
 class AsyncMapResult(AsyncResult):
     """The result of a map: a flat list in input order, iterable as results arrive."""
 
-    def __init__(self, client: "Client", fname: str, chunks: List[int]) -> None:
+    def __init__(self, client: Client, fname: str, chunks: List[int]) -> None:
         super().__init__(client, fname, single=False)
         self._chunks = chunks  # how many items each task computed
 
@@ -368,7 +379,7 @@ class AsyncMapResult(AsyncResult):
 
     def __iter__(self) -> Iterator[Any]:
         for record in self._records:
-            self._wait_until(lambda r=record: r.done, None)
+            self._wait_for_record(record)
             if record.error is not None:
                 raise record.error
             yield from record.value

@@ -39,7 +39,7 @@ from multiprocessing.context import BaseContext
 from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from . import sharedmem
-from .asyncresult import AsyncMapResult, AsyncResult
+from .asyncresult import AsyncResult
 from .datastore import DataStore
 from .engine import STOP, TASK_HEADER, EngineSpec, run_engine
 from .errors import EngineError, NoEnginesError, SerializationError, TaskAborted
@@ -117,7 +117,9 @@ class Client:
             engine_id, self.cluster_id, self._authkey, task_r, control_r, events_w,
             self._queue.writer, self._lifeline.reader, tuple(inherited),
         )  # fmt: skip
-        process = ctx.Process(target=run_engine, args=(spec,), name=f"localpar-engine-{engine_id}")
+        process = ctx.Process(  # type: ignore[attr-defined]
+            target=run_engine, args=(spec,), name=f"localpar-engine-{engine_id}"
+        )
         process.start()
         for conn in (task_r, control_r, events_w):
             conn.close()
@@ -240,6 +242,8 @@ class Client:
             ids = live
         elif isinstance(targets, int):
             ids = [targets]
+        elif isinstance(targets, str):
+            raise ValueError(f"targets must be 'all', an engine id or a list of ids, got {targets!r}")
         else:
             ids = list(targets)
         dead = [t for t in ids if t not in live]
@@ -276,7 +280,9 @@ class Client:
             except OSError:
                 pass  # the engine died: its sentinel fails this record
 
-    def _submit(self, calls: Sequence[Tuple[int, Call]], fname: str, single: bool = False, ar: Optional[AsyncResult] = None) -> AsyncResult:
+    def _submit(
+        self, calls: Sequence[Tuple[int, Call]], fname: str, single: bool = False, ar: Optional[AsyncResult] = None
+    ) -> AsyncResult:
         """Run each ``(engine_id, (f, args, kwargs))``; identical calls are pickled once."""
         self._check_open()
         ar = ar if ar is not None else AsyncResult(self, fname, single)
@@ -385,7 +391,9 @@ class Client:
         elif isinstance(jobs, AsyncResult):
             records = list(jobs._records)
         else:
-            records = [r for job in jobs for r in (job if isinstance(job, AsyncResult) else self._results[job])._records]
+            records = [
+                r for job in jobs for r in (job if isinstance(job, AsyncResult) else self._results[job])._records
+            ]
         with self._lb_lock:  # not yet handed to an engine: drop here
             queued = {r.seq for r in records}
             kept = deque(item for item in self._lb_queue if item[0].seq not in queued)
@@ -412,7 +420,7 @@ class Client:
 
     shutdown = close
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -454,6 +462,7 @@ class _ClusterState:
             if h.process.exitcode is None:
                 h.process.kill()
                 h.process.join(timeout=2)
+            h.alive = False
         if self.store is not None:
             self.store.shutdown()
         for h in handles:
@@ -469,7 +478,7 @@ class _ClusterState:
         sharedmem.sweep(self.cluster_id)
 
 
-_live_states: "weakref.WeakSet[_ClusterState]" = weakref.WeakSet()
+_live_states: weakref.WeakSet[_ClusterState] = weakref.WeakSet()
 
 
 @atexit.register

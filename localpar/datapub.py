@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional
 if TYPE_CHECKING:
     from .engine import TaskContext
 
-_current: Optional["TaskContext"] = None
+_current: Optional[TaskContext] = None
 """The task running on this engine process, set by the engine loop."""
 
 

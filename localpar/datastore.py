@@ -37,7 +37,9 @@ def _init_manager_process(line: Connection, inherited: Sequence[int], cluster_id
 class DataStore:
     """Client-side handle on the Manager process and its dict."""
 
-    def __init__(self, ctx: BaseContext, authkey: bytes, line: Connection, inherited: Sequence[int], cluster_id: str) -> None:
+    def __init__(
+        self, ctx: BaseContext, authkey: bytes, line: Connection, inherited: Sequence[int], cluster_id: str
+    ) -> None:
         self._manager = SyncManager(authkey=authkey, ctx=ctx)  # a Unix socket: no TCP listener
         self._manager.start(_init_manager_process, (line, tuple(inherited), cluster_id))
         self.dict: Any = self._manager.dict()

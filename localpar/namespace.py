@@ -17,6 +17,7 @@ def current_engine() -> Any:
 
     return _current()
 
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 

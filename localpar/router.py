@@ -52,7 +52,7 @@ class TaskRecord:
         "pubs_applied", "last_pubseq", "progress", "done",
     )  # fmt: skip
 
-    def __init__(self, seq: int, msg_id: str, engine_id: int, result: "AsyncResult", index: int) -> None:
+    def __init__(self, seq: int, msg_id: str, engine_id: int, result: AsyncResult, index: int) -> None:
         self.seq = seq
         self.msg_id = msg_id
         self.engine_id = engine_id
@@ -77,7 +77,9 @@ class TaskRecord:
 class EngineHandle:
     """The client's side of one engine process."""
 
-    def __init__(self, engine_id: int, process: "BaseProcess", tasks: "Connection", control: "Connection", events: "Connection") -> None:
+    def __init__(
+        self, engine_id: int, process: BaseProcess, tasks: Connection, control: Connection, events: Connection
+    ) -> None:
         self.id = engine_id
         self.process = process
         self.pid: int = process.pid or -1
@@ -107,11 +109,12 @@ class Router:
         self.engines: Dict[int, EngineHandle] = {}
         self.records: Dict[int, TaskRecord] = {}
         self.closed = False
+        self.fds_closed = False
         self.store: Any = None  # datastore.DataStore once started
         self.store_error: Optional[str] = None
         self.on_engine_death: Optional[Callable[[EngineHandle], None]] = None
-        self._to_finish: Deque["AsyncResult"] = collections.deque()
-        self._to_notify: Deque["AsyncResult"] = collections.deque()
+        self._to_finish: Deque[AsyncResult] = collections.deque()
+        self._to_notify: Deque[AsyncResult] = collections.deque()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -158,6 +161,8 @@ class Router:
         if not self.read_lock.acquire(blocking=False):
             return False
         try:
+            if self.fds_closed:
+                return True
             poller = self._poller()
             ms = -1 if timeout is None else max(0, math.ceil(timeout * 1000))
             ready = poller.poll(ms)
@@ -173,7 +178,7 @@ class Router:
         """Apply what has already arrived, if no other thread is reading right now."""
         if self.read_lock.acquire(blocking=False):
             try:
-                ready = self._poller().poll(0)
+                ready = [] if self.fds_closed else self._poller().poll(0)
                 if ready:
                     with _sigint_deferred():
                         self._handle(ready)
@@ -222,7 +227,7 @@ class Router:
                 self.generation += 1
                 self._changed.notify_all()
 
-    def _poller(self) -> "select.poll":
+    def _poller(self) -> select.poll:
         local = self._local
         if getattr(local, "version", None) != self._version:
             poller = select.poll()
@@ -426,6 +431,8 @@ class Router:
         self.run_callbacks()
 
     def close_fds(self) -> None:
+        with self.read_lock:
+            self.fds_closed = True
         for fd in (self._wake_r, self._wake_w):
             try:
                 os.close(fd)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pickle
 import struct
-from typing import Any, Callable, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Iterable, List, Optional, Tuple, Union
 
 import cloudpickle
 
@@ -53,7 +53,7 @@ def dumps(obj: Any, cluster_id: str, what: str = "object") -> Tuple[bytes, List[
     return _HEADER.pack(len(refs)) + refs + body, segments
 
 
-def loads(message: bytes, unlink: bool = True, what: str = "object") -> Any:
+def loads(message: Union[bytes, memoryview], unlink: bool = True, what: str = "object") -> Any:
     """Rebuild an object from `dumps` output; unlink its segments once mapped if `unlink`."""
     view = memoryview(message)
     (n,) = _HEADER.unpack_from(view)
@@ -72,7 +72,7 @@ def loads(message: bytes, unlink: bool = True, what: str = "object") -> Any:
         raise SerializationError(f"cannot unpickle {what}: {type(exc).__name__}: {exc}") from exc
 
 
-def segments_of(message: bytes) -> List[SegmentRef]:
+def segments_of(message: Union[bytes, memoryview]) -> List[SegmentRef]:
     """The segments a message refers to, without loading it."""
     (n,) = _HEADER.unpack_from(message)
     return pickle.loads(memoryview(message)[_HEADER.size : _HEADER.size + n]) if n else []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 from . import namespace
 from .asyncresult import AsyncMapResult, AsyncResult
@@ -29,7 +29,7 @@ def _split(n_items: int, n_parts: int) -> List[Tuple[int, int]]:
 class View:
     """What both views share: the client, the default blocking mode, waiting."""
 
-    def __init__(self, client: "Client", targets: Targets) -> None:
+    def __init__(self, client: Client, targets: Targets) -> None:
         self.client = client
         self._targets = targets
         self.block = False
@@ -80,7 +80,9 @@ class View:
     def apply_async(self, f: Callable[..., Any], /, *args: Any, **kwargs: Any) -> AsyncResult:
         raise NotImplementedError
 
-    def map(self, f: Callable[..., Any], *sequences: Sequence[Any], block: Optional[bool] = None, **options: Any) -> Any:
+    def map(
+        self, f: Callable[..., Any], *sequences: Sequence[Any], block: Optional[bool] = None, **options: Any
+    ) -> Any:
         """Like builtin map, in parallel; honours ``block`` like ``apply``."""
         return self._result(self.map_async(f, *sequences, **options), block)
 
@@ -100,11 +102,11 @@ class View:
         """Raise KeyboardInterrupt inside the tasks running on this view's engines."""
         self.client.interrupt(self._targets)
 
-    def remote(self, block: Optional[bool] = None) -> Callable[[Callable[..., Any]], "RemoteFunction"]:
+    def remote(self, block: Optional[bool] = None) -> Callable[[Callable[..., Any]], RemoteFunction]:
         """Decorator: calling the function runs it on this view."""
         return lambda f: RemoteFunction(self, f, block)
 
-    def parallel(self, block: Optional[bool] = None) -> Callable[[Callable[..., Any]], "ParallelFunction"]:
+    def parallel(self, block: Optional[bool] = None) -> Callable[[Callable[..., Any]], ParallelFunction]:
         """Decorator: calling the function maps it over its sequence arguments on this view."""
         return lambda f: ParallelFunction(self, f, block)
 
@@ -121,7 +123,7 @@ def _sequences(sequences: Tuple[Sequence[Any], ...]) -> List[Sequence[Any]]:
 class DirectView(View):
     """Runs each call on every target engine, in submission order per engine."""
 
-    def __init__(self, client: "Client", targets: Targets = "all") -> None:
+    def __init__(self, client: Client, targets: Targets = "all") -> None:
         super().__init__(client, targets)
 
     def apply_async(self, f: Callable[..., Any], /, *args: Any, **kwargs: Any) -> AsyncResult:
@@ -139,12 +141,12 @@ class DirectView(View):
         targets = self._resolved()
         bounds = _split(len(seqs[0]), len(targets))
         ar = AsyncMapResult(self.client, getattr(f, "__name__", "f"), [b - a for a, b in bounds])
-        calls = [
+        calls: List[Tuple[int, Any]] = [
             (engine, (namespace.map_chunk, (f, *[s[a:b] for s in seqs]), {}))
             for engine, (a, b) in zip(targets, bounds)
         ]  # fmt: skip
         self.client._submit(calls, ar._fname, ar=ar)
-        return ar  # type: ignore[return-value]
+        return ar
 
     # -- the engine namespace ----------------------------------------------------------------
     def push(self, ns: Dict[str, Any], block: Optional[bool] = None) -> Any:
@@ -175,7 +177,7 @@ class DirectView(View):
         """Split `seq` across the targets and store each part as `name` on its engine."""
         targets = self._resolved()
         bounds = _split(len(seq), len(targets))
-        calls = []
+        calls: List[Tuple[int, Any]] = []
         for engine, (a, b) in zip(targets, bounds):
             part = seq[a:b]
             if flatten and len(part) == 1:
@@ -198,7 +200,9 @@ class DirectView(View):
         real_import = builtins.__import__
         depth = [0]  # imports made while importing a module are not the user's
 
-        def recording_import(name: str, globals: Any = None, locals: Any = None, fromlist: Any = (), level: int = 0) -> Any:
+        def recording_import(
+            name: str, globals: Any = None, locals: Any = None, fromlist: Any = (), level: int = 0
+        ) -> Any:
             if depth[0] == 0 and level == 0:
                 imported.append((name, fromlist))
             depth[0] += 1
@@ -245,7 +249,7 @@ class _Concatenated(AsyncResult):
 class LoadBalancedView(View):
     """Sends each task to whichever engine (of `targets`, default all) is free first."""
 
-    def __init__(self, client: "Client", targets: Targets = None) -> None:
+    def __init__(self, client: Client, targets: Targets = None) -> None:
         super().__init__(client, targets)
 
     def __repr__(self) -> str:
@@ -259,7 +263,9 @@ class LoadBalancedView(View):
         ar = AsyncResult(self.client, getattr(f, "__name__", "f"), single=True)
         return self.client._submit_balanced([(f, args, kwargs)], ar, self._allowed())
 
-    def map_async(self, f: Callable[..., Any], *sequences: Sequence[Any], chunksize: int = 1, ordered: bool = True, **options: Any) -> AsyncMapResult:
+    def map_async(
+        self, f: Callable[..., Any], *sequences: Sequence[Any], chunksize: int = 1, ordered: bool = True, **options: Any
+    ) -> AsyncMapResult:
         """Map in tasks of `chunksize` items, each on the first free engine.
 
         With ``ordered=False``, iterating yields results as they complete.
@@ -274,7 +280,7 @@ class LoadBalancedView(View):
         ar = (AsyncMapResult if ordered else _UnorderedMapResult)(
             self.client, getattr(f, "__name__", "f"), [min(chunksize, n - s) for s in starts]
         )
-        calls = [(namespace.map_chunk, (f, *[s[a : a + chunksize] for s in seqs]), {}) for a in starts]
+        calls: List[Any] = [(namespace.map_chunk, (f, *[s[a : a + chunksize] for s in seqs]), {}) for a in starts]
         self.client._submit_balanced(calls, ar, self._allowed())
         if not calls:
             ar.set_result([])
@@ -283,7 +289,7 @@ class LoadBalancedView(View):
 
 class _UnorderedMapResult(AsyncMapResult):
     def __iter__(self) -> Iterator[Any]:
-        yielded = set()
+        yielded: Set[int] = set()
         while len(yielded) < len(self._records):
             self._wait_until(lambda: any(r.done and r.seq not in yielded for r in self._records), None)
             for r in self._records:

@@ -1,0 +1,143 @@
+"""Progress display for ``AsyncResult.wait_interactive()``.
+
+Two renderers share one polling loop: with tqdm installed, ``tqdm.auto`` bars
+(a widget in a notebook, text on a terminal), one for finished/total tasks plus
+one per task that reports its own progress with ``report_progress(done, total)``;
+without tqdm, a single line on stdout rewritten in place with ``\\r``::
+
+      3/8 tasks done | engine 0: 40% | engine 1: 70% | 1.2 s
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+
+if TYPE_CHECKING:
+    from .asyncresult import AsyncResult
+
+Progress = Optional[Tuple[int, int]]
+
+
+def _load_tqdm() -> Any:
+    """``tqdm.auto.tqdm`` (notebook-aware), or None when tqdm is not installed."""
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm
+
+
+def task_labels(ar: AsyncResult) -> List[str]:
+    """``engine i`` when each task has its own engine, else ``task k`` (e.g. a load-balanced map)."""
+    ids = [r.engine_id for r in ar._records]
+    if all(i >= 0 for i in ids) and len(set(ids)) == len(ids):
+        return [f"engine {i}" for i in ids]
+    return [f"task {k}" for k in range(len(ids))]
+
+
+def status_line(ar: AsyncResult) -> str:
+    """The one-line text view: finished/total, each reporting task's share, seconds since submission."""
+    parts = [f"{ar.progress:>3}/{len(ar)} tasks done"]
+    finished = [r.done for r in ar._records]
+    for label, progress, done in zip(task_labels(ar), ar.task_progress, finished):
+        if progress is None:
+            continue
+        step, total = progress
+        parts.append(f"{label}: done" if done else f"{label}: {100 * step // total}%")
+    parts.append(f"{ar.elapsed:.1f} s")
+    return " | ".join(parts)
+
+
+def wait_interactive(
+    ar: AsyncResult, interval: float = 0.1, timeout: Optional[float] = None, widget: Optional[bool] = None
+) -> None:
+    """Wait for `ar` while showing its progress; raise ``TimeoutError`` after `timeout` seconds.
+
+    `widget`: None uses tqdm when installed, True requires it, False forces the text line.
+    """
+    tqdm = None if widget is False else _load_tqdm()
+    if widget and tqdm is None:
+        raise ImportError("wait_interactive(widget=True) needs tqdm: pip install tqdm")
+    display: _Display = _Bars(ar, tqdm) if tqdm is not None else _TextLine(ar)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    finished = False
+    try:
+        while True:
+            finished = ar.ready()
+            display.update()
+            if finished:
+                return
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise TimeoutError(f"{ar!r} not ready after {timeout} s ({ar.progress}/{len(ar)} tasks done)")
+            ar.wait(interval if remaining is None else min(interval, remaining))
+    finally:
+        display.close(finished)
+
+
+class _Display:
+    def __init__(self, ar: AsyncResult) -> None:
+        self.ar = ar
+
+    def update(self) -> None:
+        raise NotImplementedError
+
+    def close(self, finished: bool) -> None:
+        raise NotImplementedError
+
+
+class _TextLine(_Display):
+    """One stdout line rewritten in place; a newline once the wait ends."""
+
+    def __init__(self, ar: AsyncResult) -> None:
+        super().__init__(ar)
+        self.width = 0
+
+    def update(self) -> None:
+        line = status_line(self.ar)
+        pad = max(0, self.width - len(line))  # blank out what a longer previous line left
+        self.width = len(line)
+        sys.stdout.write("\r" + line + " " * pad)
+        sys.stdout.flush()
+
+    def close(self, finished: bool) -> None:
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+
+
+class _Bars(_Display):
+    """A tqdm bar for the tasks, plus one per task once it reports its own progress."""
+
+    def __init__(self, ar: AsyncResult, tqdm: Any) -> None:
+        super().__init__(ar)
+        self.tqdm = tqdm
+        self.main = tqdm(total=len(ar), desc=ar._fname, unit="tasks", position=0, leave=True)
+        self.tasks: Dict[int, Any] = {}
+
+    def update(self) -> None:
+        done = self.ar.progress
+        if done > self.main.n:
+            self.main.update(done - self.main.n)
+        labels = task_labels(self.ar)
+        finished = [r.done for r in self.ar._records]
+        for index, progress in enumerate(self.ar.task_progress):
+            if progress is None:
+                continue
+            step, total = progress
+            bar = self.tasks.get(index)
+            if bar is None:
+                bar = self.tqdm(total=total, desc=f"  {labels[index]}", position=len(self.tasks) + 1, leave=True)
+                self.tasks[index] = bar
+            if bar.total != total:
+                bar.total = total
+            target = total if finished[index] else min(step, total)
+            if target != bar.n:
+                bar.n = target
+                bar.refresh()
+
+    def close(self, finished: bool) -> None:
+        for bar in self.tasks.values():
+            bar.close()
+        self.main.close()

@@ -1,0 +1,97 @@
+"""Client: engines, ids, views by indexing, lifecycle."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import psutil
+import pytest
+
+from localpar import Client, DirectView, NoEnginesError
+
+
+@pytest.fixture(scope="module")
+def c():
+    with Client(2) as client:
+        yield client
+
+
+def test_ids_and_len(c):
+    assert c.ids == [0, 1]
+    assert len(c) == 2
+
+
+def test_default_engine_count_is_cpu_count():
+    with Client() as client:
+        assert len(client) == os.cpu_count()
+
+
+@pytest.mark.parametrize(
+    "n, expected",
+    [
+        (4, "<DirectView [0, 1, 2, 3]>"),
+        (6, "<DirectView [0, 1, 2, 3,...]>"),
+        (8, "<DirectView [0, 1, 2, 3,...]>"),
+    ],
+)
+def test_directview_repr_follows_ipython(n, expected):
+    with Client(n) as client:
+        assert repr(client[:]) == expected
+
+
+def test_indexing_gives_direct_views(c):
+    assert repr(c[1]) == "<DirectView 1>"
+    assert c[1].targets == 1
+    assert c[[0, 1]].targets == [0, 1]
+    assert c[0:1].targets == [0]
+    assert isinstance(c[:], DirectView)
+    with pytest.raises(IndexError):
+        c[5]
+
+
+def test_engines_are_child_processes(c):
+    children = {p.pid for p in psutil.Process().children()}
+    assert set(c.engine_pids().values()) <= children
+
+
+def test_context_manager_and_idempotent_close():
+    with Client(2) as client:
+        pids = list(client.engine_pids().values())
+        assert client[:].apply_sync(
+            lambda: 1,
+        ) == [1, 1]
+    client.close()  # again: no error
+    for pid in pids:
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    with pytest.raises(RuntimeError, match="closed"):
+        client[:].apply_async(lambda: 1)
+
+
+def test_targeting_a_missing_engine_is_a_clear_error(c):
+    with pytest.raises(NoEnginesError, match="not alive"):
+        c.direct_view([0, 7]).apply_async(lambda: 1)
+
+
+def test_functions_from_main_script_run_on_engines(tmp_path):
+    script = tmp_path / "script.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            from localpar import Client
+            OFFSET = 40
+
+            def add(x):
+                return x + OFFSET
+
+            if __name__ == "__main__":
+                with Client(2) as c:
+                    print(c[:].apply_sync(add, 2), c[0].apply_sync(lambda: OFFSET + 1))
+            """
+        )
+    )
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[42, 42] 41"

@@ -1,0 +1,128 @@
+"""publish_data: merge semantics, shapes, live updates and data-before-result ordering."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from localpar import Client
+from localpar.datapub import publish_data
+
+
+@pytest.fixture(scope="module")
+def c():
+    with Client(2) as client:
+        yield client
+
+
+def publish_it():
+    from localpar.datapub import publish_data
+
+    publish_data(dict(a="hi"))
+
+
+def test_seed_simple_publication(c):
+    ar = c[:].apply_async(publish_it)
+    ar.get(timeout=10)
+    assert ar.data == [{"a": "hi"}, {"a": "hi"}]
+
+
+def test_data_is_a_dict_for_a_single_target_and_empty_before_publication(c):
+    ar = c[1].apply_async(time.sleep, 0.2)
+    assert ar.data == {}
+    ar.get(timeout=10)
+    assert ar.data == {}
+    ar = c[1].apply_async(publish_it)
+    ar.get(timeout=10)
+    assert ar.data == {"a": "hi"}
+
+
+def test_merge_semantics_later_keys_win_others_stay(c):
+    def merge():
+        publish_data({"a": 1, "b": 1})
+        publish_data({"b": 2, "c": 3})
+
+    ar = c[:].apply_async(merge)
+    ar.get(timeout=10)
+    assert ar.data == [{"a": 1, "b": 2, "c": 3}] * 2
+
+
+def test_data_is_per_task(c):
+    def one(tag):
+        publish_data({tag: True})
+
+    first = c[0].apply_async(one, "first")
+    second = c[0].apply_async(one, "second")
+    second.get(timeout=10)
+    assert first.data == {"first": True}
+    assert second.data == {"second": True}
+
+
+def test_numpy_arrays_small_and_big(c):
+    def arrays():
+        publish_data({"small": np.arange(20.0), "big": np.ones(300_000)})  # big goes through shm
+
+    ar = c[:].apply_async(arrays)
+    ar.get(timeout=10)
+    for d in ar.data:
+        np.testing.assert_array_equal(d["small"], np.arange(20.0))
+        assert d["big"].shape == (300_000,) and d["big"].sum() == 300_000
+
+
+def test_updates_are_seen_live_while_the_task_runs(c):
+    def simulation_loop(steps):
+        import time
+
+        for i in range(steps):
+            publish_data(dict(a=np.random.rand(20), i=i))
+            time.sleep(0.05)
+
+    ar = c[:].apply_async(simulation_loop, 20)
+    seen = set()
+    deadline = time.monotonic() + 20
+    while not ar.ready() and time.monotonic() < deadline:
+        seen.update(d.get("i") for d in ar.data)
+        time.sleep(0.02)
+    ar.get(timeout=10)
+    assert len(seen - {None}) >= 5  # several intermediate states observed, not just the last
+    assert all(d["i"] == 19 and d["a"].shape == (20,) for d in ar.data)
+
+
+def test_all_data_is_applied_before_the_result_is_ready(c):
+    def burst(n):
+        for i in range(n):
+            publish_data({"i": i, f"k{i % 7}": i})
+        return n
+
+    for _ in range(5):
+        ar = c[:].apply_async(burst, 2000)
+        assert ar.get(timeout=30) == [2000, 2000]
+        assert [d["i"] for d in ar.data] == [1999, 1999]
+        assert all(d["k6"] == 1999 - (1999 - 6) % 7 for d in ar.data)
+
+
+def test_data_is_kept_after_the_task_ends(c):
+    ar = c[0].apply_async(publish_it)
+    ar.get(timeout=10)
+    c[0].apply_sync(publish_it)
+    assert ar.data == {"a": "hi"}
+
+
+def test_reading_data_returns_a_snapshot(c):
+    ar = c[0].apply_async(publish_it)
+    ar.get(timeout=10)
+    snapshot = ar.data
+    snapshot["a"] = "changed"
+    assert ar.data == {"a": "hi"}
+
+
+def test_publish_outside_an_engine_says_where_it_belongs():
+    with pytest.raises(RuntimeError, match="inside a task running on a localpar engine"):
+        publish_data({"a": 1})
+
+
+def test_publish_non_dict_is_a_type_error():
+    with pytest.raises(TypeError, match="expects a dict"):
+        publish_data([1, 2])  # type: ignore[arg-type]
