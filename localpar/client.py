@@ -41,7 +41,7 @@ from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Sequenc
 from . import sharedmem
 from .asyncresult import AsyncResult
 from .datastore import DataStore
-from .engine import STOP, TASK_HEADER, EngineSpec, run_engine
+from .engine import FUNCTION_SIZE, STOP, TASK_HEADER, EngineSpec, run_engine
 from .errors import EngineError, NoEnginesError, SerializationError, TaskAborted
 from .lifeline import Lifeline
 from .pubqueue import PublicationQueue
@@ -81,7 +81,9 @@ class Client:
         self._router = Router(self.cluster_id, self._queue)
         self._seq = itertools.count(1)
         self._closed = False
-        self._results: Dict[str, AsyncResult] = {}
+        # Results stay reachable by msg_id while the caller holds their AsyncResult:
+        # a long-running client must not keep every result it ever computed.
+        self._results: weakref.WeakValueDictionary[str, AsyncResult] = weakref.WeakValueDictionary()
         self._lb_queue: Deque[Tuple[TaskRecord, bytes]] = deque()
         self._lb_lock = threading.Lock()
         self._lb_targets: Dict[int, Optional[List[int]]] = {}
@@ -257,10 +259,12 @@ class Client:
         if not callable(f):
             raise TypeError(f"expected a callable to run on the engines, got {type(f).__name__}: {f!r:.80}")
         try:
-            return dumps((f, args, kwargs), self.cluster_id, what="the call")
+            fblob, fsegments = dumps(f, self.cluster_id, what="the function")
+            ablob, asegments = dumps((args, kwargs), self.cluster_id, what="the arguments")
         except SerializationError as exc:
             culprit = find_unpicklable(call_parts(f, args, kwargs))
             raise SerializationError(f"cannot send the call: cannot pickle {culprit or exc}") from None
+        return FUNCTION_SIZE.pack(len(fblob)) + fblob + ablob, fsegments + asegments
 
     def _new_record(self, ar: AsyncResult, engine_id: int) -> TaskRecord:
         seq = next(self._seq)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import select
 import signal
 import struct
 import sys
@@ -32,6 +33,7 @@ from .pubqueue import MAX_PAYLOAD, PublicationWriter
 from .serialization import dumps, find_unpicklable, loads
 
 TASK_HEADER = struct.Struct("<Q")  # the task's sequence number
+FUNCTION_SIZE = struct.Struct("<I")  # then the pickled function's size, the function, the arguments
 STOP = b"stop"
 STORE_SYNC_MIN_INTERVAL = 0.2  # seconds between two Manager-dict writes of one task
 
@@ -74,6 +76,9 @@ class Engine:
         self.namespace: Dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__}
         self.running = False
         self.last_task: Optional[TaskContext] = None
+        self._control_ready = select.poll()
+        self._control_ready.register(spec.control.fileno(), select.POLLIN)
+        self._functions: Dict[bytes, Any] = {}  # pickled function -> function bound to the namespace
 
     # -- signals and lifecycle -------------------------------------------------
     def on_sigint(self, signum: int, frame: Any) -> None:
@@ -101,7 +106,7 @@ class Engine:
     # -- control messages ------------------------------------------------------
     def poll_control(self) -> None:
         control = self.spec.control
-        while control.poll():
+        while self._control_ready.poll(0):
             try:
                 kind, value = control.recv()
             except (EOFError, OSError):
@@ -130,8 +135,7 @@ class Engine:
         try:
             sys.stdout, sys.stderr = out, err
             datapub._current = task
-            f, args, kwargs = loads(memoryview(frame)[TASK_HEADER.size :], unlink=False, what="the task")
-            f = namespace.bind_to_namespace(f, self.namespace)
+            f, args, kwargs = self.decode_call(frame)
             self.running = True
             try:
                 value = f(*args, **kwargs)
@@ -159,6 +163,21 @@ class Engine:
         }
         self.send(("result", seq, status, payload, meta))
         self.last_task = task
+
+    def decode_call(self, frame: bytes) -> Tuple[Any, Tuple[Any, ...], Dict[str, Any]]:
+        """Unpack a task frame; a function sent before is reused, not unpickled again."""
+        view = memoryview(frame)
+        (fsize,) = FUNCTION_SIZE.unpack_from(view, TASK_HEADER.size)
+        start = TASK_HEADER.size + FUNCTION_SIZE.size
+        fblob = bytes(view[start : start + fsize])
+        f = self._functions.get(fblob)
+        if f is None:
+            f = namespace.bind_to_namespace(loads(fblob, unlink=False, what="the function"), self.namespace)
+            if len(self._functions) >= 64:
+                self._functions.pop(next(iter(self._functions)))
+            self._functions[fblob] = f
+        args, kwargs = loads(view[start + fsize :], unlink=False, what="the arguments")
+        return f, args, kwargs
 
     def encode_result(self, value: Any, f: Any) -> bytes:
         name = getattr(f, "__qualname__", "the task")

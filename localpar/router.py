@@ -91,6 +91,12 @@ class EngineHandle:
         self.pending: Set[int] = set()  # sequence numbers sent and not finished
         self.alive = True
         self.exitcode: Optional[int] = None
+        self._events_ready = select.poll()  # cheaper than Connection.poll's selector per call
+        self._events_ready.register(events.fileno(), select.POLLIN)
+
+    def has_event(self) -> bool:
+        """Whether the engine has sent something not yet read (or hung up)."""
+        return bool(self._events_ready.poll(0))
 
     def send_control(self, message: Tuple[str, Any]) -> None:
         with self.control_lock:
@@ -123,6 +129,8 @@ class Router:
         self.generation = 0  # bumped after every batch of applied messages
         self._changed = threading.Condition()
         self._dirty = False
+        self._leaders = 0  # callers currently pumping for themselves
+        self._leaders_changed = threading.Condition()
         self.on_task_done: Optional[Callable[[], None]] = None  # the load balancer's hook
 
     # -- registration (any thread) ---------------------------------------------------
@@ -157,20 +165,32 @@ class Router:
 
     # -- reading ------------------------------------------------------------------------
     def pump(self, timeout: Optional[float]) -> bool:
-        """Read and apply what arrives within `timeout`; False if another thread is reading."""
-        if not self.read_lock.acquire(blocking=False):
-            return False
+        """Read and apply what arrives within `timeout`; False if another thread is reading.
+
+        While a caller pumps, the drain thread stands aside, so the caller reads
+        its own result without waiting for a hand-off between threads.
+        """
+        with self._leaders_changed:
+            self._leaders += 1
         try:
-            if self.fds_closed:
-                return True
-            poller = self._poller()
-            ms = -1 if timeout is None else max(0, math.ceil(timeout * 1000))
-            ready = poller.poll(ms)
-            if ready:
-                with _sigint_deferred():
-                    self._handle(ready)
+            if not self.read_lock.acquire(blocking=False):
+                return False
+            try:
+                if self.fds_closed:
+                    return True
+                poller = self._poller()
+                ms = -1 if timeout is None else max(0, math.ceil(timeout * 1000))
+                ready = poller.poll(ms)
+                if ready:
+                    with _sigint_deferred():
+                        self._handle(ready)
+            finally:
+                self.read_lock.release()
         finally:
-            self.read_lock.release()
+            with self._leaders_changed:
+                self._leaders -= 1
+                if not self._leaders:
+                    self._leaders_changed.notify_all()
         self.run_callbacks()
         return True
 
@@ -193,6 +213,9 @@ class Router:
             before()
         while not self.closed:
             self._poller().poll(-1)  # sleep until something is readable, without the lock
+            with self._leaders_changed:  # a waiting caller reads for itself: stand aside
+                while self._leaders and not self.closed:
+                    self._leaders_changed.wait(0.1)
             with self.read_lock:
                 if self.closed:
                     break
@@ -270,7 +293,7 @@ class Router:
     def _read_events(self, handle: EngineHandle) -> None:
         conn = handle.events
         try:
-            while handle.alive and conn.poll(0):
+            while handle.alive and handle.has_event():
                 self._on_event(handle, pickle.loads(conn.recv_bytes()))
         except (EOFError, OSError):
             pass  # the engine died mid-message; its sentinel reports it
