@@ -239,6 +239,7 @@ class Client:
             raise RuntimeError("this Client is closed")
 
     def _resolve(self, targets: Targets) -> List[int]:
+        self._check_open()
         live = self.ids
         if targets is None or targets == "all":
             ids = live
