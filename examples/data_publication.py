@@ -38,7 +38,7 @@ def show(t, data):
     cells = []
     for d in data:
         cells.append(f"i={d['i']:<3} mean(a)={d['a'].mean():.3f}" if "i" in d else "-")
-    print(f"{t:7.2f}  " + "   ".join(f"{c:<20}" for c in cells), flush=True)
+    print((f"{t:7.2f}  " + "   ".join(f"{c:<20}" for c in cells)).rstrip(), flush=True)
 
 
 def plot(data, path):
@@ -81,7 +81,7 @@ def main():
 
         # Simulation loop: new data every `interval` seconds; read ar.data every half interval.
         ar = dv.apply_async(simulation_loop, args.steps, args.interval)
-        print("    t/s  " + "   ".join(f"{'engine ' + str(e):<20}" for e in c.ids))
+        print(("    t/s  " + "   ".join(f"{'engine ' + str(e):<20}" for e in c.ids)).rstrip())
         poll = max(args.interval / 2, 0.05)
         start = time.monotonic()
         while not ar.ready():
@@ -89,7 +89,8 @@ def main():
             show(time.monotonic() - start, ar.data)
         ar.get()  # raises if a task failed
 
-        data = ar.data
+        data = ar.data  # one dict per engine (a single int target, c[0], gives one dict)
+        assert isinstance(data, list)
         print("final time step per engine:", [d["i"] for d in data])
         if not args.no_plot:
             plot(data, "data_publication.png")
