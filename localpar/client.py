@@ -26,6 +26,7 @@ tasks fail, with `EngineError`; the others keep serving and it can be replaced.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import itertools
 import multiprocessing
 import os
@@ -35,8 +36,9 @@ import sys
 import threading
 import weakref
 from collections import deque
+from multiprocessing import spawn as mp_spawn
 from multiprocessing.context import BaseContext
-from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 from . import sharedmem
 from .asyncresult import AsyncResult
@@ -122,7 +124,8 @@ class Client:
         process = ctx.Process(  # type: ignore[attr-defined]
             target=run_engine, args=(spec,), name=f"localpar-engine-{engine_id}"
         )
-        process.start()
+        with _main_module_not_rerun():
+            process.start()
         for conn in (task_r, control_r, events_w):
             conn.close()
         handle = EngineHandle(engine_id, process, task_w, control_w, events_r)
@@ -430,6 +433,29 @@ class Client:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+@contextlib.contextmanager
+def _main_module_not_rerun() -> Iterator[None]:
+    """Start spawn/forkserver engines without re-running the user's script.
+
+    multiprocessing re-imports ``__main__`` in such children, which runs a script
+    without an ``if __name__ == "__main__"`` guard a second time.  Engines need
+    nothing from it: functions travel by value with cloudpickle.
+    """
+    original = mp_spawn.get_preparation_data
+
+    def preparation_data(name: str) -> Dict[str, Any]:
+        data = original(name)
+        data.pop("init_main_from_path", None)
+        data.pop("init_main_from_name", None)
+        return data
+
+    mp_spawn.get_preparation_data = preparation_data
+    try:
+        yield
+    finally:
+        mp_spawn.get_preparation_data = original
 
 
 class _ClusterState:
