@@ -62,7 +62,10 @@ def run_engine(spec: EngineSpec) -> None:
     engine = Engine(spec)
     signal.signal(signal.SIGINT, engine.on_sigint)
     lifeline.watch(spec.lifeline, engine.on_client_death)
-    engine.serve()
+    try:
+        engine.serve()
+    finally:
+        engine.pool.close()
 
 
 class Engine:
@@ -70,6 +73,7 @@ class Engine:
         self.id = spec.engine_id
         self.spec = spec
         self.queue = PublicationWriter(spec.publications)
+        self.pool = sharedmem.SegmentPool(spec.cluster_id)
         self.store: Any = None  # the Manager's dict proxy, once the client sends it
         self.store_lost: Optional[str] = None
         self.aborted: Set[int] = set()
@@ -115,6 +119,9 @@ class Engine:
                 self.aborted.update(value)
             elif kind == "store":
                 self.store = value
+            elif kind == "release":
+                for name in value:
+                    self.pool.release(name)
             elif kind == "store-lost":
                 self.store, self.store_lost = None, value
 
@@ -181,7 +188,7 @@ class Engine:
 
     def encode_result(self, value: Any, f: Any) -> bytes:
         name = getattr(f, "__qualname__", "the task")
-        return dumps(value, self.spec.cluster_id, what=f"the return value of {name}")[0]
+        return dumps(value, self.spec.cluster_id, what=f"the return value of {name}", pool=self.pool)[0]
 
     def send(self, event: Tuple[Any, ...]) -> None:
         self.spec.events.send_bytes(pickle.dumps(event, protocol=5))
@@ -234,7 +241,10 @@ class TaskContext:
             self.pending = None
         else:  # the client is behind: keep the latest state here, send it later
             for ref in segments:
-                sharedmem.unlink(ref.name)
+                if ref.pooled:
+                    engine.pool.release(ref.name)
+                else:
+                    sharedmem.unlink(ref.name)
             self.pending = delta
         self.state.update(data)
         self.dirty = True
@@ -258,7 +268,7 @@ class TaskContext:
     def encode(self, frame: Tuple[Any, ...]) -> Tuple[bytes, List[sharedmem.SegmentRef]]:
         cluster = self.engine.spec.cluster_id
         try:
-            message, segments = dumps(frame, cluster, what="the published data")
+            message, segments = dumps(frame, cluster, what="the published data", pool=self.engine.pool)
         except SerializationError:
             if frame[0] != "data":
                 raise

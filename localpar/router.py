@@ -129,6 +129,9 @@ class Router:
         self.generation = 0  # bumped after every batch of applied messages
         self._changed = threading.Condition()
         self._dirty = False
+        # Engine segments whose arrays the client dropped; appended from GC
+        # finalizers (any thread, any moment), so flushed later, outside locks.
+        self._released: Deque[sharedmem.SegmentRef] = collections.deque()
         self._leaders = 0  # callers currently pumping for themselves
         self._leaders_changed = threading.Condition()
         self.on_task_done: Optional[Callable[[], None]] = None  # the load balancer's hook
@@ -222,6 +225,22 @@ class Router:
                 self._handle(self._poller().poll(0))
             self.run_callbacks()
 
+    def flush_releases(self) -> None:
+        """Tell engines which of their segments they may reuse."""
+        names: Dict[str, List[str]] = {}
+        while self._released:
+            try:
+                ref = self._released.popleft()
+            except IndexError:
+                break
+            owner = ref.name.rsplit("-", 2)[-2]  # localpar-<cluster>-<pid>-<n>
+            names.setdefault(owner, []).append(ref.name)
+        by_pid = {str(h.pid): h for h in self.engines.values() if h.alive}
+        for pid, batch in names.items():
+            handle = by_pid.get(pid)
+            if handle is not None:
+                handle.send_control(("release", batch))
+
     def wait_for_change(self, generation: int, timeout: float) -> None:
         """Block until a batch after `generation` is applied, or `timeout`."""
         with self._changed:
@@ -242,6 +261,8 @@ class Router:
             except IndexError:
                 break
             ar._notify_data()
+        if self._released:
+            self.flush_releases()
         if self._dirty:
             self._dirty = False
             if self.on_task_done is not None:
@@ -301,7 +322,7 @@ class Router:
     def _drain_queue(self) -> None:
         for frame in self.queue.read_frames():
             try:
-                message = loads(frame, what="a publication")
+                message = loads(frame, what="a publication", on_release=self._released.append)
                 if message[0] == "spilled":
                     ref = message[1]
                     try:
@@ -332,7 +353,10 @@ class Router:
             if record is None:
                 if status == "ok":
                     for ref in segments_of(payload):
-                        sharedmem.unlink(ref.name)
+                        if ref.pooled:
+                            self._released.append(ref)
+                        else:
+                            sharedmem.unlink(ref.name)
                 return
             record.received = time.time()
             record.started, record.completed = meta["started"], meta["completed"]
@@ -340,7 +364,9 @@ class Router:
             info = {"engine_id": handle.id, "engine_pid": handle.pid, "msg_id": record.msg_id}
             if status == "ok":
                 try:
-                    record.value = loads(payload, what=f"the result of task {record.msg_id}")
+                    record.value = loads(
+                        payload, what=f"the result of task {record.msg_id}", on_release=self._released.append
+                    )
                     record.status = "ok"
                 except SerializationError as exc:
                     record.status, record.error = "error", RemoteError("SerializationError", str(exc), "", info)

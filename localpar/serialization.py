@@ -10,8 +10,10 @@ Message layout: ``[u32 n][n bytes: pickled segment refs][pickle body]``.
 
 from __future__ import annotations
 
+import mmap
 import pickle
 import struct
+import weakref
 from typing import Any, Callable, Iterable, List, Optional, Tuple, Union
 
 import cloudpickle
@@ -27,9 +29,12 @@ _HEADER = struct.Struct("<I")
 _NO_SEGMENTS = _HEADER.pack(0)
 
 
-def dumps(obj: Any, cluster_id: str, what: str = "object") -> Tuple[bytes, List[SegmentRef]]:
+def dumps(
+    obj: Any, cluster_id: str, what: str = "object", pool: Optional[sharedmem.SegmentPool] = None
+) -> Tuple[bytes, List[SegmentRef]]:
     """Serialize `obj`; returns the message and the segments it refers to.
 
+    Big buffers go into `pool` segments if given, else into new ones.
     Raises `SerializationError` naming `what` if the object cannot be pickled.
     """
     segments: List[SegmentRef] = []
@@ -38,14 +43,17 @@ def dumps(obj: Any, cluster_id: str, what: str = "object") -> Tuple[bytes, List[
         raw = buf.raw()
         if raw.nbytes < SHM_THRESHOLD:
             return True  # keep it in the pickle stream
-        segments.append(sharedmem.export(cluster_id, raw))
+        segments.append(pool.export(raw) if pool is not None else sharedmem.export(cluster_id, raw))
         return False
 
     try:
         body = cloudpickle.dumps(obj, protocol=5, buffer_callback=out_of_band)
     except Exception as exc:
         for ref in segments:
-            sharedmem.unlink(ref.name)
+            if pool is not None and ref.pooled:
+                pool.release(ref.name)
+            else:
+                sharedmem.unlink(ref.name)
         raise SerializationError(f"cannot pickle {what} ({_short_repr(obj)}): {type(exc).__name__}: {exc}") from exc
     if not segments:
         return _NO_SEGMENTS + body, segments
@@ -53,8 +61,17 @@ def dumps(obj: Any, cluster_id: str, what: str = "object") -> Tuple[bytes, List[
     return _HEADER.pack(len(refs)) + refs + body, segments
 
 
-def loads(message: Union[bytes, memoryview], unlink: bool = True, what: str = "object") -> Any:
-    """Rebuild an object from `dumps` output; unlink its segments once mapped if `unlink`."""
+def loads(
+    message: Union[bytes, memoryview],
+    unlink: bool = True,
+    what: str = "object",
+    on_release: Optional[Callable[[SegmentRef], None]] = None,
+) -> Any:
+    """Rebuild an object from `dumps` output.
+
+    With `unlink`, segments are unlinked once mapped; pooled ones are instead
+    handed to `on_release` when the last object using them is gone.
+    """
     view = memoryview(message)
     (n,) = _HEADER.unpack_from(view)
     buffers: Optional[List[memoryview]] = None
@@ -65,11 +82,24 @@ def loads(message: Union[bytes, memoryview], unlink: bool = True, what: str = "o
         finally:
             if unlink:
                 for ref in segments:
-                    sharedmem.unlink(ref.name)
+                    if not ref.pooled:
+                        sharedmem.unlink(ref.name)
+        if on_release is not None:
+            for ref, buf in zip(segments, buffers):
+                if ref.pooled:
+                    release_when_unused(buf, ref, on_release)
     try:
         return pickle.loads(view[_HEADER.size + n :], buffers=buffers)
     except Exception as exc:
         raise SerializationError(f"cannot unpickle {what}: {type(exc).__name__}: {exc}") from exc
+
+
+def release_when_unused(buf: memoryview, ref: SegmentRef, on_release: Callable[[SegmentRef], None]) -> None:
+    """Call ``on_release(ref)`` once nothing uses the mapping behind `buf` any more."""
+    if isinstance(buf.obj, mmap.mmap):
+        weakref.finalize(buf.obj, on_release, ref)
+    else:
+        on_release(ref)
 
 
 def segments_of(message: Union[bytes, memoryview]) -> List[SegmentRef]:
