@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 if TYPE_CHECKING:
     from .asyncresult import AsyncResult
 
-Progress = Optional[Tuple[int, int]]
+MAX_TASK_BARS = 16
+"""Per-task bars shown at most (a long load-balanced map would otherwise fill the screen)."""
 
 
 def _load_tqdm() -> Any:
@@ -38,14 +39,13 @@ def task_labels(ar: AsyncResult) -> List[str]:
 
 
 def status_line(ar: AsyncResult) -> str:
-    """The one-line text view: finished/total, each reporting task's share, seconds since submission."""
+    """The one-line text view: finished/total, each running task's reported share, seconds since submission."""
     parts = [f"{ar.progress:>3}/{len(ar)} tasks done"]
     finished = [r.done for r in ar._records]
     for label, progress, done in zip(task_labels(ar), ar.task_progress, finished):
-        if progress is None:
-            continue
-        step, total = progress
-        parts.append(f"{label}: done" if done else f"{label}: {100 * step // total}%")
+        if progress is not None and not done:
+            step, total = progress
+            parts.append(f"{label}: {100 * min(step, total) // total}%")
     parts.append(f"{ar.elapsed:.1f} s")
     return " | ".join(parts)
 
@@ -126,13 +126,16 @@ class _Bars(_Display):
             if progress is None:
                 continue
             step, total = progress
+            target = total if finished[index] else min(step, total)
             bar = self.tasks.get(index)
             if bar is None:
-                bar = self.tqdm(total=total, desc=f"  {labels[index]}", position=len(self.tasks) + 1, leave=True)
+                if len(self.tasks) >= MAX_TASK_BARS:
+                    continue
+                position = len(self.tasks) + 1
+                bar = self.tqdm(total=total, initial=target, desc=f"  {labels[index]}", position=position, leave=True)
                 self.tasks[index] = bar
             if bar.total != total:
                 bar.total = total
-            target = total if finished[index] else min(step, total)
             if target != bar.n:
                 bar.n = target
                 bar.refresh()
