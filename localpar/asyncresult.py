@@ -162,12 +162,17 @@ class AsyncResult(Future):
         self._client.abort(self)
 
     def cancel(self) -> bool:
-        """Abort tasks that have not started; True if none had started."""
+        """The Future API, without blocking: abort what has not started.
+
+        True (and cancelled) only if no task had reached an engine yet; otherwise
+        the queued tasks will fail with TaskAborted and running ones go on.
+        """
         if self.done():
             return False
+        unsent = all(r.engine_id < 0 and not r.done for r in self._records)
+        cancelled = unsent and super().cancel()
         self.abort()
-        self.wait(1.0)
-        return self.done() and all(r.status == "aborted" for r in self._records)
+        return cancelled
 
     def __await__(self) -> Generator[Any, None, Any]:
         return asyncio.wrap_future(self).__await__()
