@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import sys
 import time
 from concurrent.futures import Future
 from datetime import datetime
@@ -127,7 +128,7 @@ class AsyncResult(Future):
     def successful(self) -> bool:
         """Whether the call finished without error; raises if it is not finished."""
         if not self.ready():
-            raise ValueError(f"{self!r} is not finished")
+            raise RuntimeError("Cannot check successful() if not done.")
         return self.exception(timeout=0) is None
 
     def get(self, timeout: Optional[float] = -1) -> Any:
@@ -141,6 +142,15 @@ class AsyncResult(Future):
 
     def result(self, timeout: Optional[float] = None) -> Any:  # the Future API
         return self.get(timeout)
+
+    @property
+    def r(self) -> Any:
+        """The result, waiting for it (ipyparallel's shorthand)."""
+        return self.get()
+
+    def wait_for_output(self, timeout: Optional[float] = -1) -> bool:
+        """ipyparallel's call to wait for data and output; here they always come first."""
+        return self.wait(timeout)
 
     def exception(self, timeout: Optional[float] = None) -> Optional[BaseException]:
         if not self.wait(timeout):
@@ -347,7 +357,8 @@ class AsyncResult(Future):
             if r.stdout:
                 print(f"[stdout:{r.engine_id}] {r.stdout}", end="" if r.stdout.endswith("\n") else "\n")
             if r.stderr:
-                print(f"[stderr:{r.engine_id}] {r.stderr}", end="" if r.stderr.endswith("\n") else "\n")
+                end = "" if r.stderr.endswith("\n") else "\n"
+                print(f"[stderr:{r.engine_id}] {r.stderr}", end=end, file=sys.stderr)
 
     def wait_interactive(
         self, interval: float = 0.1, timeout: Optional[float] = None, widget: Optional[bool] = None

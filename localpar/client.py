@@ -40,7 +40,7 @@ from multiprocessing import spawn as mp_spawn
 from multiprocessing.context import BaseContext
 from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
-from . import sharedmem
+from . import namespace, sharedmem
 from .asyncresult import AsyncResult
 from .datastore import DataStore
 from .engine import FUNCTION_SIZE, STOP, TASK_HEADER, EngineSpec, run_engine
@@ -263,7 +263,10 @@ class Client:
         if not callable(f):
             raise TypeError(f"expected a callable to run on the engines, got {type(f).__name__}: {f!r:.80}")
         try:
-            fblob, fsegments = dumps(f, self.cluster_id, what="the function")
+            # cloudpickle renames code sent by value "<dynamic-code>"; the engine
+            # restores the real file so that remote tracebacks show source lines.
+            filename = getattr(getattr(f, "__code__", None), "co_filename", None)
+            fblob, fsegments = dumps((f, filename), self.cluster_id, what="the function")
             ablob, asegments = dumps((args, kwargs), self.cluster_id, what="the arguments")
         except SerializationError as exc:
             culprit = find_unpicklable(call_parts(f, args, kwargs))
@@ -373,13 +376,19 @@ class Client:
                     out[r.msg_id] = r.error if r.error is not None else r.value
         return out
 
-    def clear(self) -> None:
-        """Forget finished results (``results``, ``metadata``) kept by the client."""
-        finished = [m for m, ar in self._results.items() if ar.done()]
-        for msg_id in finished:
-            del self._results[msg_id]
+    def clear(self, targets: Targets = None, block: bool = False) -> Any:
+        """Clear the engines' namespaces, as ipyparallel's ``clear`` does."""
+        ar = self._submit([(i, (namespace.clear, (), {})) for i in self._resolve(targets)], "clear")
+        return ar.get() if block else ar
 
-    purge_results = clear
+    def purge_results(self, jobs: Union[str, Iterable[Union[AsyncResult, str]]] = "all") -> None:
+        """Forget finished results (``results``) kept by the client."""
+        if jobs == "all":
+            finished = [m for m, ar in self._results.items() if ar.done()]
+        else:
+            finished = [m for job in jobs for m in (job.msg_ids if isinstance(job, AsyncResult) else [job])]
+        for msg_id in finished:
+            self._results.pop(msg_id, None)
 
     def wait(self, jobs: Optional[Iterable[Union[AsyncResult, str]]] = None, timeout: Optional[float] = -1) -> bool:
         """Wait for `jobs` (AsyncResults or msg_ids; default: everything outstanding)."""

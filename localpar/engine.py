@@ -179,7 +179,8 @@ class Engine:
         fblob = bytes(view[start : start + fsize])
         f = self._functions.get(fblob)
         if f is None:
-            f = namespace.bind_to_namespace(loads(fblob, unlink=False, what="the function"), self.namespace)
+            f, filename = loads(fblob, unlink=False, what="the function")
+            f = namespace.bind_to_namespace(namespace.restore_filename(f, filename), self.namespace)
             if len(self._functions) >= 64:
                 self._functions.pop(next(iter(self._functions)))
             self._functions[fblob] = f

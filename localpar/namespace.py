@@ -9,7 +9,7 @@ marked ``@interactive``, as on an ipyparallel engine.
 from __future__ import annotations
 
 import types
-from typing import Any, Callable, Dict, List, Sequence, TypeVar, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, TypeVar, Union
 
 
 def current_engine() -> Any:
@@ -45,6 +45,19 @@ def bind_to_namespace(f: Any, namespace: Dict[str, Any]) -> Any:
     return bound
 
 
+def restore_filename(f: Any, filename: Optional[str]) -> Any:
+    """Give a function sent by value its real file name back, for tracebacks."""
+    code = getattr(f, "__code__", None)
+    if filename and isinstance(f, types.FunctionType) and code is not None and code.co_filename != filename:
+        f.__code__ = _with_filename(code, filename)
+    return f
+
+
+def _with_filename(code: types.CodeType, filename: str) -> types.CodeType:
+    consts = tuple(_with_filename(c, filename) if isinstance(c, types.CodeType) else c for c in code.co_consts)
+    return code.replace(co_filename=filename, co_consts=consts)
+
+
 def push(values: Dict[str, Any]) -> None:
     current_engine().namespace.update(values)
 
@@ -57,6 +70,14 @@ def pull(names: Union[str, Sequence[str]]) -> Any:
     if isinstance(names, str):
         return namespace[names]
     return [namespace[n] for n in names]
+
+
+def clear() -> None:
+    """Empty the engine's namespace (keeping what every namespace starts with)."""
+    ns = current_engine().namespace
+    kept = {k: ns[k] for k in ("__name__", "__builtins__") if k in ns}
+    ns.clear()
+    ns.update(kept)
 
 
 def execute(code: str, filename: str = "<execute>") -> None:

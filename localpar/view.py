@@ -173,6 +173,15 @@ class DirectView(View):
             code = f.read()
         return self._result(self.apply_async(namespace.execute, code, filename), block)
 
+    def _split_calls(self, f: Callable[..., Any], sequences: Sequence[Sequence[Any]]) -> AsyncResult:
+        seqs = _sequences(tuple(sequences))
+        targets = self._resolved()
+        bounds = _split(len(seqs[0]), len(targets))
+        calls: List[Tuple[int, Any]] = [
+            (engine, (f, tuple(s[a:b] for s in seqs), {})) for engine, (a, b) in zip(targets, bounds)
+        ]
+        return self.client._submit(calls, getattr(f, "__name__", "f"))
+
     def scatter(self, name: str, seq: Sequence[Any], flatten: bool = False, block: Optional[bool] = None) -> Any:
         """Split `seq` across the targets and store each part as `name` on its engine."""
         targets = self._resolved()
@@ -188,10 +197,8 @@ class DirectView(View):
 
     def gather(self, name: str, block: Optional[bool] = None) -> Any:
         """Concatenate `name` from every target, in target order."""
-        parts = AsyncMapResult(self.client, "gather", [])
-        targets = self._resolved()
-        self.client._submit([(i, (namespace.pull, (name,), {})) for i in targets], "gather", ar=parts)
-        return self._result(_Concatenated(parts), block)
+        calls: List[Tuple[int, Any]] = [(i, (namespace.pull, (name,), {})) for i in self._resolved()]
+        return self._result(_JoinedResult(self.client._submit(calls, "gather")), block)
 
     @contextlib.contextmanager
     def sync_imports(self, quiet: bool = False) -> Iterator[None]:
@@ -225,25 +232,32 @@ class DirectView(View):
             self.execute("\n".join(lines), block=True)
 
 
-class _Concatenated(AsyncResult):
-    """gather(): one AsyncResult whose value is the engines' parts joined."""
+def join_parts(parts: List[Any]) -> Any:
+    """Join per-engine parts as ipyparallel does: arrays concatenated, sequences chained."""
+    if parts and all(type(p).__module__ == "numpy" and hasattr(p, "shape") for p in parts):
+        import numpy as np
 
-    def __init__(self, parts: AsyncMapResult) -> None:
-        super().__init__(parts._client, "gather")
+        return np.concatenate(parts)
+    if all(isinstance(p, (list, tuple)) for p in parts):
+        return [item for p in parts for item in p]
+    return list(parts)
+
+
+class _JoinedResult(AsyncResult):
+    """One AsyncResult whose value is its parts' results joined (gather, parallel)."""
+
+    def __init__(self, parts: AsyncResult) -> None:
+        super().__init__(parts._client, parts._fname)
         self._records = parts._records
         self._data = parts._data
+        self._parts = parts
         parts.add_done_callback(self._join)
 
     def _join(self, parts: Any) -> None:
         try:
-            values = parts.result(timeout=0)
+            self.set_result(join_parts(parts.result(timeout=0)))
         except BaseException as exc:
             self.set_exception(exc)
-            return
-        joined: List[Any] = []
-        for v in values:
-            joined.extend(v)
-        self.set_result(joined)
 
 
 class LoadBalancedView(View):
@@ -254,6 +268,13 @@ class LoadBalancedView(View):
 
     def __repr__(self) -> str:
         return f"<LoadBalancedView {self._targets}>"
+
+    def _split_balanced(self, f: Callable[..., Any], sequences: Sequence[Sequence[Any]]) -> AsyncResult:
+        seqs = _sequences(tuple(sequences))
+        bounds = _split(len(seqs[0]), max(1, len(self.client.ids)))
+        calls: List[Any] = [(f, tuple(s[a:b] for s in seqs), {}) for a, b in bounds]
+        ar = AsyncResult(self.client, getattr(f, "__name__", "f"))
+        return self.client._submit_balanced(calls, ar, self._allowed())
 
     def _allowed(self) -> Optional[List[int]]:
         return None if self._targets is None else self._resolved()
@@ -313,10 +334,17 @@ class RemoteFunction:
 
 
 class ParallelFunction(RemoteFunction):
-    """A function mapped element-wise over its sequence arguments (``@view.parallel()``)."""
+    """``@view.parallel()``: called, runs once per engine on its part of the sequences
+    and joins the results (as ipyparallel does); ``.map()`` maps element-wise."""
 
-    def __call__(self, *sequences: Sequence[Any], **options: Any) -> Any:
-        return self.view._result(self.view.map_async(self.func, *sequences, **options), self.block)
+    def __call__(self, *sequences: Sequence[Any]) -> Any:
+        view = self.view
+        if isinstance(view, LoadBalancedView):
+            parts = view._split_balanced(self.func, sequences)
+        else:
+            assert isinstance(view, DirectView)
+            parts = view._split_calls(self.func, sequences)
+        return view._result(_JoinedResult(parts), self.block)
 
     def map(self, *sequences: Sequence[Any]) -> Any:
-        return self(*sequences)
+        return self.view._result(self.view.map_async(self.func, *sequences), self.block)
