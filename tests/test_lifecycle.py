@@ -1,0 +1,337 @@
+"""Lifecycle: however a client ends, nothing of its cluster outlives it.
+
+Covers close(), the context manager, garbage collection, interpreter exit (clean
+and by an exception), Ctrl-C while waiting, aborting queued tasks and
+interrupting running ones.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+from typing import Dict, List
+
+import pytest
+from conftest import LeakChecker, pid_gone, shm_segments, wait_pids_gone
+
+from localpar import AsyncResult, Client, ClientClosedError, RemoteError, TaskAborted
+from localpar.datapub import publish_data
+
+HANG_GUARD = 10.0
+
+
+def engine_pid() -> int:
+    return os.getpid()
+
+
+def quick(x: int) -> int:
+    return x + 1
+
+
+def wait_for_file_then(path: str, value: str) -> str:
+    deadline = time.monotonic() + HANG_GUARD
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return value
+
+
+def loop_until_interrupted() -> str:
+    publish_data({"running": True})
+    deadline = time.monotonic() + HANG_GUARD
+    while time.monotonic() < deadline:
+        time.sleep(0.01)
+    return "not interrupted"
+
+
+def wait_for_manager(c: Client) -> int:
+    deadline = time.monotonic() + HANG_GUARD
+    while c.manager_pid is None:
+        assert time.monotonic() < deadline, "the Manager process did not start"
+        time.sleep(0.02)
+    return c.manager_pid
+
+
+# -- in-process endings ----------------------------------------------------------------------
+
+
+def test_close_releases_everything_even_while_the_client_object_lives() -> None:
+    checker = LeakChecker()
+    before = checker.snapshot()
+    c = Client(2)
+    checker.cluster_ids.add(c.cluster_id)
+    assert c[:].apply_async(quick, 1).get(timeout=HANG_GUARD) == [2, 2]
+    pids = [*c.engine_pids().values(), wait_for_manager(c)]
+    c.close()
+    c.close()  # idempotent
+    assert not wait_pids_gone(pids)
+    checker.assert_clean(before)  # `c` is still referenced here: close() alone must free it all
+    with pytest.raises(RuntimeError, match="closed"):
+        c[:].apply_async(quick, 1)
+
+
+def test_with_block_closes_the_cluster(leak_check: LeakChecker) -> None:
+    with Client(2) as c:
+        pids = [*c.engine_pids().values(), wait_for_manager(c)]
+        assert c[:].apply_async(quick, 1).get(timeout=HANG_GUARD) == [2, 2]
+    assert not wait_pids_gone(pids)
+
+
+def test_with_block_closes_the_cluster_when_its_body_raises(leak_check: LeakChecker) -> None:
+    pids: List[int] = []
+    with pytest.raises(ZeroDivisionError):
+        with Client(2) as c:
+            pids += c.engine_pids().values()
+            1 / 0  # noqa: B018
+    assert not wait_pids_gone(pids)
+
+
+def test_close_fails_pending_tasks_and_stops_busy_engines(leak_check: LeakChecker, tmp_path: Path) -> None:
+    with Client(2) as c:
+        pids = list(c.engine_pids().values())
+        busy = c[0].apply_async(wait_for_file_then, str(tmp_path / "never"), "late")
+        queued = c[0].apply_async(quick, 1)
+    with pytest.raises(ClientClosedError):
+        busy.get(timeout=HANG_GUARD)
+    with pytest.raises(ClientClosedError):
+        queued.get(timeout=HANG_GUARD)
+    assert not wait_pids_gone(pids)
+
+
+def test_garbage_collection_closes_the_cluster() -> None:
+    from localpar import client as client_module
+
+    c = Client(2)
+    cluster = c.cluster_id
+    pids = [*c.engine_pids().values(), wait_for_manager(c)]
+    assert c[:].apply_async(quick, 1).get(timeout=HANG_GUARD) == [2, 2]
+    del c
+    try:
+        gc.collect()
+        survivors = wait_pids_gone(pids)
+        assert not survivors, f"an unreferenced Client must close its cluster; still running: {survivors}"
+        assert not [t for t in threading.enumerate() if cluster in t.name]
+    finally:  # do not let a failure here leak a cluster into later tests
+        for state in list(client_module._live_states):
+            if state.cluster_id == cluster:
+                state.close()
+
+
+# -- interpreter exit and Ctrl-C, in a child interpreter -------------------------------------
+
+EXIT_SCRIPT = """
+import os, sys, time
+import numpy as np
+from localpar import Client
+from localpar.datapub import publish_data
+
+def wait_forever(arr):
+    publish_data({"running": True})
+    while True:
+        time.sleep(0.05)
+
+c = Client(2)
+deadline = time.monotonic() + 10
+while c.manager_pid is None and time.monotonic() < deadline:
+    time.sleep(0.02)
+c[:].apply_sync(os.getpid)
+print("ENGINES", *c.engine_pids().values(), flush=True)
+print("MANAGER", c.manager_pid, flush=True)
+print("CLUSTER", c.cluster_id, flush=True)
+if sys.argv[1] == "busy":  # a task is running and its 2 MB argument is in shared memory
+    ar = c[0].apply_async(wait_forever, np.ones(1 << 18))
+    while not ar.data and time.monotonic() < deadline:
+        time.sleep(0.02)
+    print("SEGMENTS", len([n for n in os.listdir("/dev/shm") if n.startswith(f"localpar-{c.cluster_id}-")]), flush=True)
+if sys.argv[1] == "raise":
+    raise SystemError("top-level failure")
+"""
+
+
+def parse(out: str) -> Dict[str, List[str]]:
+    info: Dict[str, List[str]] = {}
+    for line in out.splitlines():
+        if line.strip():
+            key, *rest = line.split()
+            info[key] = rest
+    return info
+
+
+@pytest.mark.parametrize(("mode", "code"), [("exit", 0), ("raise", 1), ("busy", 0)])
+def test_interpreter_exit_without_close_stops_the_cluster(tmp_path: Path, mode: str, code: int) -> None:
+    script = tmp_path / "exit_child.py"
+    script.write_text(textwrap.dedent(EXIT_SCRIPT))
+    done = subprocess.run(
+        [sys.executable, str(script), mode], capture_output=True, text=True, timeout=60, start_new_session=True
+    )
+    assert done.returncode == code, done.stderr
+    if mode == "raise":
+        assert "top-level failure" in done.stderr
+    info = parse(done.stdout)
+    pids = [int(p) for p in info["ENGINES"] + info["MANAGER"]]
+    cluster = info["CLUSTER"][0]
+    if mode == "busy":
+        assert int(info["SEGMENTS"][0]) >= 1
+    survivors = wait_pids_gone(pids)
+    try:
+        assert not survivors, f"still running after the interpreter exited: {survivors}"
+        assert not shm_segments(cluster)
+    finally:
+        for pid in survivors:
+            os.kill(pid, signal.SIGKILL)
+
+
+CTRL_C_SCRIPT = """
+import os, time
+from localpar import Client, RemoteError
+from localpar.datapub import publish_data
+
+def long_task():
+    publish_data({"running": True})
+    time.sleep(120)
+    return "long"
+
+def quick(x):
+    return x + 1
+
+with Client(2) as c:
+    deadline = time.monotonic() + 10
+    while c.manager_pid is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    ar = c[0].apply_async(long_task)
+    while not ar.data and time.monotonic() < deadline:
+        time.sleep(0.02)
+    print("ENGINES", *c.engine_pids().values(), flush=True)
+    print("MANAGER", c.manager_pid, flush=True)
+    try:
+        print("READY", flush=True)
+        ar.get(timeout=120)
+        print("NO-KI", flush=True)
+    except KeyboardInterrupt:
+        print("KI", flush=True)
+    print("IDS", *c.ids, flush=True)
+    print("STILL-RUNNING", not ar.ready(), flush=True)
+    print("QUICK", c[1].apply_async(quick, 41).get(timeout=10), flush=True)
+    c.interrupt(0)
+    try:
+        ar.get(timeout=10)
+    except RemoteError as e:
+        print("LONG", e.ename, flush=True)
+    print("ENGINE0", c[0].apply_async(quick, 1).get(timeout=10), flush=True)
+    print("MANAGER-ALIVE", c.manager_pid is not None and os.path.exists(f"/proc/{c.manager_pid}"), flush=True)
+"""
+
+
+def test_ctrl_c_in_get_interrupts_the_wait_not_the_cluster(tmp_path: Path) -> None:
+    script = tmp_path / "ctrl_c_child.py"
+    script.write_text(textwrap.dedent(CTRL_C_SCRIPT))
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,  # its own process group: the signal reaches it alone, as from a terminal
+    )  # fmt: skip
+    assert proc.stdout is not None
+    lines: List[str] = []
+    try:
+        while not lines or lines[-1] != "READY":
+            line = proc.stdout.readline()
+            assert line, f"the child ended early: {proc.stderr.read() if proc.stderr else ''}"
+            lines.append(line.strip())
+        time.sleep(0.2)  # let it block in get()
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground group
+        out, err = proc.communicate(timeout=30)  # the long task takes 120 s: this proves get() returned
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    info = parse("\n".join(lines) + "\n" + out)
+    assert proc.returncode == 0, err
+    assert "KI" in info and "NO-KI" not in info
+    assert info["IDS"] == ["0", "1"]  # no engine was killed by the Ctrl-C
+    assert info["STILL-RUNNING"] == ["True"]  # nor was the task interrupted by it
+    assert info["QUICK"] == ["42"]
+    assert info["LONG"] == ["KeyboardInterrupt"]
+    assert info["ENGINE0"] == ["2"]
+    assert info["MANAGER-ALIVE"] == ["True"]
+    pids = [int(p) for p in info["ENGINES"] + info["MANAGER"]]
+    assert not wait_pids_gone(pids)
+
+
+# -- cancelling -------------------------------------------------------------------------------
+
+
+def test_abort_drops_queued_tasks(leak_check: LeakChecker, tmp_path: Path) -> None:
+    go = tmp_path / "go"
+    with Client(2) as c:
+        first = c[0].apply_async(wait_for_file_then, str(go), "first")
+        queued = [c[0].apply_async(quick, i) for i in range(4)]
+        for ar in queued[:3]:
+            ar.abort()
+        go.touch()
+        assert first.get(timeout=HANG_GUARD) == "first"
+        for ar in queued[:3]:
+            with pytest.raises(TaskAborted):
+                ar.get(timeout=HANG_GUARD)
+            assert ar.metadata["status"] == "aborted"
+        assert queued[3].get(timeout=HANG_GUARD) == 4  # not aborted: runs
+        assert c[0].apply_async(quick, 10).get(timeout=HANG_GUARD) == 11
+
+
+def test_abort_drops_load_balanced_tasks_not_yet_started(leak_check: LeakChecker, tmp_path: Path) -> None:
+    """Whether still in the client's queue or prefetched by an engine, they never run."""
+    go = tmp_path / "go"
+    with Client(2) as c:
+        lb = c.load_balanced_view()
+        busy = [lb.apply_async(wait_for_file_then, str(go), "busy") for _ in range(2)]
+        waiting = [lb.apply_async(quick, i) for i in range(6)]
+        c.abort(waiting)
+        go.touch()
+        assert [ar.get(timeout=HANG_GUARD) for ar in busy] == ["busy", "busy"]
+        for ar in waiting:
+            with pytest.raises(TaskAborted):
+                ar.get(timeout=HANG_GUARD)
+            assert ar.metadata["status"] == "aborted"
+        assert lb.apply_async(quick, 1).get(timeout=HANG_GUARD) == 2
+
+
+def wait_running(ar: AsyncResult) -> None:
+    deadline = time.monotonic() + HANG_GUARD
+    while not ar.data:
+        assert time.monotonic() < deadline, "the task did not start"
+        time.sleep(0.01)
+
+
+def test_client_interrupt_raises_keyboard_interrupt_in_the_running_task(leak_check: LeakChecker) -> None:
+    with Client(2) as c:
+        ar = c[0].apply_async(loop_until_interrupted)
+        other = c[1].apply_async(loop_until_interrupted)
+        wait_running(ar)
+        wait_running(other)
+        c.interrupt([0])
+        with pytest.raises(RemoteError) as info:
+            ar.get(timeout=HANG_GUARD)
+        assert info.value.ename == "KeyboardInterrupt"
+        assert not other.ready()  # only the targeted engine
+        assert c[0].apply_async(quick, 1).get(timeout=HANG_GUARD) == 2
+        c[1].interrupt()  # the view form
+        with pytest.raises(RemoteError) as info:
+            other.get(timeout=HANG_GUARD)
+        assert info.value.ename == "KeyboardInterrupt"
+        assert c[1].apply_async(quick, 2).get(timeout=HANG_GUARD) == 3
+        assert c.ids == [0, 1]
+
+
+@pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
+def test_interrupting_idle_engines_does_no_harm(leak_check: LeakChecker, method: str) -> None:
+    """Even right after Client() returns, while engines may still be starting up."""
+    with Client(2, start_method=method) as c:
+        c.interrupt()
+        c[:].interrupt()
+        assert c[:].apply_async(quick, 1).get(timeout=HANG_GUARD) == [2, 2]
+        assert c.ids == [0, 1]
+        assert not any(pid_gone(p) for p in c.engine_pids().values())
