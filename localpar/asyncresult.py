@@ -97,6 +97,7 @@ class AsyncResult(Future):
         deadline = None if timeout is None or timeout < 0 else time.monotonic() + timeout
         while True:
             generation = router.generation
+            batches = router.batches
             router.run_callbacks()
             if predicate():
                 return True
@@ -106,7 +107,7 @@ class AsyncResult(Future):
             if router.closed and not predicate():
                 router.run_callbacks()
                 return predicate()
-            if not router.pump(remaining):
+            if not router.pump(remaining, since=batches):
                 router.wait_for_change(generation, 0.05 if remaining is None else min(remaining, 0.05))
 
     def _wait_for_record(self, record: TaskRecord) -> None:

@@ -69,6 +69,10 @@ class Client:
     garbage-collected and at interpreter exit.
     """
 
+    load_balance_depth = 2
+    """Tasks a load-balanced view queues on one engine: 2 hides the round trip
+    between two tasks (ipyparallel's ``hwm``); 1 waits for an idle engine."""
+
     def __init__(self, n: Optional[int] = None, *, start_method: Optional[str] = None, datastore: bool = True) -> None:
         if n is None:
             n = os.cpu_count() or 1
@@ -89,7 +93,9 @@ class Client:
         self._lb_queue: Deque[Tuple[TaskRecord, bytes]] = deque()
         self._lb_lock = threading.Lock()
         self._lb_targets: Dict[int, Optional[List[int]]] = {}
-        self._router.on_task_done = self._schedule
+        # The router and the drain thread outlive no Client: they hold it weakly,
+        # so an unreferenced Client is collected and its finalizer closes the cluster.
+        self._router.on_task_done = _weakly(self, Client._schedule)
         self._state = _ClusterState(self._router, self._lifeline, self._queue, self.cluster_id)
         self._finalizer = weakref.finalize(self, self._state.close)
         self._finalizer.atexit = False  # _close_at_exit runs first, before multiprocessing's own hook
@@ -102,7 +108,7 @@ class Client:
             raise
         self._drain = threading.Thread(
             target=self._router.drain_forever,
-            args=(self._start_datastore if datastore else None,),
+            args=(_weakly(self, Client._start_datastore) if datastore else None,),
             name=f"localpar-drain-{self.cluster_id}",
             daemon=True,
         )
@@ -124,8 +130,14 @@ class Client:
         process = ctx.Process(  # type: ignore[attr-defined]
             target=run_engine, args=(spec,), name=f"localpar-engine-{engine_id}"
         )
-        with _main_module_not_rerun():
-            process.start()
+        # The engine inherits a blocked SIGINT and unblocks it once its own handler
+        # is set, so an interrupt during start-up cannot kill it.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            with _main_module_not_rerun():
+                process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         for conn in (task_r, control_r, events_w):
             conn.close()
         handle = EngineHandle(engine_id, process, task_w, control_w, events_r)
@@ -210,9 +222,13 @@ class Client:
 
     def interrupt(self, targets: Targets = None) -> None:
         """Raise KeyboardInterrupt inside the tasks running on `targets` (default: all)."""
+        self._router.pump_nowait()
         for engine_id in self._resolve(targets):
+            handle = self._router.engines[engine_id]
+            if not handle.ready:
+                continue  # still starting: it runs no task, and SIGINT could kill it
             try:
-                os.kill(self._router.engines[engine_id].pid, signal.SIGINT)
+                os.kill(handle.pid, signal.SIGINT)
             except ProcessLookupError:
                 pass
 
@@ -334,19 +350,17 @@ class Client:
             while self._lb_queue:
                 record, blob = self._lb_queue[0]
                 allowed = self._lb_targets.get(record.seq)
-                idle = [
-                    h for i, h in sorted(self._router.engines.items())
-                    if h.alive and not h.pending and (allowed is None or i in allowed)
-                ]  # fmt: skip
-                if not idle:
-                    if not any(h.alive and (allowed is None or i in allowed) for i, h in self._router.engines.items()):
-                        self._lb_queue.popleft()
-                        self._router.fail(record, EngineError(-1, None, record.msg_id))
-                        continue
+                live = [h for h in self._router.engines.values() if h.alive and (allowed is None or h.id in allowed)]
+                if not live:
+                    self._lb_queue.popleft()
+                    self._router.fail(record, NoEnginesError(f"no live engine among targets {allowed}"))
+                    continue
+                least = min(live, key=lambda h: (len(h.pending), h.id))
+                if len(least.pending) >= self.load_balance_depth:
                     return
                 self._lb_queue.popleft()
                 self._lb_targets.pop(record.seq, None)
-                record.engine_id = idle[0].id
+                record.engine_id = least.id
                 self._send(record, blob)
 
     def _release_segments(self, ar: AsyncResult) -> None:
@@ -442,6 +456,18 @@ class Client:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _weakly(client: Client, method: Callable[[Client], None]) -> Callable[[], None]:
+    """``method(client)`` as a callback that does not keep `client` alive."""
+    ref = weakref.ref(client)
+
+    def call() -> None:
+        target = ref()
+        if target is not None:
+            method(target)
+
+    return call
 
 
 @contextlib.contextmanager

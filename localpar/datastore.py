@@ -4,7 +4,8 @@ A ``multiprocessing.Manager`` process holds ``{engine_id: (task seq, publication
 number, merged data)}``.  Engines write it coalesced (at most every 0.2 s and
 after each task, never on the latency path); the client reads it when an engine
 dies, to recover data the engine held back while the publication queue was full.
-Keeping one entry per engine bounds its memory however much is published.
+Keeping one entry per engine, and leaving values over 1 MB out (they would cost
+a full copy per write; the client has them already), bounds its memory and cost.
 
 The Manager is started from the drain thread so that ``Client()`` returns as soon
 as the engines are forked; it watches the client's lifeline like every child.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
 from multiprocessing.managers import SyncManager
@@ -47,6 +49,8 @@ class DataStore:
         self.pid: int = process.pid
         self.sentinel: int = process.sentinel
         self._process = process
+        self._stopped = False
+        self._shutdown_lock = threading.Lock()
 
     def exitcode(self) -> Optional[int]:
         self._process.join(timeout=1.0)
@@ -59,6 +63,11 @@ class DataStore:
             return None
 
     def shutdown(self) -> None:
+        """Stop the Manager process; idempotent (close() and the drain thread may race)."""
+        with self._shutdown_lock:
+            if self._stopped:
+                return
+            self._stopped = True
         try:
             self._manager.shutdown()
         except Exception:
@@ -66,3 +75,8 @@ class DataStore:
         if self._process.is_alive():
             self._process.kill()
         self._process.join(timeout=2.0)
+        self.dict = None  # its connection to the (gone) Manager closes with it
+        try:
+            self._process.close()  # the pipes multiprocessing keeps per child
+        except ValueError:
+            pass  # still running after kill(): left to multiprocessing's reaper

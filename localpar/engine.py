@@ -36,6 +36,7 @@ TASK_HEADER = struct.Struct("<Q")  # the task's sequence number
 FUNCTION_SIZE = struct.Struct("<I")  # then the pickled function's size, the function, the arguments
 STOP = b"stop"
 STORE_SYNC_MIN_INTERVAL = 0.2  # seconds between two Manager-dict writes of one task
+STORE_MAX_VALUE_BYTES = 1 << 20  # bigger published values are not copied into the Manager
 
 
 class EngineSpec(NamedTuple):
@@ -61,6 +62,7 @@ def run_engine(spec: EngineSpec) -> None:
     multiprocessing.current_process().authkey = spec.authkey
     engine = Engine(spec)
     signal.signal(signal.SIGINT, engine.on_sigint)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked by the client during start
     lifeline.watch(spec.lifeline, engine.on_client_death)
     try:
         engine.serve()
@@ -96,6 +98,7 @@ class Engine:
     def serve(self) -> None:
         global _engine
         _engine = self
+        self.send(("ready", 0))  # SIGINT is handled from here on: the client may interrupt
         tasks = self.spec.tasks
         while True:
             try:
@@ -206,6 +209,19 @@ class Engine:
             self.last_task = None
 
 
+def durable_part(state: Dict[str, Any]) -> Dict[str, Any]:
+    """What the Manager dict keeps: big buffers would cost a full copy per sync, so
+    values over ``STORE_MAX_VALUE_BYTES`` stay out (the client has them already)."""
+    return {k: v for k, v in state.items() if _nbytes(v) <= STORE_MAX_VALUE_BYTES}
+
+
+def _nbytes(value: Any) -> int:
+    if isinstance(value, (bytes, bytearray, str)):
+        return len(value)
+    size = getattr(value, "nbytes", 0)
+    return size if isinstance(size, int) else 0
+
+
 def describe_exception(exc: BaseException) -> Tuple[str, str, str]:
     """(type name, message, formatted traceback) of an exception, always picklable."""
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
@@ -287,7 +303,7 @@ class TaskContext:
             return
         t0 = time.monotonic()
         try:
-            engine.store[engine.id] = (self.seq, self.pubseq, self.state)
+            engine.store[engine.id] = (self.seq, self.pubseq, durable_part(self.state))
         except Exception as exc:
             engine.store_lost = f"the cluster's Manager process is unreachable ({type(exc).__name__}: {exc})"
             engine.store = None

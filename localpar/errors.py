@@ -147,8 +147,14 @@ class DataStoreError(LocalparError):
     """The cluster's Manager process (the durable data store) is gone."""
 
 
-class NoEnginesError(LocalparError):
+class NoEnginesError(RemoteError):
     """A view targets no live engine."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("NoEnginesError", message, "")
+
+    def __str__(self) -> str:
+        return self.evalue
 
 
 class ClientClosedError(RemoteError):

@@ -43,6 +43,9 @@ if TYPE_CHECKING:
     from .asyncresult import AsyncResult
 
 
+DRAIN_PARK_SECONDS = 0.002
+
+
 class TaskRecord:
     """One task on one engine: what the client knows of it."""
 
@@ -56,7 +59,7 @@ class TaskRecord:
         self.seq = seq
         self.msg_id = msg_id
         self.engine_id = engine_id
-        self.result = result
+        self.result: Optional[AsyncResult] = result  # dropped once done: no reference cycle
         self.index = index
         self.submitted = time.time()
         self.started: Optional[float] = None
@@ -90,6 +93,7 @@ class EngineHandle:
         self.control_lock = threading.Lock()
         self.pending: Set[int] = set()  # sequence numbers sent and not finished
         self.alive = True
+        self.ready = False  # the engine handles SIGINT (it said so on its event pipe)
         self.exitcode: Optional[int] = None
         self._events_ready = select.poll()  # cheaper than Connection.poll's selector per call
         self._events_ready.register(events.fileno(), select.POLLIN)
@@ -132,8 +136,11 @@ class Router:
         # Engine segments whose arrays the client dropped; appended from GC
         # finalizers (any thread, any moment), so flushed later, outside locks.
         self._released: Deque[sharedmem.SegmentRef] = collections.deque()
-        self._leaders = 0  # callers currently pumping for themselves
+        self._leaders = 0  # callers currently reading for themselves
         self._leaders_changed = threading.Condition()
+        self.batches = 0  # batches of messages applied, ever (changes under read_lock)
+        self._park_until = 0.0  # the drain thread stays out of the way until then
+        self._drain_polling = False  # the drain thread holds the read lock, blocked in poll
         self.on_task_done: Optional[Callable[[], None]] = None  # the load balancer's hook
 
     # -- registration (any thread) ---------------------------------------------------
@@ -167,39 +174,56 @@ class Router:
             pass
 
     # -- reading ------------------------------------------------------------------------
-    def pump(self, timeout: Optional[float]) -> bool:
-        """Read and apply what arrives within `timeout`; False if another thread is reading.
-
-        While a caller pumps, the drain thread stands aside, so the caller reads
-        its own result without waiting for a hand-off between threads.
-        """
+    def _lead(self) -> bool:
+        """Become the one reader; the drain thread steps aside.  False: follow another caller."""
         with self._leaders_changed:
             self._leaders += 1
         try:
-            if not self.read_lock.acquire(blocking=False):
-                return False
-            try:
-                if self.fds_closed:
+            if self.read_lock.acquire(blocking=False):
+                return True
+            if self._drain_polling:  # the drain thread is blocked in poll: wake it, it yields
+                self.wake()
+                if self.read_lock.acquire(timeout=0.01):
                     return True
-                poller = self._poller()
+        except BaseException:
+            self._unlead()
+            raise
+        self._unlead()
+        return False
+
+    def _unlead(self) -> None:
+        with self._leaders_changed:
+            self._leaders -= 1
+            # Keep the drain thread parked a moment: a caller polling ar.data or
+            # calling get() in a loop then reads everything itself, no hand-off.
+            self._park_until = time.monotonic() + DRAIN_PARK_SECONDS
+            self._leaders_changed.notify_all()
+
+    def pump(self, timeout: Optional[float], since: Optional[int] = None) -> bool:
+        """Read and apply what arrives within `timeout`; False if another caller is reading.
+
+        With `since` (a value of ``batches`` read before the caller last checked its
+        condition), return at once if another thread applied messages meanwhile:
+        what the caller waits for may have arrived, so blocking now could be forever.
+        """
+        if not self._lead():
+            return False
+        try:
+            if not self.fds_closed and (since is None or since == self.batches):
                 ms = -1 if timeout is None else max(0, math.ceil(timeout * 1000))
-                ready = poller.poll(ms)
+                ready = self._poller().poll(ms)
                 if ready:
                     with _sigint_deferred():
                         self._handle(ready)
-            finally:
-                self.read_lock.release()
         finally:
-            with self._leaders_changed:
-                self._leaders -= 1
-                if not self._leaders:
-                    self._leaders_changed.notify_all()
+            self.read_lock.release()
+            self._unlead()
         self.run_callbacks()
         return True
 
     def pump_nowait(self) -> None:
-        """Apply what has already arrived, if no other thread is reading right now."""
-        if self.read_lock.acquire(blocking=False):
+        """Apply what has already arrived, without blocking."""
+        if not self.fds_closed and self._poller().poll(0) and self._lead():
             try:
                 ready = [] if self.fds_closed else self._poller().poll(0)
                 if ready:
@@ -207,22 +231,33 @@ class Router:
                         self._handle(ready)
             finally:
                 self.read_lock.release()
+                self._unlead()
         self.run_callbacks()
 
     def drain_forever(self, before: Optional[Callable[[], None]] = None) -> None:
-        """The drain thread: read whenever nobody else does, until close()."""
+        """The drain thread: read whenever no caller does, until close()."""
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})  # Ctrl-C is the main thread's
         if before is not None:
             before()
         while not self.closed:
-            self._poller().poll(-1)  # sleep until something is readable, without the lock
-            with self._leaders_changed:  # a waiting caller reads for itself: stand aside
-                while self._leaders and not self.closed:
-                    self._leaders_changed.wait(0.1)
+            with self._leaders_changed:  # stand aside while callers read for themselves
+                while not self.closed:
+                    parked = self._park_until - time.monotonic()
+                    if not self._leaders and parked <= 0:
+                        break
+                    self._leaders_changed.wait(parked if not self._leaders else 0.05)
             with self.read_lock:
-                if self.closed:
+                if self.closed or self.fds_closed:
                     break
-                self._handle(self._poller().poll(0))
+                self._drain_polling = True
+                if self._leaders:  # a caller came in meanwhile
+                    self._drain_polling = False
+                    continue
+                try:
+                    ready = self._poller().poll(-1)
+                finally:
+                    self._drain_polling = False
+                self._handle(ready)
             self.run_callbacks()
 
     def flush_releases(self) -> None:
@@ -291,6 +326,7 @@ class Router:
 
     def _handle(self, ready: List[Tuple[int, int]]) -> None:
         self._dirty = True
+        self.batches += 1
         fdmap = self._local.fdmap
         deaths: List[EngineHandle] = []
         for fd, _ in ready:
@@ -333,7 +369,7 @@ class Router:
                 continue  # a publication the client cannot load is dropped, never fatal
             kind, seq = message[0], message[1]
             record = self.records.get(seq)
-            if record is None:
+            if record is None or record.result is None:
                 continue
             if kind == "data":
                 record.pubs_applied += 1
@@ -347,6 +383,9 @@ class Router:
 
     def _on_event(self, handle: EngineHandle, event: Tuple[Any, ...]) -> None:
         kind, seq = event[0], event[1]
+        if kind == "ready":
+            handle.ready = True
+            return
         record = self.records.get(seq)
         if kind == "result":
             _, _, status, payload, meta = event
@@ -397,8 +436,9 @@ class Router:
             handle = self.engines.get(record.engine_id)
             if handle is not None:
                 handle.pending.discard(record.seq)
-        if record.result._record_done(record):
-            self._to_finish.append(record.result)
+        result, record.result = record.result, None  # no cycle: the array can die with its result
+        if result is not None and result._record_done(record):
+            self._to_finish.append(result)
 
     def fail(self, record: TaskRecord, error: RemoteError, status: str = "error") -> None:
         """Finish a record that will never get its result."""
@@ -436,7 +476,7 @@ class Router:
             return
         seq, pubseq, state = latest
         for record in pending:
-            if record.seq == seq and pubseq > record.last_pubseq:
+            if record.seq == seq and pubseq > record.last_pubseq and record.result is not None:
                 record.result._apply_data(record.index, state)
                 record.last_pubseq = pubseq
                 self._to_notify.append(record.result)
