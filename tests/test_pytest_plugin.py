@@ -116,7 +116,7 @@ def test_count(localpar_client):
     assert len(localpar_client.ids) == int(__import__("os").environ["EXPECTED"])
 """
 
-FAILING = '''
+FAILING = """
 import json
 import os
 import time
@@ -160,7 +160,7 @@ def broken():
 
 def test_teardown_error(localpar_cluster, broken):
     record(localpar_cluster())
-'''
+"""
 
 CONFTEST = """
 import json
