@@ -223,16 +223,8 @@ class Router:
 
     def pump_nowait(self) -> None:
         """Apply what has already arrived, without blocking."""
-        if not self.fds_closed and self._poller().poll(0) and self._lead():
-            try:
-                ready = [] if self.fds_closed else self._poller().poll(0)
-                if ready:
-                    with _sigint_deferred():
-                        self._handle(ready)
-            finally:
-                self.read_lock.release()
-                self._unlead()
-        self.run_callbacks()
+        if self.fds_closed or not self._poller().poll(0) or not self.pump(0):
+            self.run_callbacks()
 
     def drain_forever(self, before: Optional[Callable[[], None]] = None) -> None:
         """The drain thread: read whenever no caller does, until close()."""

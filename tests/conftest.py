@@ -15,7 +15,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterable, Iterator, List, Set, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Set, Tuple
 
 import psutil
 import pytest
@@ -45,6 +45,15 @@ def wait_pids_gone(pids: Iterable[int], timeout: float = 5.0) -> List[int]:
         if not pending or time.monotonic() >= deadline:
             return pending
         time.sleep(0.05)
+
+
+def wait_for_manager(c: Any, timeout: float = 10.0) -> int:
+    """The pid of the cluster's Manager process, once the drain thread has started it."""
+    deadline = time.monotonic() + timeout
+    while c.manager_pid is None:
+        assert time.monotonic() < deadline, "the Manager process did not start"
+        time.sleep(0.02)
+    return int(c.manager_pid)
 
 
 def shm_segments(cluster_id: str = "") -> Set[str]:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable, Dict, List
 
 import pytest
-from conftest import pid_gone, shm_segments
+from conftest import pid_gone, shm_segments, wait_for_manager
 
 from localpar import Client, EngineError, RemoteError
 from localpar.datapub import publish_data
@@ -120,14 +120,6 @@ def test_engine_killed_from_outside_while_idle_is_noticed(leak_check: object) ->
         assert c.wait_for_death(1, timeout=HANG_GUARD)
         assert c.ids == [0]
         assert c[0].apply_async(quick, 4).get(timeout=HANG_GUARD) == 8
-
-
-def wait_for_manager(c: Client) -> int:
-    deadline = time.monotonic() + HANG_GUARD
-    while c.manager_pid is None:
-        assert time.monotonic() < deadline, "the Manager process did not start"
-        time.sleep(0.02)
-    return c.manager_pid
 
 
 def publish_once() -> str:

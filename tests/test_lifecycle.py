@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Dict, List
 
 import pytest
-from conftest import LeakChecker, pid_gone, shm_segments, wait_pids_gone
+from conftest import LeakChecker, pid_gone, shm_segments, wait_for_manager, wait_pids_gone
 
 from localpar import AsyncResult, Client, ClientClosedError, RemoteError, TaskAborted
 from localpar.datapub import publish_data
@@ -48,14 +48,6 @@ def loop_until_interrupted() -> str:
     while time.monotonic() < deadline:
         time.sleep(0.01)
     return "not interrupted"
-
-
-def wait_for_manager(c: Client) -> int:
-    deadline = time.monotonic() + HANG_GUARD
-    while c.manager_pid is None:
-        assert time.monotonic() < deadline, "the Manager process did not start"
-        time.sleep(0.02)
-    return c.manager_pid
 
 
 # -- in-process endings ----------------------------------------------------------------------

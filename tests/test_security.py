@@ -11,7 +11,7 @@ from typing import Iterator, List
 import numpy as np
 import psutil
 import pytest
-from conftest import LeakChecker, shm_segments
+from conftest import LeakChecker, shm_segments, wait_for_manager
 
 from localpar import Client, sharedmem
 from localpar.datapub import publish_data
@@ -23,14 +23,6 @@ HANG_GUARD = 10.0
 def c() -> Iterator[Client]:
     with Client(2) as client:
         yield client
-
-
-def wait_for_manager(c: Client) -> int:
-    deadline = time.monotonic() + HANG_GUARD
-    while c.manager_pid is None:
-        assert time.monotonic() < deadline, "the Manager process did not start"
-        time.sleep(0.02)
-    return c.manager_pid
 
 
 def publish_something() -> int:
