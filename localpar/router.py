@@ -10,7 +10,8 @@ Whoever needs progress reads: a caller blocked in ``get()`` becomes the reader
 itself (no hand-off between threads on the hot path), ``ar.data`` and
 ``ready()`` apply what has already arrived without blocking, and the drain thread
 reads whenever nobody else does.  The read lock guarantees one reader at a time
-per channel.  Completing futures and running user callbacks happen after the
+per channel.  While callers read, and for 2 ms after, the drain thread stays out
+of ``poll`` altogether: two threads woken by one message would fight for the GIL.  Completing futures and running user callbacks happen after the
 lock is released, so a callback may submit or wait freely.
 
 Ordering: an engine writes a task's publications before its result, and the
