@@ -43,12 +43,12 @@ from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optiona
 from . import namespace, sharedmem
 from .asyncresult import AsyncResult
 from .datastore import DataStore
-from .engine import FUNCTION_SIZE, STOP, TASK_HEADER, EngineSpec, run_engine
-from .errors import EngineError, NoEnginesError, SerializationError, TaskAborted
+from .engine import STOP, TASK_HEADER, EngineSpec, run_engine
+from .errors import EngineError, NoEnginesError, TaskAborted
 from .lifeline import Lifeline
 from .pubqueue import PublicationQueue
 from .router import EngineHandle, Router, TaskRecord
-from .serialization import call_parts, dumps, find_unpicklable
+from .serialization import dumps_call
 from .view import DirectView, LoadBalancedView, Targets
 
 Call = Tuple[Callable[..., Any], Tuple[Any, ...], Dict[str, Any]]
@@ -278,16 +278,7 @@ class Client:
     def _encode(self, f: Callable[..., Any], args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Tuple[bytes, list]:
         if not callable(f):
             raise TypeError(f"expected a callable to run on the engines, got {type(f).__name__}: {f!r:.80}")
-        try:
-            # cloudpickle renames code sent by value "<dynamic-code>"; the engine
-            # restores the real file so that remote tracebacks show source lines.
-            filename = getattr(getattr(f, "__code__", None), "co_filename", None)
-            fblob, fsegments = dumps((f, filename), self.cluster_id, what="the function")
-            ablob, asegments = dumps((args, kwargs), self.cluster_id, what="the arguments")
-        except SerializationError as exc:
-            culprit = find_unpicklable(call_parts(f, args, kwargs))
-            raise SerializationError(f"cannot send the call: cannot pickle {culprit or exc}") from None
-        return FUNCTION_SIZE.pack(len(fblob)) + fblob + ablob, fsegments + asegments
+        return dumps_call(f, args, kwargs, self.cluster_id)
 
     def _new_record(self, ar: AsyncResult, engine_id: int) -> TaskRecord:
         seq = next(self._seq)
@@ -347,10 +338,11 @@ class Client:
         if not self._lb_queue:
             return
         with self._lb_lock:
+            everyone = [h for h in self._router.engines.values() if h.alive]
             while self._lb_queue:
                 record, blob = self._lb_queue[0]
                 allowed = self._lb_targets.get(record.seq)
-                live = [h for h in self._router.engines.values() if h.alive and (allowed is None or h.id in allowed)]
+                live = everyone if allowed is None else [h for h in everyone if h.id in allowed]
                 if not live:
                     self._lb_queue.popleft()
                     self._router.fail(record, NoEnginesError(f"no live engine among targets {allowed}"))

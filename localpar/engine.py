@@ -30,10 +30,9 @@ from typing import Any, Dict, List, NamedTuple, Optional, Set, Tuple
 from . import datapub, lifeline, namespace, sharedmem
 from .errors import DataStoreError, SerializationError
 from .pubqueue import MAX_PAYLOAD, PublicationWriter
-from .serialization import dumps, find_unpicklable, loads
+from .serialization import CALL_FUNCTION_SIZE, dumps, find_unpicklable, loads
 
-TASK_HEADER = struct.Struct("<Q")  # the task's sequence number
-FUNCTION_SIZE = struct.Struct("<I")  # then the pickled function's size, the function, the arguments
+TASK_HEADER = struct.Struct("<Q")  # the task's sequence number, then the call (serialization.dumps_call)
 STOP = b"stop"
 STORE_SYNC_MIN_INTERVAL = 0.2  # seconds between two Manager-dict writes of one task
 STORE_MAX_VALUE_BYTES = 1 << 20  # bigger published values are not copied into the Manager
@@ -177,8 +176,8 @@ class Engine:
     def decode_call(self, frame: bytes) -> Tuple[Any, Tuple[Any, ...], Dict[str, Any]]:
         """Unpack a task frame; a function sent before is reused, not unpickled again."""
         view = memoryview(frame)
-        (fsize,) = FUNCTION_SIZE.unpack_from(view, TASK_HEADER.size)
-        start = TASK_HEADER.size + FUNCTION_SIZE.size
+        (fsize,) = CALL_FUNCTION_SIZE.unpack_from(view, TASK_HEADER.size)
+        start = TASK_HEADER.size + CALL_FUNCTION_SIZE.size
         fblob = bytes(view[start : start + fsize])
         f = self._functions.get(fblob)
         if f is None:

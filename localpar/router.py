@@ -11,8 +11,9 @@ itself (no hand-off between threads on the hot path), ``ar.data`` and
 ``ready()`` apply what has already arrived without blocking, and the drain thread
 reads whenever nobody else does.  The read lock guarantees one reader at a time
 per channel.  While callers read, and for 2 ms after, the drain thread stays out
-of ``poll`` altogether: two threads woken by one message would fight for the GIL.  Completing futures and running user callbacks happen after the
-lock is released, so a callback may submit or wait freely.
+of ``poll`` altogether: two threads woken by one message would fight for the GIL.
+Completing futures and running user callbacks happen after the lock is
+released, so a callback may submit or wait freely.
 
 Ordering: an engine writes a task's publications before its result, and the
 result says how many it wrote; a record completes only once that many are

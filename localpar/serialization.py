@@ -13,8 +13,9 @@ from __future__ import annotations
 import mmap
 import pickle
 import struct
+import types
 import weakref
-from typing import Any, Callable, Iterable, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 import cloudpickle
 
@@ -106,6 +107,50 @@ def segments_of(message: Union[bytes, memoryview]) -> List[SegmentRef]:
     """The segments a message refers to, without loading it."""
     (n,) = _HEADER.unpack_from(message)
     return pickle.loads(memoryview(message)[_HEADER.size : _HEADER.size + n]) if n else []
+
+
+CALL_FUNCTION_SIZE = struct.Struct("<I")
+"""A call is ``[u32 size][the function, as dumps() made it][its arguments, likewise]``."""
+
+_by_reference: weakref.WeakKeyDictionary[Any, bytes] = weakref.WeakKeyDictionary()
+_NO_ARGUMENTS = _NO_SEGMENTS + pickle.dumps(((), {}), protocol=5)
+
+
+def dumps_call(
+    f: Callable[..., Any], args: Tuple[Any, ...], kwargs: Dict[str, Any], cluster_id: str
+) -> Tuple[bytes, List[SegmentRef]]:
+    """Serialize a call; the function apart, so that an engine unpickles it only once.
+
+    A module-level function pickles to its import path, always the same bytes:
+    those are cached.  Functions sent by value are pickled at every call, since
+    the globals they capture may have changed.
+    """
+    try:
+        fblob = _by_reference.get(f) if isinstance(f, types.FunctionType) else None
+        fsegments: List[SegmentRef] = []
+        if fblob is None:
+            # cloudpickle renames code sent by value "<dynamic-code>"; the engine
+            # restores the real file so that remote tracebacks show source lines.
+            filename = getattr(getattr(f, "__code__", None), "co_filename", None)
+            fblob, fsegments = dumps((f, filename), cluster_id, what="the function")
+            if isinstance(f, types.FunctionType) and not fsegments and _pickled_by_reference(f):
+                _by_reference[f] = fblob
+        if args or kwargs:
+            ablob, asegments = dumps((args, kwargs), cluster_id, what="the arguments")
+        else:
+            ablob, asegments = _NO_ARGUMENTS, []
+    except SerializationError as exc:
+        culprit = find_unpicklable(call_parts(f, args, kwargs))
+        raise SerializationError(f"cannot send the call: cannot pickle {culprit or exc}") from None
+    return CALL_FUNCTION_SIZE.pack(len(fblob)) + fblob + ablob, fsegments + asegments
+
+
+def _pickled_by_reference(f: Any) -> bool:
+    check = getattr(getattr(cloudpickle, "cloudpickle", None), "_should_pickle_by_reference", None)
+    try:
+        return bool(check(f)) if check is not None else False
+    except Exception:
+        return False
 
 
 def find_unpicklable(parts: Iterable[Tuple[str, Any]]) -> Optional[str]:

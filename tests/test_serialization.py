@@ -46,3 +46,28 @@ def test_unloadable_message_is_a_serialization_error():
     message, _ = dumps(1, "s4")
     with pytest.raises(SerializationError, match="cannot unpickle the result"):
         loads(message[:-2], what="the result")
+
+
+def test_a_module_level_function_is_pickled_once_a_closure_every_time(monkeypatch):
+    from localpar import serialization
+
+    calls = []
+    real = serialization.dumps
+    monkeypatch.setattr(serialization, "dumps", lambda obj, *a, **k: calls.append(obj) or real(obj, *a, **k))
+    monkeypatch.setattr(serialization, "_by_reference", serialization.weakref.WeakKeyDictionary())
+    first, _ = serialization.dumps_call(find_unpicklable, (1,), {}, "s5")
+    second, _ = serialization.dumps_call(find_unpicklable, (1,), {}, "s5")
+    assert first == second
+    assert sum(1 for c in calls if isinstance(c, tuple) and c[0] is find_unpicklable) == 1
+
+    counter = {"n": 0}
+
+    def by_value():
+        return counter["n"]
+
+    serialization.dumps_call(by_value, (), {}, "s5")
+    counter["n"] = 1  # captured state may change between calls: it must be pickled again
+    message, _ = serialization.dumps_call(by_value, (), {}, "s5")
+    (fsize,) = serialization.CALL_FUNCTION_SIZE.unpack_from(message)
+    f, _ = loads(message[serialization.CALL_FUNCTION_SIZE.size : serialization.CALL_FUNCTION_SIZE.size + fsize])
+    assert f() == 1
