@@ -93,22 +93,7 @@ class AsyncResult(Future):
 
     # -- waiting -------------------------------------------------------------------------
     def _wait_until(self, predicate: Callable[[], bool], timeout: Optional[float]) -> bool:
-        router = self._router
-        deadline = None if timeout is None or timeout < 0 else time.monotonic() + timeout
-        while True:
-            generation = router.generation
-            batches = router.batches
-            router.run_callbacks()
-            if predicate():
-                return True
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                return False
-            if router.closed and not predicate():
-                router.run_callbacks()
-                return predicate()
-            if not router.pump(remaining, since=batches):
-                router.wait_for_change(generation, 0.05 if remaining is None else min(remaining, 0.05))
+        return self._router.wait_until(predicate, timeout)
 
     def _wait_for_record(self, record: TaskRecord) -> None:
         self._wait_until(lambda: record.done, None)

@@ -217,8 +217,7 @@ class Client:
     def wait_for_death(self, engine_id: int, timeout: float = 10) -> bool:
         """Wait until the client has noticed that engine `engine_id` is gone."""
         handle = self._router.engines[engine_id]
-        ar = AsyncResult(self, "wait_for_death")
-        return ar._wait_until(lambda: not handle.alive, timeout)
+        return self._router.wait_until(lambda: not handle.alive, timeout)
 
     def interrupt(self, targets: Targets = None) -> None:
         """Raise KeyboardInterrupt inside the tasks running on `targets` (default: all)."""
@@ -404,8 +403,7 @@ class Client:
             ars = []
             for job in jobs:
                 ars.append(job if isinstance(job, AsyncResult) else self._results[job])
-        probe = AsyncResult(self, "wait")
-        return probe._wait_until(lambda: all(ar.done() for ar in ars), timeout)
+        return self._router.wait_until(lambda: all(ar.done() for ar in ars), timeout)
 
     def abort(self, jobs: Union[AsyncResult, Iterable[Union[AsyncResult, str]], None] = None) -> None:
         """Drop tasks that have not started (default: all outstanding)."""

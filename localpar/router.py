@@ -270,7 +270,25 @@ class Router:
             if handle is not None:
                 handle.send_control(("release", batch))
 
-    def wait_for_change(self, generation: int, timeout: float) -> None:
+    def wait_until(self, predicate: Callable[[], bool], timeout: Optional[float]) -> bool:
+        """Read (or follow whoever reads) until `predicate()` holds; False after `timeout`
+        seconds (None or negative: no limit)."""
+        deadline = None if timeout is None or timeout < 0 else time.monotonic() + timeout
+        while True:
+            generation, batches = self.generation, self.batches
+            self.run_callbacks()
+            if predicate():
+                return True
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return False
+            if self.closed:
+                self.run_callbacks()
+                return predicate()
+            if not self.pump(remaining, since=batches):
+                self._wait_for_change(generation, 0.05 if remaining is None else min(remaining, 0.05))
+
+    def _wait_for_change(self, generation: int, timeout: float) -> None:
         """Block until a batch after `generation` is applied, or `timeout`."""
         with self._changed:
             if self.generation == generation:
