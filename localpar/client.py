@@ -35,16 +35,16 @@ import signal
 import sys
 import threading
 import weakref
-from collections import deque
 from multiprocessing import spawn as mp_spawn
 from multiprocessing.context import BaseContext
-from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 from . import namespace, sharedmem
 from .asyncresult import AsyncResult
+from .balancer import Balancer
 from .datastore import DataStore
-from .engine import STOP, TASK_HEADER, EngineSpec, run_engine
-from .errors import EngineError, NoEnginesError, TaskAborted
+from .engine import STOP, EngineSpec, run_engine
+from .errors import NoEnginesError
 from .lifeline import Lifeline
 from .pubqueue import PublicationQueue
 from .router import EngineHandle, Router, TaskRecord
@@ -69,10 +69,6 @@ class Client:
     garbage-collected and at interpreter exit.
     """
 
-    load_balance_depth = 2
-    """Tasks a load-balanced view queues on one engine: 2 hides the round trip
-    between two tasks (ipyparallel's ``hwm``); 1 waits for an idle engine."""
-
     def __init__(self, n: Optional[int] = None, *, start_method: Optional[str] = None, datastore: bool = True) -> None:
         if n is None:
             n = os.cpu_count() or 1
@@ -90,12 +86,10 @@ class Client:
         # Results stay reachable by msg_id while the caller holds their AsyncResult:
         # a long-running client must not keep every result it ever computed.
         self._results: weakref.WeakValueDictionary[str, AsyncResult] = weakref.WeakValueDictionary()
-        self._lb_queue: Deque[Tuple[TaskRecord, bytes]] = deque()
-        self._lb_lock = threading.Lock()
-        self._lb_targets: Dict[int, Optional[List[int]]] = {}
+        self._balancer = Balancer(self._router)
         # The router and the drain thread outlive no Client: they hold it weakly,
         # so an unreferenced Client is collected and its finalizer closes the cluster.
-        self._router.on_task_done = _weakly(self, Client._schedule)
+        self._router.on_task_done = self._balancer.schedule
         self._state = _ClusterState(self._router, self._lifeline, self._queue, self.cluster_id)
         self._finalizer = weakref.finalize(self, self._state.close)
         self._finalizer.atexit = False  # _close_at_exit runs first, before multiprocessing's own hook
@@ -286,17 +280,6 @@ class Client:
         self._results[record.msg_id] = ar
         return record
 
-    def _send(self, record: TaskRecord, blob: bytes) -> None:
-        handle = self._router.engines[record.engine_id]
-        if not self._router.register(record):
-            self._router.fail(record, EngineError(record.engine_id, handle.exitcode, record.msg_id))
-            return
-        with handle.task_lock:
-            try:
-                handle.tasks.send_bytes(TASK_HEADER.pack(record.seq) + blob)
-            except OSError:
-                pass  # the engine died: its sentinel fails this record
-
     def _submit(
         self, calls: Sequence[Tuple[int, Call]], fname: str, single: bool = False, ar: Optional[AsyncResult] = None
     ) -> AsyncResult:
@@ -312,7 +295,7 @@ class Client:
                 ar._segments += encoded[key][1]
             plan.append((self._new_record(ar, engine_id), encoded[key][0]))
         for record, blob in plan:
-            self._send(record, blob)
+            self._router.send(record, blob)
         self._router.run_callbacks()
         return ar
 
@@ -324,35 +307,19 @@ class Client:
             blob, segments = self._encode(*call)
             ar._segments += segments
             blobs.append(blob)
-        with self._lb_lock:
-            for blob in blobs:
-                record = self._new_record(ar, -1)
-                self._lb_queue.append((record, blob))
-                self._lb_targets[record.seq] = targets
-        self._schedule()
+        self._balancer.submit([(self._new_record(ar, -1), blob, targets) for blob in blobs])
         return ar
 
-    def _schedule(self) -> None:
-        """Hand queued load-balanced tasks to idle engines."""
-        if not self._lb_queue:
-            return
-        with self._lb_lock:
-            everyone = [h for h in self._router.engines.values() if h.alive]
-            while self._lb_queue:
-                record, blob = self._lb_queue[0]
-                allowed = self._lb_targets.get(record.seq)
-                live = everyone if allowed is None else [h for h in everyone if h.id in allowed]
-                if not live:
-                    self._lb_queue.popleft()
-                    self._router.fail(record, NoEnginesError(f"no live engine among targets {allowed}"))
-                    continue
-                least = min(live, key=lambda h: (len(h.pending), h.id))
-                if len(least.pending) >= self.load_balance_depth:
-                    return
-                self._lb_queue.popleft()
-                self._lb_targets.pop(record.seq, None)
-                record.engine_id = least.id
-                self._send(record, blob)
+    @property
+    def load_balance_depth(self) -> int:
+        """Tasks a load-balanced view queues on one engine (ipyparallel's ``hwm``; default 2)."""
+        return self._balancer.depth
+
+    @load_balance_depth.setter
+    def load_balance_depth(self, depth: int) -> None:
+        if depth < 1:
+            raise ValueError(f"load_balance_depth must be >= 1, got {depth}")
+        self._balancer.depth = depth
 
     def _release_segments(self, ar: AsyncResult) -> None:
         for ref in ar._segments:
@@ -366,8 +333,7 @@ class Client:
         self._router.pump_nowait()
         with self._router.state_lock:
             pending = {r.msg_id for r in self._router.records.values()}
-        with self._lb_lock:
-            pending |= {r.msg_id for r, _ in self._lb_queue}
+        pending |= self._balancer.queued_msg_ids()
         return pending
 
     @property
@@ -415,13 +381,7 @@ class Client:
             records = [
                 r for job in jobs for r in (job if isinstance(job, AsyncResult) else self._results[job])._records
             ]
-        with self._lb_lock:  # not yet handed to an engine: drop here
-            queued = {r.seq for r in records}
-            kept = deque(item for item in self._lb_queue if item[0].seq not in queued)
-            dropped = [item[0] for item in self._lb_queue if item[0].seq in queued]
-            self._lb_queue = kept
-        for record in dropped:
-            self._router.fail(record, TaskAborted(record.msg_id), status="aborted")
+        dropped = self._balancer.drop({r.seq for r in records})  # not yet handed to an engine
         by_engine: Dict[int, List[int]] = {}
         for r in records:
             if not r.done and r.engine_id >= 0 and r not in dropped:

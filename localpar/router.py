@@ -34,6 +34,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, Iterator, List, Optional, Set, Tuple
 
 from . import sharedmem
+from .engine import TASK_HEADER
 from .errors import ClientClosedError, DataStoreError, EngineError, RemoteError, SerializationError, TaskAborted
 from .pubqueue import PublicationQueue
 from .serialization import loads, segments_of
@@ -160,6 +161,18 @@ class Router:
             self.records[record.seq] = record
             handle.pending.add(record.seq)
             return True
+
+    def send(self, record: TaskRecord, call: bytes) -> None:
+        """Send a task to its engine, tracked first so that its result has a home."""
+        handle = self.engines[record.engine_id]
+        if not self.register(record):
+            self.fail(record, EngineError(record.engine_id, handle.exitcode, record.msg_id))
+            return
+        with handle.task_lock:
+            try:
+                handle.tasks.send_bytes(TASK_HEADER.pack(record.seq) + call)
+            except OSError:
+                pass  # the engine died: its sentinel fails this record
 
     def client_fds(self) -> List[int]:
         """Client-side descriptors a forked child must close."""
