@@ -87,8 +87,6 @@ class Client:
         # a long-running client must not keep every result it ever computed.
         self._results: weakref.WeakValueDictionary[str, AsyncResult] = weakref.WeakValueDictionary()
         self._balancer = Balancer(self._router)
-        # The router and the drain thread outlive no Client: they hold it weakly,
-        # so an unreferenced Client is collected and its finalizer closes the cluster.
         self._router.on_task_done = self._balancer.schedule
         self._state = _ClusterState(self._router, self._lifeline, self._queue, self.cluster_id)
         self._finalizer = weakref.finalize(self, self._state.close)
@@ -100,6 +98,8 @@ class Client:
         except BaseException:
             self._finalizer()
             raise
+        # The drain thread holds the Client only weakly, so an unreferenced Client
+        # is collected and its finalizer closes the cluster.
         self._drain = threading.Thread(
             target=self._router.drain_forever,
             args=(_weakly(self, Client._start_datastore) if datastore else None,),
