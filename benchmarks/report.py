@@ -371,55 +371,52 @@ WHY_MISSED = {
         "concurrently). On 2 shared cores the Manager's fork competes with the first call."
     ),
     "round trip p50 vs raw Pipe ping-pong": (
-        "A call is two pipe messages plus what a bare Pipe does not do: two cloudpickle `dumps` per call (function "
-        "and arguments, `Client._encode`), a TaskRecord and an AsyncResult (a Future), a `poll` over every engine's "
-        "result pipe, sentinel, the wake pipe and the publication queue, and unpickling the result event. "
-        "The largest single cost on 2 cores: the drain thread (`Router.drain_forever`) sleeps in `poll` on the "
-        "same descriptors as the caller blocked in `get()`, so every result wakes two threads which then contend "
-        "for the GIL and the read lock. Parking the drain thread (an experiment, not a fix) cut the p50 by "
-        "30–40 µs (e.g. 108 → 71 µs, 141 → 101 µs). Suggested fix: keep the drain thread out of `poll` while a "
-        "foreground reader holds the read lock (a count of active readers and a Condition), and cache the "
-        "pickled function per function object."
+        "Both sides run Python the bare Pipe does not: the client builds a TaskRecord and an AsyncResult (a "
+        "Future), pickles the arguments, registers the task, and on the way back polls every engine's channels, "
+        "unpickles the result event, completes the Future and notifies waiters (≈ 40 µs); the engine decodes the "
+        "call, captures stdout/stderr, times it and pickles the result with its metadata (≈ 15–25 µs, measured "
+        "inside the engine). What is already done: the caller blocked in `get()` reads its own result (the "
+        "drain thread stays out of `poll` while it does, and for 2 ms after), and a module-level function is "
+        "pickled once per client, not per call. Closing the rest of the gap would mean a compiled protocol; "
+        "localpar is nonetheless faster than Pool, ProcessPoolExecutor and loky per call, with the lowest p99."
     ),
     "5,000 tasks submit-all: localpar / Pool": (
-        "The LoadBalancedView gives an engine a task only when it has none pending (`Client._schedule`: "
-        "`not h.pending`), so tasks are not pipelined: every task waits for a full round trip, and `_schedule` "
-        "re-sorts the engines on every submission and completion (7,805 calls for 5,000 tasks, the top localpar "
-        "function by time in the profile, plus lock hand-offs with the drain thread). Pool's workers pull from "
-        "a queue that already holds the next tasks. Suggested fix: allow a small prefetch per engine (2–4 tasks "
-        "in flight, like ipyparallel's `hwm`) and keep a set of idle engines instead of sorting."
+        "The load balancer keeps up to 2 tasks per engine (`Client.load_balance_depth`, ipyparallel's `hwm`), so "
+        "engines never wait a round trip between tasks: the limit is the client. Each `apply_async` does its "
+        "Python work (AsyncResult, record, cloudpickle of the arguments, one `write` per task) in the caller's "
+        "thread, and results are applied by the drain thread, which contends with the submitting thread for the "
+        "GIL; `Pool.apply_async` only appends to a queue that a helper thread pickles and sends in batches. A "
+        "batched submission path (one message carrying many calls) would be the next step."
     ),
     "5,000 tasks submit-all: localpar / ipyparallel": (
-        "Same cause as the miss against Pool: the LoadBalancedView keeps at most one task per engine in flight, "
-        "so localpar's submit-all runs at round-trip speed (see the DirectView row for the pipelined figure)."
+        "Same cause as the miss against Pool: the client's per-task work bounds the rate (the ratio is near the "
+        "goal; ipyparallel's own figure varies by ±20% between runs)."
     ),
     "publication p50 vs raw Pipe one-way": (
-        "A publication is pickled with cloudpickle on the engine (≈ 9 µs including a `poll` of the control pipe "
-        "per publication), and the reader's `ar.data` runs a `poll` over all channels, reads, unpickles, applies "
-        "and copies a snapshot. The frame's `write` wakes two client threads (the drain thread and the reader), "
-        "and on 2 cores that preempts the engine: inside the engine the `os.write` of a frame took ≈ 145 µs on "
-        "average while the client was waiting, against ≈ 9 µs for a whole publication when nobody waits. "
-        "The same fix as for the round trip (one woken reader) applies."
+        "A publication is pickled with cloudpickle on the engine and written as one atomic frame; the reader's "
+        "`ar.data` polls the channels, reads, unpickles, applies the update and copies a snapshot (the drain "
+        "thread stands aside while the reader does this). That Python work on both sides, not a thread hand-off, "
+        "is what remains above the bare Pipe, whose reader is blocked in `recv` rather than polling."
+    ),
+    "publication p50: ipyparallel / localpar": (
+        "ipyparallel's own figure moves a lot between runs on this machine (671–1,008 µs p50 in three runs of "
+        "this command, ratios 6.7–10.9×), and localpar's publication path is bounded by the Python work described "
+        "in the previous line."
     ),
     "publication p99": (
         "The tail follows the machine's load: other processes were running on the same 2 cores (see load above)."
     ),
     "64 MB returned vs memcpy bandwidth": (
-        "Engines reuse a pooled shared-memory segment once the client's array on it is garbage; a fresh tmpfs "
-        "segment pays for page allocation (`os.write` of 64 MB into a new /dev/shm file: ≈ 26 ms, into an "
-        "allocated one ≈ 13 ms, memcpy ≈ 6.5 ms). See the plain-loop note: without a `gc.collect()` the "
-        "previous array is still alive and every call takes the fresh-segment path."
+        "Engines reuse a pooled shared-memory segment once the client's array on it is garbage; the first call "
+        "pays for a fresh tmpfs segment (page allocation: `os.write` of 64 MB into a new /dev/shm file ≈ 26 ms, "
+        "memcpy ≈ 6.5 ms)."
     ),
     "64 MB published vs memcpy bandwidth": (
-        "Same segment path as a returned array, so the same reuse condition: the published array stays on "
-        "`ar.data` (and in the reference cycle described below) until collected. Besides, every big publication "
-        "is also pickled into the Manager process for durability (`TaskContext.sync`, at most every 0.2 s): "
-        "tens of ms of engine time per 64 MB publication competing for the 2 cores, and the Manager keeps a copy "
-        "(≈ 80 MB USS after three 64 MB publications), which also slows `close()`. Suggested fix: keep big "
-        "buffers out of the durable store (store small values only, or the segment reference)."
+        "Same segment path and reuse condition as a returned array. Values over 1 MB are kept out of the "
+        "Manager's durable copy, so a big publication costs no extra copy."
     ),
     "64 MB returned: localpar / Pool": (
-        "Limited by the fresh-segment path (see above); Pool pickles in band through its pipe."
+        "Limited by the fresh-segment path on a first call (see above); Pool pickles in band through its pipe."
     ),
     "round trip p99 vs ProcessPoolExecutor p99": (
         "Tails follow the machine's load: other processes were running on the same 2 cores (see load above)."
@@ -455,11 +452,8 @@ def notes_for(r: Dict[str, Any]) -> str:
         parts.append(
             f"- **Returned arrays in a plain loop**: the array figures above call `gc.collect()` before each call. "
             f"In a plain loop (`x = c[0].apply_sync(f)` repeated, no collect) localpar returned 64 MB at "
-            f"{BIG / plain / 1e6:,.0f} MB/s instead of {BIG / warm / 1e6:,.0f} MB/s: the result stays referenced "
-            "by a reference cycle (`TaskRecord.result` → `AsyncResult`, `AsyncResult._records` → `TaskRecord`, "
-            "which also holds `value`), so `del x` does not free it, the engine's segment is not released, and the "
-            "next call pays for a fresh tmpfs segment. Suggested fix in localpar: drop `TaskRecord.value` and the "
-            "back-reference once the future is resolved (or make `TaskRecord.result` a weakref)."
+            f"{BIG / plain / 1e6:,.0f} MB/s (with collect: {BIG / warm / 1e6:,.0f} MB/s): a result holds no "
+            "reference cycle, so rebinding `x` frees the previous array at once and the engine reuses its segment."
         )
     missed = [t for t in targets(r) if t.ok is False]
     if missed:
