@@ -62,6 +62,18 @@ def default_start_method() -> str:
     return "forkserver" if "forkserver" in methods else "spawn"
 
 
+def threaded_context() -> BaseContext:
+    """A context for starting processes while threads run (the drain thread, at least).
+
+    Forking a threaded process is formally unsafe and warns from Python 3.12;
+    before that, our forked children touch no lock another thread may hold.
+    """
+    methods = multiprocessing.get_all_start_methods()
+    if "fork" in methods and sys.version_info < (3, 12):
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
 class Client:
     """A cluster of `n` engine processes on this machine (default: one per CPU).
 
@@ -144,12 +156,11 @@ class Client:
 
     def _start_datastore(self) -> None:
         """Runs in the drain thread: the Manager starts while the caller already works."""
+        ctx = threaded_context()
+        forked = ctx.get_start_method() == "fork"
+        inherited = (*self._router.client_fds(), self._lifeline.write_fd) if forked else ()
         try:
-            store = DataStore(
-                multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"),
-                self._authkey, self._lifeline.reader,
-                (*self._router.client_fds(), self._lifeline.write_fd), self.cluster_id,
-            )  # fmt: skip
+            store = DataStore(ctx, self._authkey, self._lifeline.reader, inherited, self.cluster_id)
         except Exception as exc:  # the cluster still computes and publishes without it
             self._router.store_error = f"the Manager process could not start: {exc}"
             return
@@ -160,10 +171,8 @@ class Client:
         self._router.attach_store(store)
 
     def _later_context(self) -> BaseContext:
-        """Engines added while threads run: fork only where it is still considered safe."""
-        if self.start_method == "fork" and sys.version_info >= (3, 12):
-            return multiprocessing.get_context("forkserver")
-        return self._ctx
+        """Engines added while the drain thread runs."""
+        return threaded_context() if self.start_method == "fork" else self._ctx
 
     @property
     def ids(self) -> List[int]:
