@@ -160,7 +160,8 @@ class Client:
         forked = ctx.get_start_method() == "fork"
         inherited = (*self._router.client_fds(), self._lifeline.write_fd) if forked else ()
         try:
-            store = DataStore(ctx, self._authkey, self._lifeline.reader, inherited, self.cluster_id)
+            with _main_module_not_rerun():
+                store = DataStore(ctx, self._authkey, self._lifeline.reader, inherited, self.cluster_id)
         except Exception as exc:  # the cluster still computes and publishes without it
             self._router.store_error = f"the Manager process could not start: {exc}"
             return
@@ -431,11 +432,11 @@ def _weakly(client: Client, method: Callable[[Client], None]) -> Callable[[], No
 
 @contextlib.contextmanager
 def _main_module_not_rerun() -> Iterator[None]:
-    """Start spawn/forkserver engines without re-running the user's script.
+    """Start spawn/forkserver children without re-running the user's script.
 
     multiprocessing re-imports ``__main__`` in such children, which runs a script
-    without an ``if __name__ == "__main__"`` guard a second time.  Engines need
-    nothing from it: functions travel by value with cloudpickle.
+    without an ``if __name__ == "__main__"`` guard a second time.  Engines and the
+    Manager need nothing from it: functions travel by value with cloudpickle.
     """
     original = mp_spawn.get_preparation_data
 
