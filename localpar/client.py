@@ -55,11 +55,23 @@ Call = Tuple[Callable[..., Any], Tuple[Any, ...], Dict[str, Any]]
 
 
 def default_start_method() -> str:
-    """fork while the process has no other thread (fast, safe); forkserver otherwise."""
+    """fork while the process has no other thread (fast, safe); forkserver otherwise.
+
+    From Python 3.12, which warns about forking any threaded process, native
+    threads count too (e.g. a BLAS thread pool started by importing numpy).
+    """
     methods = multiprocessing.get_all_start_methods()
     if "fork" in methods and threading.active_count() == 1:
-        return "fork"
+        if sys.version_info < (3, 12) or _native_thread_count() == 1:
+            return "fork"
     return "forkserver" if "forkserver" in methods else "spawn"
+
+
+def _native_thread_count() -> int:
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return threading.active_count()
 
 
 def threaded_context() -> BaseContext:
