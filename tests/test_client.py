@@ -53,7 +53,7 @@ def test_indexing_gives_direct_views(c):
 
 
 def test_engines_are_child_processes(c):
-    children = {p.pid for p in psutil.Process().children()}
+    children = {p.pid for p in psutil.Process().children(recursive=True)}  # forkserver: grandchildren
     assert set(c.engine_pids().values()) <= children
 
 
