@@ -168,7 +168,6 @@ class Engine:
             "stdout": out.getvalue(),
             "stderr": err.getvalue(),
             "pubs": task.sent,
-            "progress_frames": task.progress_sent,
         }
         self.send(("result", seq, status, payload, meta))
         self.last_task = task
@@ -236,7 +235,6 @@ class TaskContext:
         self.state: Dict[str, Any] = {}  # merged data, for the durable store
         self.pending: Optional[Dict[str, Any]] = None  # not yet in the queue: pipe was full
         self.sent = 0  # data frames in the queue
-        self.progress_sent = 0
         self.pubseq = 0
         self.dirty = False
         self.next_sync = time.monotonic() + STORE_SYNC_MIN_INTERVAL
@@ -269,8 +267,7 @@ class TaskContext:
 
     def report_progress(self, done: int, total: int) -> None:
         frame, _ = self.encode(("progress", self.seq, self.engine.id, done, total))
-        if self.engine.queue.try_put(frame):
-            self.progress_sent += 1
+        self.engine.queue.try_put(frame)  # progress is a hint: dropped, not queued, if the pipe is full
 
     def flush(self) -> None:
         """Send what the full pipe held back; the result must not overtake it."""
