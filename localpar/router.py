@@ -125,7 +125,6 @@ class Router:
         self.fds_closed = False
         self.store: Any = None  # datastore.DataStore once started
         self.store_error: Optional[str] = None
-        self.on_engine_death: Optional[Callable[[EngineHandle], None]] = None
         self._to_finish: Deque[AsyncResult] = collections.deque()
         self._to_notify: Deque[AsyncResult] = collections.deque()
         self._wake_r, self._wake_w = os.pipe()
@@ -387,7 +386,8 @@ class Router:
                 if message[0] == "spilled":
                     ref = message[1]
                     try:
-                        message = loads(bytes(sharedmem.attach(ref)), what="a publication")
+                        spilled = bytes(sharedmem.attach(ref))
+                        message = loads(spilled, what="a publication", on_release=self._released.append)
                     finally:
                         sharedmem.unlink(ref.name)
             except (SerializationError, OSError):
@@ -489,8 +489,6 @@ class Router:
         for record in pending:
             self.fail(record, EngineError(handle.id, handle.exitcode, record.msg_id))
         sharedmem.sweep(self.cluster_id, handle.pid)
-        if self.on_engine_death is not None:
-            self.on_engine_death(handle)
 
     def _recover_from_store(self, handle: EngineHandle, pending: List[TaskRecord]) -> None:
         """Apply the durable latest state if it is fresher than what the queue delivered."""

@@ -126,3 +126,29 @@ def test_publish_outside_an_engine_says_where_it_belongs():
 def test_publish_non_dict_is_a_type_error():
     with pytest.raises(TypeError, match="expects a dict"):
         publish_data([1, 2])  # type: ignore[arg-type]
+
+
+def test_a_big_array_beside_a_large_inline_value_is_delivered_and_its_segment_reused(c):
+    """A publication too big for one pipe frame is spilled to shared memory; the arrays inside
+    it still come back to the engine's segment pool once the client drops them."""
+    import gc
+    import os
+
+    def publish_big_and_wide(n):
+        for i in range(n):
+            publish_data({"a": np.full(100_000, float(i)), "text": "x" * 10_000, "i": i})
+
+    def pool_sizes():
+        from localpar.engine import current_engine
+
+        pool = current_engine().pool
+        return len(pool._busy) + len(pool._free)
+
+    for _ in range(5):
+        ar = c[0].apply_async(publish_big_and_wide, 3)
+        ar.get(timeout=30)
+        assert ar.data["i"] == 2 and ar.data["a"][0] == 2.0 and len(ar.data["text"]) == 10_000
+        del ar
+        gc.collect()
+        c[0].apply_sync(os.getpid)  # lets the engine read the client's releases
+    assert c[0].apply_sync(pool_sizes) <= 6  # reused, not one new segment per publication
