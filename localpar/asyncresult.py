@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import sys
 import time
 from concurrent.futures import Future
@@ -22,6 +23,8 @@ from .errors import CompositeError
 if TYPE_CHECKING:
     from .client import Client
     from .router import TaskRecord
+
+_logger = logging.getLogger("localpar")
 
 Data = Union[Dict[str, Any], List[Dict[str, Any]]]
 
@@ -70,7 +73,10 @@ class AsyncResult(Future):
         if self._watchers:
             snapshot = self._snapshot()
             for callback in list(self._watchers):
-                callback(snapshot)
+                try:
+                    callback(snapshot)
+                except Exception:  # a watcher's bug must not break whoever is reading
+                    _logger.exception("exception calling on_data callback for %r", self)
 
     def _finish(self) -> None:
         """Resolve the future once every record is done (called outside the read lock)."""

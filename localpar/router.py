@@ -307,19 +307,19 @@ class Router:
                 self._changed.wait(timeout)
 
     def run_callbacks(self) -> None:
-        """Complete futures and notify data watchers, outside the read lock."""
-        while self._to_finish:
-            try:
-                ar = self._to_finish.popleft()
-            except IndexError:
-                break
-            ar._finish()
+        """Notify data watchers, then complete futures (data first, as promised), outside the read lock."""
         while self._to_notify:
             try:
                 ar = self._to_notify.popleft()
             except IndexError:
                 break
             ar._notify_data()
+        while self._to_finish:
+            try:
+                ar = self._to_finish.popleft()
+            except IndexError:
+                break
+            ar._finish()
         if self._released:
             self.flush_releases()
         if self._dirty:

@@ -300,3 +300,30 @@ def test_futures_in_a_thread_pool(client):
     with cf.ThreadPoolExecutor(4) as pool:
         results = list(pool.map(lambda ar: ar.get(timeout=30), ars))
     assert results == [2, 3, 4, 5]
+
+
+def publish_after_a_moment() -> str:
+    import time
+
+    from localpar.datapub import publish_data
+
+    time.sleep(0.2)  # the client registers its watchers first
+    publish_data({"x": 1})
+    return "done"
+
+
+def test_a_failing_on_data_callback_is_logged_and_harms_nothing(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    seen: list = []
+    ar = client[0].apply_async(publish_after_a_moment)
+
+    def broken(data: object) -> None:
+        raise ValueError("watcher bug")
+
+    ar.on_data(broken)
+    ar.on_data(seen.append)
+    assert ar.get(timeout=10) == "done"
+    assert seen[-1] == {"x": 1}  # the next watcher still ran
+    assert "watcher bug" in caplog.text
+    assert client[1].apply_sync(publish_after_a_moment) == "done"
