@@ -47,6 +47,25 @@ def wait_pids_gone(pids: Iterable[int], timeout: float = 5.0) -> List[int]:
         time.sleep(0.05)
 
 
+@pytest.fixture(scope="module")
+def client() -> Iterator[Any]:
+    """A 2-engine cluster shared by one test module."""
+    from localpar import Client
+
+    with Client(2) as c:
+        yield c
+
+
+def wait_for_file(path: str, limit: float = 20.0) -> str:
+    """Run on an engine: return once `path` exists (the test creates it to release the task)."""
+    deadline = time.monotonic() + limit
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} never appeared")
+        time.sleep(0.01)
+    return path
+
+
 def wait_for_manager(c: Any, timeout: float = 10.0) -> int:
     """The pid of the cluster's Manager process, once the drain thread has started it."""
     deadline = time.monotonic() + timeout

@@ -7,23 +7,17 @@ every ordering below is forced, never a matter of timing.
 from __future__ import annotations
 
 import datetime
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+from conftest import wait_for_file
 
 from localpar import AsyncMapResult, AsyncResult, Client, CompositeError, RemoteError, TaskAborted
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture(scope="module")
-def client() -> Iterator[Client]:
-    with Client(2) as c:
-        yield c
 
 
 @pytest.fixture
@@ -33,15 +27,6 @@ def gate(tmp_path: Path, client: Client) -> Iterator[str]:
     yield path
     Path(path).touch()
     client.wait(timeout=20)
-
-
-def wait_for_file(path: str, limit: float = 20.0) -> str:
-    deadline = time.monotonic() + limit
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{path} never appeared")
-        time.sleep(0.01)
-    return path
 
 
 def gated_on_engine(engine: int, path: str) -> int:

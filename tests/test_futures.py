@@ -5,19 +5,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures as cf
 import threading
-from typing import Iterator, List
+from typing import List
 
 import pytest
 
 from localpar import AsyncResult, Client, RemoteError
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture(scope="module")
-def client() -> Iterator[Client]:
-    with Client(2) as c:
-        yield c
 
 
 def count(n: int, delay: float = 0.03) -> int:

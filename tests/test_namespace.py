@@ -10,19 +10,13 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
 from localpar import AsyncResult, Client, interactive
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture(scope="module")
-def client() -> Iterator[Client]:
-    with Client(2) as c:
-        yield c
 
 
 @interactive

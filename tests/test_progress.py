@@ -5,19 +5,12 @@ from __future__ import annotations
 import re
 import sys
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
-from localpar import Client, progress
+from localpar import progress
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture(scope="module")
-def client() -> Iterator[Client]:
-    with Client(2) as c:
-        yield c
 
 
 @pytest.fixture

@@ -7,30 +7,14 @@ cluster (checked live in test_scaleout.py, which compares the two side by side).
 from __future__ import annotations
 
 import os
-import time
-from typing import Any, Iterator, List
+from typing import Any, List
 
 import pytest
+from conftest import wait_for_file
 
 from localpar import AsyncMapResult, AsyncResult, Client, DirectView, LoadBalancedView
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture(scope="module")
-def client() -> Iterator[Client]:
-    with Client(2) as c:
-        yield c
-
-
-def wait_for_file(path: str, limit: float = 20.0) -> str:
-    """Run on an engine: return once `path` exists (the test creates it to release the task)."""
-    deadline = time.monotonic() + limit
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{path} never appeared")
-        time.sleep(0.01)
-    return path
 
 
 def add(x: int, y: int) -> int:
