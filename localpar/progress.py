@@ -40,7 +40,7 @@ def task_labels(ar: AsyncResult) -> List[str]:
 
 def status_line(ar: AsyncResult) -> str:
     """The one-line text view: finished/total, each running task's reported share, seconds since submission."""
-    parts = [f"{ar.progress:>3}/{len(ar)} tasks done"]
+    parts = [f"{ar.progress:>3}/{len(ar._records)} tasks done"]
     finished = [r.done for r in ar._records]
     for label, progress, done in zip(task_labels(ar), ar.task_progress, finished):
         if progress is not None and not done:
@@ -71,7 +71,7 @@ def wait_interactive(
                 return
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
-                raise TimeoutError(f"{ar!r} not ready after {timeout} s ({ar.progress}/{len(ar)} tasks done)")
+                raise TimeoutError(f"{ar!r} not ready after {timeout} s ({ar.progress}/{len(ar._records)} tasks done)")
             ar.wait(interval if remaining is None else min(interval, remaining))
     finally:
         display.close(finished)
@@ -113,7 +113,7 @@ class _Bars(_Display):
     def __init__(self, ar: AsyncResult, tqdm: Any) -> None:
         super().__init__(ar)
         self.tqdm = tqdm
-        self.main = tqdm(total=len(ar), desc=ar._fname, unit="tasks", position=0, leave=True)
+        self.main = tqdm(total=len(ar._records), desc=ar._fname, unit="tasks", position=0, leave=True)
         self.tasks: Dict[int, Any] = {}
 
     def update(self) -> None:

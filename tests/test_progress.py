@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from localpar import progress
+from localpar import Client, progress
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -162,3 +162,9 @@ def test_failed_and_finished_results_return_at_once(client, no_tqdm, capsys):
     out = capsys.readouterr().out
     assert re.fullmatch(r"\r\s*2/2 tasks done \| \d+\.\d s\n", out)
     assert not ar.successful()
+
+
+def test_a_map_counts_its_tasks_not_its_items(client: Client, capsys: pytest.CaptureFixture[str]) -> None:
+    ar = client[:].map_async(abs, range(10))  # 10 items in 2 tasks, one per engine
+    ar.wait_interactive(widget=False, timeout=30)
+    assert "2/2 tasks done" in capsys.readouterr().out
