@@ -269,11 +269,7 @@ class Router:
     def flush_releases(self) -> None:
         """Tell engines which of their segments they may reuse."""
         names: Dict[str, List[str]] = {}
-        while self._released:
-            try:
-                ref = self._released.popleft()
-            except IndexError:
-                break
+        for ref in _take_all(self._released):
             owner = ref.name.rsplit("-", 2)[-2]  # localpar-<cluster>-<pid>-<n>
             names.setdefault(owner, []).append(ref.name)
         by_pid = {str(h.pid): h for h in self.engines.values() if h.alive}
@@ -308,17 +304,9 @@ class Router:
 
     def run_callbacks(self) -> None:
         """Notify data watchers, then complete futures (data first, as promised), outside the read lock."""
-        while self._to_notify:
-            try:
-                ar = self._to_notify.popleft()
-            except IndexError:
-                break
+        for ar in _take_all(self._to_notify):
             ar._notify_data()
-        while self._to_finish:
-            try:
-                ar = self._to_finish.popleft()
-            except IndexError:
-                break
+        for ar in _take_all(self._to_finish):
             ar._finish()
         if self._released:
             self.flush_releases()
@@ -550,6 +538,15 @@ class Router:
                 os.close(fd)
             except OSError:
                 pass
+
+
+def _take_all(queue: Deque[Any]) -> Iterator[Any]:
+    """Pop items until the deque is empty; safe while other threads pop too."""
+    while True:
+        try:
+            yield queue.popleft()
+        except IndexError:
+            return
 
 
 @contextmanager
