@@ -47,6 +47,33 @@ def wait_pids_gone(pids: Iterable[int], timeout: float = 5.0) -> List[int]:
         time.sleep(0.05)
 
 
+CHILD_CLIENT_PRELUDE = """
+import os, sys, time
+import numpy as np
+from localpar import Client
+from localpar.datapub import publish_data
+
+def publish_then_wait(arr):
+    publish_data({"running": True})
+    while True:
+        time.sleep(0.05)
+
+def start_busy_task(c, deadline):
+    \"\"\"A running task whose 2 MB argument lives in shared memory.\"\"\"
+    ar = c[0].apply_async(publish_then_wait, np.ones(1 << 18))
+    while not ar.data and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return ar
+
+c = Client(2)
+deadline = time.monotonic() + 10
+while c.manager_pid is None and time.monotonic() < deadline:
+    time.sleep(0.02)
+c[:].apply_sync(os.getpid)
+"""
+"""The start of a child-process script: a Client(2) with its Manager up, and `start_busy_task`."""
+
+
 @pytest.fixture(scope="module")
 def client() -> Iterator[Any]:
     """A 2-engine cluster shared by one test module."""

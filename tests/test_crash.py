@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable, Dict, List
 
 import pytest
-from conftest import pid_gone, shm_segments, wait_for_manager
+from conftest import CHILD_CLIENT_PRELUDE, pid_gone, shm_segments, wait_for_manager
 
 from localpar import Client, EngineError, RemoteError
 from localpar.datapub import publish_data
@@ -177,32 +177,18 @@ def test_manager_death_during_a_publishing_task_fails_that_task(leak_check: obje
 
 # -- the client process is SIGKILLed ------------------------------------------------------
 
-CHILD = """
-import os, sys, time
-import numpy as np
-from localpar import Client
-from localpar.datapub import publish_data
-
-def busy(arr):
-    publish_data({"running": True})
-    while True:
-        time.sleep(0.05)
-
-c = Client(2)
-deadline = time.monotonic() + 10
-while c.manager_pid is None and time.monotonic() < deadline:
-    time.sleep(0.02)
-print(c[:].apply_sync(os.getpid), flush=True)
+CHILD = (
+    CHILD_CLIENT_PRELUDE
+    + """
 if sys.argv[1] == "busy":
-    ar = c[0].apply_async(busy, np.ones(1 << 18))  # 2 MB argument: lives in shared memory
-    while not ar.data and time.monotonic() < deadline:
-        time.sleep(0.02)
+    start_busy_task(c, deadline)
 print("ENGINES", *c.engine_pids().values(), flush=True)
 print("MANAGER", c.manager_pid, flush=True)
 print("CLUSTER", c.cluster_id, flush=True)
 print("READY", flush=True)
 time.sleep(60)
 """
+)
 
 
 def start_child(tmp_path: Path, mode: str) -> tuple:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Dict, List
 
 import pytest
-from conftest import LeakChecker, pid_gone, shm_segments, wait_for_manager, wait_pids_gone
+from conftest import CHILD_CLIENT_PRELUDE, LeakChecker, pid_gone, shm_segments, wait_for_manager, wait_pids_gone
 
 from localpar import AsyncResult, Client, ClientClosedError, RemoteError, TaskAborted
 from localpar.datapub import publish_data
@@ -117,33 +117,19 @@ def test_garbage_collection_closes_the_cluster() -> None:
 
 # -- interpreter exit and Ctrl-C, in a child interpreter -------------------------------------
 
-EXIT_SCRIPT = """
-import os, sys, time
-import numpy as np
-from localpar import Client
-from localpar.datapub import publish_data
-
-def wait_forever(arr):
-    publish_data({"running": True})
-    while True:
-        time.sleep(0.05)
-
-c = Client(2)
-deadline = time.monotonic() + 10
-while c.manager_pid is None and time.monotonic() < deadline:
-    time.sleep(0.02)
-c[:].apply_sync(os.getpid)
+EXIT_SCRIPT = (
+    CHILD_CLIENT_PRELUDE
+    + """
 print("ENGINES", *c.engine_pids().values(), flush=True)
 print("MANAGER", c.manager_pid, flush=True)
 print("CLUSTER", c.cluster_id, flush=True)
 if sys.argv[1] == "busy":  # a task is running and its 2 MB argument is in shared memory
-    ar = c[0].apply_async(wait_forever, np.ones(1 << 18))
-    while not ar.data and time.monotonic() < deadline:
-        time.sleep(0.02)
+    ar = start_busy_task(c, deadline)
     print("SEGMENTS", len([n for n in os.listdir("/dev/shm") if n.startswith(f"localpar-{c.cluster_id}-")]), flush=True)
 if sys.argv[1] == "raise":
     raise SystemError("top-level failure")
 """
+)
 
 
 def parse(out: str) -> Dict[str, List[str]]:
