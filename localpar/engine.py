@@ -29,8 +29,10 @@ from typing import Any, Dict, List, NamedTuple, Optional, Set, Tuple
 
 from . import datapub, lifeline, namespace, sharedmem
 from .errors import DataStoreError, SerializationError
+from .framing import write_frame
 from .pubqueue import MAX_PAYLOAD, PublicationWriter
 from .serialization import CALL_FUNCTION_SIZE, dumps, find_unpicklable, loads
+from .spin import spin_until_ready
 
 TASK_HEADER = struct.Struct("<Q")  # the task's sequence number, then the call (serialization.dumps_call)
 STOP = b"stop"
@@ -46,7 +48,7 @@ class EngineSpec(NamedTuple):
     authkey: bytes
     tasks: Connection  # client -> engine, task frames
     control: Connection  # client -> engine, pickled control messages
-    events: Connection  # engine -> client, pickled event tuples
+    events: Connection  # engine -> client, frames of pickled event tuples (see framing)
     publications: Connection  # write end of the shared publication queue
     lifeline: Connection  # read end of the client's lifeline
     inherited: Tuple[int, ...]  # client-side fds a forked child must close
@@ -83,6 +85,9 @@ class Engine:
         self.last_task: Optional[TaskContext] = None
         self._control_ready = select.poll()
         self._control_ready.register(spec.control.fileno(), select.POLLIN)
+        self._events_fd = spec.events.fileno()
+        self._task_ready = select.poll()
+        self._task_ready.register(spec.tasks.fileno(), select.POLLIN)
         self._functions: Dict[bytes, Any] = {}  # pickled function -> function bound to the namespace
 
     # -- signals and lifecycle -------------------------------------------------
@@ -100,6 +105,7 @@ class Engine:
         self.send(("ready", 0))  # SIGINT is handled from here on: the client may interrupt
         tasks = self.spec.tasks
         while True:
+            spin_until_ready(self._task_ready)  # the next task often follows at once
             try:
                 frame = tasks.recv_bytes()
             except (EOFError, OSError):
@@ -193,7 +199,7 @@ class Engine:
         return dumps(value, self.spec.cluster_id, what=f"the return value of {name}", pool=self.pool)[0]
 
     def send(self, event: Tuple[Any, ...]) -> None:
-        self.spec.events.send_bytes(pickle.dumps(event, protocol=5))
+        write_frame(self._events_fd, pickle.dumps(event, protocol=5))
 
     # -- the durable store -------------------------------------------------------
     def sync_store(self) -> None:

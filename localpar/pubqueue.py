@@ -16,13 +16,13 @@ from __future__ import annotations
 import fcntl
 import os
 import select
-import struct
 from multiprocessing.connection import Connection
 from typing import List, Optional
 
+from .framing import LENGTH, FrameReader, frame
+
 MAX_FRAME = select.PIPE_BUF  # 4096 on Linux
-_LEN = struct.Struct("<I")
-MAX_PAYLOAD = MAX_FRAME - _LEN.size
+MAX_PAYLOAD = MAX_FRAME - LENGTH.size
 _PIPE_SIZE = 1 << 20  # ask the kernel for a 1 MiB pipe: fewer full-pipe stalls
 
 
@@ -37,35 +37,15 @@ class PublicationQueue:
             fcntl.fcntl(w, getattr(fcntl, "F_SETPIPE_SZ", 1031), _PIPE_SIZE)
         except OSError:
             pass  # keep the default size
-        os.set_blocking(r, False)
         self.reader_fd = r
+        self._reader = FrameReader(r)
         # Wrapped as a Connection so that multiprocessing can pass it to children
         # started with forkserver or spawn.
         self.writer = Connection(w, readable=False)
-        self._buffer = bytearray()
 
     def read_frames(self) -> List[bytes]:
         """Every complete frame available now, without blocking."""
-        while True:
-            try:
-                chunk = os.read(self.reader_fd, 1 << 20)
-            except BlockingIOError:
-                break
-            if not chunk:
-                break
-            self._buffer += chunk
-            if len(chunk) < (1 << 20):
-                break
-        frames: List[bytes] = []
-        buf, pos = self._buffer, 0
-        while len(buf) - pos >= _LEN.size:
-            (n,) = _LEN.unpack_from(buf, pos)
-            if len(buf) - pos - _LEN.size < n:
-                break
-            frames.append(bytes(buf[pos + _LEN.size : pos + _LEN.size + n]))
-            pos += _LEN.size + n
-        del buf[:pos]
-        return frames
+        return self._reader.read_frames()
 
     def close(self) -> None:
         os.close(self.reader_fd)
@@ -85,7 +65,7 @@ class PublicationWriter:
         if len(payload) > MAX_PAYLOAD:
             raise ValueError(f"frame of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
         try:
-            os.write(self._fd, _LEN.pack(len(payload)) + payload)
+            os.write(self._fd, frame(payload))
         except BlockingIOError:
             return False
         return True

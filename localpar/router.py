@@ -36,8 +36,10 @@ from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, Iterator, List, Op
 from . import sharedmem
 from .engine import TASK_HEADER
 from .errors import ClientClosedError, DataStoreError, EngineError, RemoteError, SerializationError, TaskAborted
+from .framing import FrameReader
 from .pubqueue import PublicationQueue
 from .serialization import loads, segments_of
+from .spin import SPIN_SECONDS, spin_until_ready
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -98,12 +100,7 @@ class EngineHandle:
         self.alive = True
         self.ready = False  # the engine handles SIGINT (it said so on its event pipe)
         self.exitcode: Optional[int] = None
-        self._events_ready = select.poll()  # cheaper than Connection.poll's selector per call
-        self._events_ready.register(events.fileno(), select.POLLIN)
-
-    def has_event(self) -> bool:
-        """Whether the engine has sent something not yet read (or hung up)."""
-        return bool(self._events_ready.poll(0))
+        self.event_reader = FrameReader(events.fileno())
 
     def send_control(self, message: Tuple[str, Any]) -> None:
         with self.control_lock:
@@ -143,6 +140,7 @@ class Router:
         self.batches = 0  # batches of messages applied, ever (changes under read_lock)
         self._park_until = 0.0  # the drain thread stays out of the way until then
         self._drain_polling = False  # the drain thread holds the read lock, blocked in poll
+        self._drain_awaits_leaders = False  # the drain thread waits for the last leader to leave
         self.on_task_done: Optional[Callable[[], None]] = None  # the load balancer's hook
 
     # -- registration (any thread) ---------------------------------------------------
@@ -210,8 +208,11 @@ class Router:
             self._leaders -= 1
             # Keep the drain thread parked a moment: a caller polling ar.data or
             # calling get() in a loop then reads everything itself, no hand-off.
+            # It sleeps out the park on its own; wake it only if it waits for us.
             self._park_until = time.monotonic() + DRAIN_PARK_SECONDS
-            self._leaders_changed.notify_all()
+            if self._drain_awaits_leaders and not self._leaders:
+                self._drain_awaits_leaders = False
+                self._leaders_changed.notify_all()
 
     def pump(self, timeout: Optional[float], since: Optional[int] = None) -> bool:
         """Read and apply what arrives within `timeout`; False if another caller is reading.
@@ -224,8 +225,11 @@ class Router:
             return False
         try:
             if not self.fds_closed and (since is None or since == self.batches):
+                poller = self._poller()
+                if timeout is None or timeout > 0:
+                    spin_until_ready(poller, SPIN_SECONDS if timeout is None else min(timeout, SPIN_SECONDS))
                 ms = -1 if timeout is None else max(0, math.ceil(timeout * 1000))
-                ready = self._poller().poll(ms)
+                ready = poller.poll(ms)
                 if ready:
                     with _sigint_deferred():
                         self._handle(ready)
@@ -248,10 +252,14 @@ class Router:
         while not self.closed:
             with self._leaders_changed:  # stand aside while callers read for themselves
                 while not self.closed:
+                    if self._leaders:
+                        self._drain_awaits_leaders = True
+                        self._leaders_changed.wait(0.05)
+                        continue
                     parked = self._park_until - time.monotonic()
-                    if not self._leaders and parked <= 0:
+                    if parked <= 0:
                         break
-                    self._leaders_changed.wait(parked if not self._leaders else 0.05)
+                    self._leaders_changed.wait(parked)
             with self.read_lock:
                 if self.closed or self.fds_closed:
                     break
@@ -360,12 +368,14 @@ class Router:
             self._engine_died(handle)
 
     def _read_events(self, handle: EngineHandle) -> None:
-        conn = handle.events
+        if not handle.alive:
+            return
         try:
-            while handle.alive and handle.has_event():
-                self._on_event(handle, pickle.loads(conn.recv_bytes()))
-        except (EOFError, OSError):
-            pass  # the engine died mid-message; its sentinel reports it
+            frames = handle.event_reader.read_frames()
+        except OSError:
+            return  # the engine died; its sentinel reports it
+        for frame in frames:
+            self._on_event(handle, pickle.loads(frame))
 
     def _drain_queue(self) -> None:
         for frame in self.queue.read_frames():
@@ -526,6 +536,8 @@ class Router:
     def close(self) -> None:
         self.closed = True
         self.wake()
+        with self._leaders_changed:
+            self._leaders_changed.notify_all()  # the drain thread may be standing aside
         with self.read_lock:
             self.fail_all(lambda r: ClientClosedError(f"the client was closed while task {r.msg_id} was pending"))
         self.run_callbacks()

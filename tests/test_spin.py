@@ -1,0 +1,59 @@
+"""The bounded spin before blocking: quick to see a message, idle at rest."""
+
+from __future__ import annotations
+
+import os
+import select
+import time
+
+import psutil
+
+from localpar import spin
+from localpar.spin import spin_until_ready
+
+
+def _pipe_poller():
+    r, w = os.pipe()
+    poller = select.poll()
+    poller.register(r, select.POLLIN)
+    return r, w, poller
+
+
+def test_spin_reports_a_ready_pipe_and_gives_up_on_an_empty_one():
+    r, w, poller = _pipe_poller()
+    try:
+        assert spin_until_ready(poller, 0.001) is False
+        os.write(w, b"x")
+        assert spin_until_ready(poller, 0.001) is True
+        assert spin_until_ready(poller, 0.0) is True  # no spin: one look
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def test_spin_is_bounded_and_short():
+    assert 0 <= spin.SPIN_SECONDS <= 0.001
+
+
+def _cpu_seconds(pids):
+    return sum(sum(psutil.Process(p).cpu_times()[:2]) for p in pids)
+
+
+def _noop():
+    return None
+
+
+def test_an_idle_cluster_does_not_spin(client):
+    """After a burst of calls the engines and the client block: no CPU is burnt at rest."""
+    for _ in range(200):
+        client[0].apply_sync(_noop)
+    client[:].apply_sync(_noop)
+    engines = list(client.engine_pids().values())
+    me = psutil.Process()
+    time.sleep(0.1)
+    before_engines, before_client = _cpu_seconds(engines), sum(me.cpu_times()[:2])
+    time.sleep(1.0)
+    used_engines = _cpu_seconds(engines) - before_engines
+    used_client = sum(me.cpu_times()[:2]) - before_client
+    assert used_engines < 0.05, f"idle engines used {used_engines:.3f} s of CPU in 1 s"
+    assert used_client < 0.05, f"the idle client used {used_client:.3f} s of CPU in 1 s"
