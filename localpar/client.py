@@ -318,7 +318,7 @@ class Client:
             plan.append((self._new_record(ar, engine_id), encoded[key][0]))
         for record, blob in plan:
             self._router.send(record, blob)
-        self._router.run_callbacks()
+        self._router.pump_nowait()  # a submitting loop applies results as it goes
         return ar
 
     def _submit_balanced(self, calls: Sequence[Call], ar: AsyncResult, targets: Optional[List[int]]) -> AsyncResult:
@@ -330,6 +330,7 @@ class Client:
             ar._segments += segments
             blobs.append(blob)
         self._balancer.submit([(self._new_record(ar, -1), blob, targets) for blob in blobs])
+        self._router.pump_nowait()  # a submitting loop applies results (and feeds engines) as it goes
         return ar
 
     @property
@@ -485,11 +486,7 @@ class _ClusterState:
         handles = list(router.engines.values())
         for h in handles:  # idle engines stop at once; busy ones are terminated
             if h.alive and not h.pending:
-                with h.task_lock:
-                    try:
-                        h.tasks.send_bytes(STOP)
-                    except OSError:
-                        pass
+                h.send_task(STOP)
             elif h.alive:
                 h.process.terminate()
         router.close()

@@ -29,7 +29,7 @@ from typing import Any, Dict, List, NamedTuple, Optional, Set, Tuple
 
 from . import datapub, lifeline, namespace, sharedmem
 from .errors import DataStoreError, SerializationError
-from .framing import write_frame
+from .framing import FrameReader, write_frame
 from .pubqueue import MAX_PAYLOAD, PublicationWriter
 from .serialization import CALL_FUNCTION_SIZE, dumps, find_unpicklable, loads
 from .spin import spin_until_ready
@@ -46,7 +46,7 @@ class EngineSpec(NamedTuple):
     engine_id: int
     cluster_id: str
     authkey: bytes
-    tasks: Connection  # client -> engine, task frames
+    tasks: Connection  # client -> engine, frames of TASK_HEADER + call (see framing)
     control: Connection  # client -> engine, pickled control messages
     events: Connection  # engine -> client, frames of pickled event tuples (see framing)
     publications: Connection  # write end of the shared publication queue
@@ -103,17 +103,21 @@ class Engine:
         global _engine
         _engine = self
         self.send(("ready", 0))  # SIGINT is handled from here on: the client may interrupt
-        tasks = self.spec.tasks
+        tasks = FrameReader(self.spec.tasks.fileno())
         while True:
-            spin_until_ready(self._task_ready)  # the next task often follows at once
             try:
-                frame = tasks.recv_bytes()
-            except (EOFError, OSError):
+                frames = tasks.read_frames()  # all that has arrived: a burst costs one read
+            except OSError:
                 return
-            if frame == STOP:
+            for frame in frames:
+                if frame == STOP:
+                    return
+                self.run_task(frame)
+                self.sync_store()
+            if tasks.eof:
                 return
-            self.run_task(frame)
-            self.sync_store()
+            if not frames and not spin_until_ready(self._task_ready):  # the next task often follows at once
+                self._task_ready.poll()
 
     # -- control messages ------------------------------------------------------
     def poll_control(self) -> None:
@@ -168,14 +172,7 @@ class Engine:
             task.flush()
         except BaseException as exc:
             status, payload = "error", describe_exception(exc)
-        meta = {
-            "started": started,
-            "completed": completed,
-            "stdout": out.getvalue(),
-            "stderr": err.getvalue(),
-            "pubs": task.sent,
-        }
-        self.send(("result", seq, status, payload, meta))
+        self.send(("result", seq, status, payload, started, completed, out.getvalue(), err.getvalue(), task.sent))
         self.last_task = task
 
     def decode_call(self, frame: bytes) -> Tuple[Any, Tuple[Any, ...], Dict[str, Any]]:

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, Iterator, List, Op
 from . import sharedmem
 from .engine import TASK_HEADER
 from .errors import ClientClosedError, DataStoreError, EngineError, RemoteError, SerializationError, TaskAborted
-from .framing import FrameReader
+from .framing import FrameReader, write_frame
 from .pubqueue import PublicationQueue
 from .serialization import loads, segments_of
 from .spin import SPIN_SECONDS, spin_until_ready
@@ -101,6 +101,14 @@ class EngineHandle:
         self.ready = False  # the engine handles SIGINT (it said so on its event pipe)
         self.exitcode: Optional[int] = None
         self.event_reader = FrameReader(events.fileno())
+        self._tasks_fd = tasks.fileno()
+
+    def send_task(self, payload: bytes) -> None:
+        with self.task_lock:
+            try:
+                write_frame(self._tasks_fd, payload)
+            except OSError:
+                pass  # the engine is gone; its sentinel tells the router
 
     def send_control(self, message: Tuple[str, Any]) -> None:
         with self.control_lock:
@@ -165,11 +173,7 @@ class Router:
         if not self.register(record):
             self.fail(record, EngineError(record.engine_id, handle.exitcode, record.msg_id))
             return
-        with handle.task_lock:
-            try:
-                handle.tasks.send_bytes(TASK_HEADER.pack(record.seq) + call)
-            except OSError:
-                pass  # the engine died: its sentinel fails this record
+        handle.send_task(TASK_HEADER.pack(record.seq) + call)
 
     def client_fds(self) -> List[int]:
         """Client-side descriptors a forked child must close."""
@@ -411,7 +415,7 @@ class Router:
             return
         record = self.records.get(seq)
         if kind == "result":
-            _, _, status, payload, meta = event
+            _, _, status, payload, started, completed, stdout, stderr, pubs = event
             if record is None:
                 if status == "ok":
                     for ref in segments_of(payload):
@@ -421,9 +425,7 @@ class Router:
                             sharedmem.unlink(ref.name)
                 return
             record.received = time.time()
-            record.started, record.completed = meta["started"], meta["completed"]
-            record.stdout, record.stderr = meta["stdout"], meta["stderr"]
-            info = {"engine_id": handle.id, "engine_pid": handle.pid, "msg_id": record.msg_id}
+            record.started, record.completed, record.stdout, record.stderr = started, completed, stdout, stderr
             if status == "ok":
                 try:
                     record.value = loads(
@@ -431,11 +433,12 @@ class Router:
                     )
                     record.status = "ok"
                 except SerializationError as exc:
-                    record.status, record.error = "error", RemoteError("SerializationError", str(exc), "", info)
+                    record.status = "error"
+                    record.error = RemoteError("SerializationError", str(exc), "", _info(handle, record))
             else:
                 ename, evalue, tb = payload
-                record.status, record.error = "error", RemoteError(ename, evalue, tb, info)
-            record.pubs_expected = meta["pubs"]
+                record.status, record.error = "error", RemoteError(ename, evalue, tb, _info(handle, record))
+            record.pubs_expected = pubs
             if record.pubs_applied < record.pubs_expected:
                 self._drain_queue()  # they were written before the result: they are there
             self._maybe_complete(record, force=True)
@@ -550,6 +553,11 @@ class Router:
                 os.close(fd)
             except OSError:
                 pass
+
+
+def _info(handle: EngineHandle, record: TaskRecord) -> Dict[str, Any]:
+    """Where a failed task ran, for its RemoteError."""
+    return {"engine_id": handle.id, "engine_pid": handle.pid, "msg_id": record.msg_id}
 
 
 def _take_all(queue: Deque[Any]) -> Iterator[Any]:

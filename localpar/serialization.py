@@ -23,6 +23,11 @@ from . import sharedmem
 from .errors import SerializationError
 from .sharedmem import SegmentRef
 
+try:
+    from numpy import ndarray as _ndarray
+except ImportError:  # pragma: no cover - numpy is a dependency
+    _ndarray = type(None)
+
 SHM_THRESHOLD = 64 * 1024
 """Buffers at least this big travel through shared memory instead of the pipe."""
 
@@ -48,7 +53,10 @@ def dumps(
         return False
 
     try:
-        body = cloudpickle.dumps(obj, protocol=5, buffer_callback=out_of_band)
+        if is_plain_data(obj):  # the C pickler writes these as cloudpickle would, 5x faster
+            body = pickle.dumps(obj, protocol=5, buffer_callback=out_of_band)
+        else:
+            body = cloudpickle.dumps(obj, protocol=5, buffer_callback=out_of_band)
     except Exception as exc:
         for ref in segments:
             if pool is not None and ref.pooled:
@@ -60,6 +68,35 @@ def dumps(
         return _NO_SEGMENTS + body, segments
     refs = pickle.dumps(segments, protocol=5)
     return _HEADER.pack(len(refs)) + refs + body, segments
+
+
+_SCALARS = frozenset({type(None), bool, int, float, complex, str, bytes})
+_CONTAINERS = frozenset({tuple, list, dict})
+_PLAIN_BUDGET = 64  # objects looked at before giving up and using cloudpickle
+
+
+def is_plain_data(obj: Any) -> bool:
+    """Whether `obj` is builtin scalars and numpy arrays of plain dtypes, nested in a
+    few tuples, lists and dicts: nothing that cloudpickle would pickle by value."""
+    stack = [obj]
+    budget = _PLAIN_BUDGET
+    while stack:
+        budget -= 1
+        if budget < 0:
+            return False
+        item = stack.pop()
+        kind = type(item)
+        if kind in _SCALARS:
+            continue
+        if kind in _CONTAINERS:
+            if kind is dict:
+                stack += item.keys()
+                stack += item.values()
+            else:
+                stack += item
+        elif kind is not _ndarray or item.dtype.hasobject:
+            return False
+    return True
 
 
 def loads(

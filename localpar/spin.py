@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import select
 import time
+from typing import Optional
 
 
 def _usable_cpus() -> int:
@@ -26,8 +27,10 @@ def _usable_cpus() -> int:
 SPIN_SECONDS = 100e-6 if _usable_cpus() > 1 else 0.0
 
 
-def spin_until_ready(poller: select.poll, seconds: float = SPIN_SECONDS) -> bool:
-    """Poll without blocking for up to `seconds`; True as soon as something is ready."""
+def spin_until_ready(poller: select.poll, seconds: Optional[float] = None) -> bool:
+    """Poll without blocking for up to `seconds` (default ``SPIN_SECONDS``); True as soon as something is ready."""
+    if seconds is None:
+        seconds = SPIN_SECONDS
     if seconds <= 0:
         return bool(poller.poll(0))
     deadline = time.perf_counter() + seconds
