@@ -13,6 +13,7 @@ from __future__ import annotations
 import mmap
 import pickle
 import struct
+import sys
 import types
 import weakref
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
@@ -22,11 +23,6 @@ import cloudpickle
 from . import sharedmem
 from .errors import SerializationError
 from .sharedmem import SegmentRef
-
-try:
-    from numpy import ndarray as _ndarray
-except ImportError:  # pragma: no cover - numpy is a dependency
-    _ndarray = type(None)
 
 SHM_THRESHOLD = 64 * 1024
 """Buffers at least this big travel through shared memory instead of the pipe."""
@@ -78,6 +74,8 @@ _PLAIN_BUDGET = 64  # objects looked at before giving up and using cloudpickle
 def is_plain_data(obj: Any) -> bool:
     """Whether `obj` is builtin scalars and numpy arrays of plain dtypes, nested in a
     few tuples, lists and dicts: nothing that cloudpickle would pickle by value."""
+    numpy = sys.modules.get("numpy")  # not imported: no array can be here
+    ndarray = numpy.ndarray if numpy is not None else None
     stack = [obj]
     budget = _PLAIN_BUDGET
     while stack:
@@ -94,7 +92,7 @@ def is_plain_data(obj: Any) -> bool:
                 stack += item.values()
             else:
                 stack += item
-        elif kind is not _ndarray or item.dtype.hasobject:
+        elif kind is not ndarray or item.dtype.hasobject:
             return False
     return True
 
