@@ -36,7 +36,8 @@ from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, Iterator, List, Op
 from . import sharedmem
 from .engine import TASK_HEADER
 from .errors import ClientClosedError, DataStoreError, EngineError, RemoteError, SerializationError, TaskAborted
-from .framing import FrameReader, write_frame
+from .framing import FrameReader
+from .framing import frame as framed
 from .pubqueue import PublicationQueue
 from .serialization import loads, segments_of
 from .spin import SPIN_SECONDS, spin_until_ready
@@ -101,14 +102,43 @@ class EngineHandle:
         self.ready = False  # the engine handles SIGINT (it said so on its event pipe)
         self.exitcode: Optional[int] = None
         self.event_reader = FrameReader(events.fileno())
-        self._tasks_fd = tasks.fileno()
+        self.tasks_fd = tasks.fileno()
+        os.set_blocking(self.tasks_fd, False)
+        self.outbox: Deque[memoryview] = collections.deque()  # frames waiting for room in the task pipe
 
-    def send_task(self, payload: bytes) -> None:
+    def send_task(self, payload: bytes) -> bool:
+        """Write a task frame, or queue it if the pipe is full: never blocks.
+
+        True if this frame started a backlog, which the router then flushes as
+        the engine reads (a submitting thread must not wait for a busy engine).
+        """
         with self.task_lock:
-            try:
-                write_frame(self._tasks_fd, payload)
-            except OSError:
-                pass  # the engine is gone; its sentinel tells the router
+            idle = not self.outbox
+            self.outbox.append(memoryview(framed(payload)))
+            if idle:
+                self._flush()
+            return idle and bool(self.outbox)
+
+    def flush_tasks(self) -> bool:
+        """Write as much of the backlog as the pipe takes; True once it is empty."""
+        with self.task_lock:
+            self._flush()
+            return not self.outbox
+
+    def _flush(self) -> None:
+        outbox = self.outbox
+        try:
+            while outbox:
+                head = outbox[0]
+                written = os.write(self.tasks_fd, head)
+                if written < len(head):  # the rest of this frame goes first next time
+                    outbox[0] = head[written:]
+                    return
+                outbox.popleft()
+        except BlockingIOError:
+            return
+        except OSError:
+            outbox.clear()  # the engine is gone; its sentinel tells the router
 
     def send_control(self, message: Tuple[str, Any]) -> None:
         with self.control_lock:
@@ -173,7 +203,14 @@ class Router:
         if not self.register(record):
             self.fail(record, EngineError(record.engine_id, handle.exitcode, record.msg_id))
             return
-        handle.send_task(TASK_HEADER.pack(record.seq) + call)
+        if handle.send_task(TASK_HEADER.pack(record.seq) + call):
+            self._watch_backlogs()
+
+    def _watch_backlogs(self) -> None:
+        """Readers rebuild their poll sets, now watching task pipes with a backlog for room."""
+        with self.state_lock:
+            self._version += 1
+        self.wake()
 
     def client_fds(self) -> List[int]:
         """Client-side descriptors a forked child must close."""
@@ -340,11 +377,13 @@ class Router:
                     if h.alive:
                         fdmap[h.events.fileno()] = ("events", h)
                         fdmap[h.process.sentinel] = ("sentinel", h)
+                        if h.outbox:
+                            fdmap[h.tasks_fd] = ("tasks", h)
                 if self.store is not None and self.store_error is None:
                     fdmap[self.store.sentinel] = ("store", None)
                 local.version = self._version
-            for fd in fdmap:
-                poller.register(fd, select.POLLIN)
+            for fd, (kind, _) in fdmap.items():
+                poller.register(fd, select.POLLOUT if kind == "tasks" else select.POLLIN)
             local.poller, local.fdmap = poller, fdmap
         return local.poller
 
@@ -357,6 +396,9 @@ class Router:
             kind, handle = fdmap.get(fd, ("gone", None))
             if kind == "events":
                 self._read_events(handle)
+            elif kind == "tasks":
+                if handle.flush_tasks():
+                    self._watch_backlogs()
             elif kind == "queue":
                 self._drain_queue()
             elif kind == "sentinel":
@@ -480,6 +522,8 @@ class Router:
             return
         self._read_events(handle)  # whatever it finished sending
         self._drain_queue()
+        with handle.task_lock:
+            handle.outbox.clear()
         with self.state_lock:
             handle.alive = False
             self._version += 1
