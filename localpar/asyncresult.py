@@ -109,7 +109,7 @@ class AsyncResult(Future):
 
     def wait(self, timeout: Optional[float] = -1) -> bool:
         """Wait up to `timeout` seconds (forever if None or negative); True if done."""
-        return self._wait_until(self.done, timeout)
+        return self.done() or self._wait_until(self.done, timeout)
 
     def ready(self) -> bool:
         """Whether the call has finished; applies anything already arrived first."""

@@ -32,7 +32,7 @@ from .errors import DataStoreError, SerializationError
 from .framing import FrameReader, write_frame
 from .pubqueue import MAX_PAYLOAD, PublicationWriter
 from .serialization import CALL_FUNCTION_SIZE, dumps, find_unpicklable, loads
-from .spin import spin_until_ready
+from .spin import GapPredictor
 
 TASK_HEADER = struct.Struct("<Q")  # the task's sequence number, then the call (serialization.dumps_call)
 STOP = b"stop"
@@ -86,6 +86,7 @@ class Engine:
         self._control_ready = select.poll()
         self._control_ready.register(spec.control.fileno(), select.POLLIN)
         self._events_fd = spec.events.fileno()
+        self._idle = GapPredictor()
         self._task_ready = select.poll()
         self._task_ready.register(spec.tasks.fileno(), select.POLLIN)
         self._functions: Dict[bytes, Any] = {}  # pickled function -> function bound to the namespace
@@ -116,8 +117,8 @@ class Engine:
                 self.sync_store()
             if tasks.eof:
                 return
-            if not frames and not spin_until_ready(self._task_ready):  # the next task often follows at once
-                self._task_ready.poll()
+            if not frames:
+                self._idle.wait(self._task_ready)  # spins first if tasks have been coming close together
 
     # -- control messages ------------------------------------------------------
     def poll_control(self) -> None:

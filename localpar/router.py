@@ -22,6 +22,7 @@ applied, so ``get()`` never returns before ``ar.data`` is final.
 
 from __future__ import annotations
 
+import _signal
 import collections
 import math
 import os
@@ -30,7 +31,6 @@ import select
 import signal
 import threading
 import time
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, Iterator, List, Optional, Set, Tuple
 
 from . import sharedmem
@@ -50,6 +50,9 @@ if TYPE_CHECKING:
 
 
 DRAIN_PARK_SECONDS = 0.002
+_MAIN_THREAD = threading.main_thread().ident
+_SIGINT = {int(signal.SIGINT)}
+_sigmask = _signal.pthread_sigmask  # signal's wrapper turns masks into enums at 3x the cost
 
 
 class TaskRecord:
@@ -169,6 +172,7 @@ class Router:
         self._local = threading.local()
         self.generation = 0  # bumped after every batch of applied messages
         self._changed = threading.Condition()
+        self._followers = 0  # threads waiting on _changed for another reader's progress
         self._dirty = False
         # Engine segments whose arrays the client dropped; appended from GC
         # finalizers (any thread, any moment), so flushed later, outside locks.
@@ -272,8 +276,7 @@ class Router:
                 ms = -1 if timeout is None else max(0, math.ceil(timeout * 1000))
                 ready = poller.poll(ms)
                 if ready:
-                    with _sigint_deferred():
-                        self._handle(ready)
+                    self._handle_holding_sigint(ready)
         finally:
             self.read_lock.release()
             self._unlead()
@@ -348,24 +351,31 @@ class Router:
     def _wait_for_change(self, generation: int, timeout: float) -> None:
         """Block until a batch after `generation` is applied, or `timeout`."""
         with self._changed:
-            if self.generation == generation:
-                self._changed.wait(timeout)
+            self._followers += 1
+            try:
+                if self.generation == generation:
+                    self._changed.wait(timeout)
+            finally:
+                self._followers -= 1
 
     def run_callbacks(self) -> None:
         """Notify data watchers, then complete futures (data first, as promised), outside the read lock."""
-        for ar in _take_all(self._to_notify):
-            ar._notify_data()
-        for ar in _take_all(self._to_finish):
-            ar._finish()
+        if self._to_notify:
+            for ar in _take_all(self._to_notify):
+                ar._notify_data()
+        if self._to_finish:
+            for ar in _take_all(self._to_finish):
+                ar._finish()
         if self._released:
             self.flush_releases()
         if self._dirty:
             self._dirty = False
             if self.on_task_done is not None:
                 self.on_task_done()
-            with self._changed:
-                self.generation += 1
-                self._changed.notify_all()
+            self.generation += 1
+            if self._followers:
+                with self._changed:
+                    self._changed.notify_all()
 
     def _poller(self) -> select.poll:
         local = self._local
@@ -386,6 +396,21 @@ class Router:
                 poller.register(fd, select.POLLOUT if kind == "tasks" else select.POLLIN)
             local.poller, local.fdmap = poller, fdmap
         return local.poller
+
+    def _handle_holding_sigint(self, ready: List[Tuple[int, int]]) -> None:
+        """`_handle`, with a Ctrl-C held back while messages are half-applied and raised right after."""
+        if threading.get_ident() != _MAIN_THREAD:
+            self._handle(ready)  # only the main thread gets KeyboardInterrupt
+            return
+        try:
+            old = _sigmask(signal.SIG_BLOCK, _SIGINT)
+        except KeyboardInterrupt:  # it came just before the mask took effect
+            _sigmask(signal.SIG_UNBLOCK, _SIGINT)
+            raise
+        try:
+            self._handle(ready)
+        finally:
+            _sigmask(signal.SIG_SETMASK, old)
 
     def _handle(self, ready: List[Tuple[int, int]]) -> None:
         self._dirty = True
@@ -611,23 +636,6 @@ def _take_all(queue: Deque[Any]) -> Iterator[Any]:
             yield queue.popleft()
         except IndexError:
             return
-
-
-@contextmanager
-def _sigint_deferred() -> Iterator[None]:
-    """Hold a Ctrl-C back while a message is half-applied; raise it right after."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    try:
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    except KeyboardInterrupt:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-        raise
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 __all__ = ["Router", "TaskRecord", "EngineHandle", "DataStoreError"]
