@@ -38,6 +38,7 @@ TASK_HEADER = struct.Struct("<Q")  # the task's sequence number, then the call (
 STOP = b"stop"
 STORE_SYNC_MIN_INTERVAL = 0.2  # seconds between two Manager-dict writes of one task
 STORE_MAX_VALUE_BYTES = 1 << 20  # bigger published values are not copied into the Manager
+CONTROL_POLL_INTERVAL = 0.001  # seconds between two looks at the control pipe from publish_data
 
 
 class EngineSpec(NamedTuple):
@@ -83,6 +84,7 @@ class Engine:
         self.namespace: Dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__}
         self.running = False
         self.last_task: Optional[TaskContext] = None
+        self.next_control_poll = 0.0  # publish_data looks at the control pipe from then on
         self._control_ready = select.poll()
         self._control_ready.register(spec.control.fileno(), select.POLLIN)
         self._events_fd = spec.events.fileno()
@@ -245,12 +247,15 @@ class TaskContext:
 
     def publish(self, data: Dict[str, Any]) -> None:
         engine = self.engine
-        engine.poll_control()
+        now = time.monotonic()
+        if now >= engine.next_control_poll:  # a store handle or loss; once a millisecond is soon enough
+            engine.poll_control()
+            engine.next_control_poll = now + CONTROL_POLL_INTERVAL
         if engine.store_lost:
             raise DataStoreError(engine.store_lost)
-        delta = dict(data)
+        delta = data  # pickled right away: later changes by the caller do not leak in
         if self.pending is not None:
-            self.pending.update(delta)
+            self.pending.update(data)
             delta = self.pending
         self.pubseq += 1
         frame, segments = self.encode(("data", self.seq, engine.id, self.pubseq, delta))
@@ -263,10 +268,10 @@ class TaskContext:
                     engine.pool.release(ref.name)
                 else:
                     sharedmem.unlink(ref.name)
-            self.pending = delta
+            self.pending = delta if delta is not data else dict(data)
         self.state.update(data)
         self.dirty = True
-        if engine.store is not None and time.monotonic() >= self.next_sync:
+        if engine.store is not None and now >= self.next_sync:
             self.sync()
 
     def report_progress(self, done: int, total: int) -> None:

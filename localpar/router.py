@@ -259,22 +259,27 @@ class Router:
                 self._drain_awaits_leaders = False
                 self._leaders_changed.notify_all()
 
-    def pump(self, timeout: Optional[float], since: Optional[int] = None) -> bool:
+    def pump(
+        self, timeout: Optional[float], since: Optional[int] = None, ready: Optional[List[Tuple[int, int]]] = None
+    ) -> bool:
         """Read and apply what arrives within `timeout`; False if another caller is reading.
 
         With `since` (a value of ``batches`` read before the caller last checked its
         condition), return at once if another thread applied messages meanwhile:
         what the caller waits for may have arrived, so blocking now could be forever.
+        With `ready` (a poll result the caller already has), apply that without polling;
+        it may be stale, which is harmless: every read is non-blocking.
         """
         if not self._lead():
             return False
         try:
             if not self.fds_closed and (since is None or since == self.batches):
-                poller = self._poller()
-                if timeout is None or timeout > 0:
-                    spin_until_ready(poller, SPIN_SECONDS if timeout is None else min(timeout, SPIN_SECONDS))
-                ms = -1 if timeout is None else max(0, math.ceil(timeout * 1000))
-                ready = poller.poll(ms)
+                if ready is None:
+                    poller = self._poller()
+                    if timeout is None or timeout > 0:
+                        spin_until_ready(poller, SPIN_SECONDS if timeout is None else min(timeout, SPIN_SECONDS))
+                    ms = -1 if timeout is None else max(0, math.ceil(timeout * 1000))
+                    ready = poller.poll(ms)
                 if ready:
                     self._handle_holding_sigint(ready)
         finally:
@@ -284,9 +289,22 @@ class Router:
         return True
 
     def pump_nowait(self) -> None:
-        """Apply what has already arrived, without blocking."""
-        if self.fds_closed or not self._poller().poll(0) or not self.pump(0):
+        """Apply what has already arrived, without blocking.
+
+        A caller polling ``ar.data`` in a loop reads for itself: the drain thread
+        is kept parked (and woken out of ``poll`` to park), so that a message is
+        not raced for by two threads, which costs a wake-up and a GIL hand-off.
+        """
+        if self.fds_closed:
             self.run_callbacks()
+            return
+        ready = self._poller().poll(0)
+        if ready and self.pump(0, ready=ready):
+            return
+        self._park_until = time.monotonic() + DRAIN_PARK_SECONDS
+        if self._drain_polling:
+            self.wake()
+        self.run_callbacks()
 
     def drain_forever(self, before: Optional[Callable[[], None]] = None) -> None:
         """The drain thread: read whenever no caller does, until close()."""
