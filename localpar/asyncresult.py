@@ -15,6 +15,7 @@ import logging
 import sys
 import time
 from concurrent.futures import Future
+from concurrent.futures import _base as futures_base
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Dict, Generator, Iterator, List, Optional, Union
 
@@ -27,6 +28,9 @@ if TYPE_CHECKING:
 _logger = logging.getLogger("localpar")
 
 Data = Union[Dict[str, Any], List[Dict[str, Any]]]
+
+_FINISHED = futures_base.FINISHED
+_DONE_STATES = frozenset({futures_base.CANCELLED, futures_base.CANCELLED_AND_NOTIFIED, futures_base.FINISHED})
 
 
 def _dt(t: Optional[float]) -> Optional[datetime]:
@@ -61,9 +65,9 @@ class AsyncResult(Future):
         self._remaining += 1
 
     def _record_done(self, record: TaskRecord) -> bool:
-        with self._condition:
-            self._remaining -= 1
-            return self._remaining == 0
+        """Count a finished task; True for the last one.  Called under the router's state lock."""
+        self._remaining -= 1
+        return self._remaining == 0
 
     def _apply_data(self, index: int, delta: Dict[str, Any]) -> None:
         self._data[index].update(delta)
@@ -80,9 +84,8 @@ class AsyncResult(Future):
 
     def _finish(self) -> None:
         """Resolve the future once every record is done (called outside the read lock)."""
-        with self._condition:
-            if self.done():
-                return
+        if self.done():
+            return
         self._client._release_segments(self)
         errors = [r.error for r in self._records if r.error is not None]
         try:
@@ -98,6 +101,21 @@ class AsyncResult(Future):
             pass
 
     # -- waiting -------------------------------------------------------------------------
+    # Future guards its state with a Condition whose Python-level lock calls cost more
+    # than the rest of a small task's bookkeeping.  Its state lives in _state, _result
+    # and _exception (since Python 3.2); reading them is atomic, so the hot paths below
+    # read them directly.  Every change still goes through set_result / set_exception.
+    def done(self) -> bool:
+        return self._state in _DONE_STATES
+
+    def _outcome(self) -> Any:
+        """The value of a finished call, or raise its error."""
+        if self._state == _FINISHED:
+            if self._exception is not None:
+                raise self._exception
+            return self._result
+        return super().result(timeout=0)  # cancelled: raises CancelledError
+
     def _wait_until(self, predicate: Callable[[], bool], timeout: Optional[float]) -> bool:
         return self._router.wait_until(predicate, timeout)
 
@@ -130,7 +148,7 @@ class AsyncResult(Future):
         """
         if not self.wait(timeout):
             raise TimeoutError(f"result of {self._fname} not ready after {timeout} s")
-        return super().result(timeout=0)
+        return self._outcome()
 
     def result(self, timeout: Optional[float] = None) -> Any:  # the Future API
         return self.get(timeout)
@@ -369,9 +387,8 @@ class AsyncMapResult(AsyncResult):
         self._chunks = chunks  # how many items each task computed
 
     def _finish(self) -> None:
-        with self._condition:
-            if self.done():
-                return
+        if self.done():
+            return
         errors = [r.error for r in self._records if r.error is not None]
         if errors:
             super()._finish()

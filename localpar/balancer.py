@@ -41,12 +41,14 @@ class Balancer:
             everyone = [h for h in self._router.engines.values() if h.alive]
             while self._queue:
                 record, blob, allowed = self._queue[0]
-                live = everyone if allowed is None else [h for h in everyone if h.id in allowed]
-                if not live:
+                least = None
+                for h in everyone:  # the first of the least busy
+                    if (allowed is None or h.id in allowed) and (least is None or len(h.pending) < len(least.pending)):
+                        least = h
+                if least is None:
                     self._queue.popleft()
                     self._router.fail(record, NoEnginesError(f"no live engine among targets {allowed}"))
                     continue
-                least = min(live, key=lambda h: (len(h.pending), h.id))
                 if len(least.pending) >= self.depth:
                     return
                 self._queue.popleft()

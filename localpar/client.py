@@ -109,7 +109,7 @@ class Client:
         self._closed = False
         # Results stay reachable by msg_id while the caller holds their AsyncResult:
         # a long-running client must not keep every result it ever computed.
-        self._results: weakref.WeakValueDictionary[str, AsyncResult] = weakref.WeakValueDictionary()
+        self._results = _ResultIndex()
         self._balancer = Balancer(self._router)
         self._router.on_task_done = self._balancer.schedule
         self._state = _ClusterState(self._router, self._lifeline, self._queue, self.cluster_id)
@@ -429,6 +429,38 @@ class Client:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+class _ResultIndex:
+    """AsyncResults by msg_id, held weakly; cheaper per task than a WeakValueDictionary
+    (no callback per entry: dead entries are swept as the index grows)."""
+
+    def __init__(self) -> None:
+        self._refs: Dict[str, Callable[[], Optional[AsyncResult]]] = {}
+        self._sweep_at = 1024
+
+    def __setitem__(self, msg_id: str, ar: AsyncResult) -> None:
+        self._refs[msg_id] = weakref.ref(ar)
+        if len(self._refs) >= self._sweep_at:
+            self._refs = {m: ref for m, ref in self._refs.items() if ref() is not None}
+            self._sweep_at = max(1024, 2 * len(self._refs))
+
+    def __getitem__(self, msg_id: str) -> AsyncResult:
+        ar = self._refs[msg_id]()
+        if ar is None:
+            raise KeyError(msg_id)
+        return ar
+
+    def pop(self, msg_id: str, default: Any = None) -> Any:
+        ref = self._refs.pop(msg_id, None)
+        ar = ref() if ref is not None else None
+        return default if ar is None else ar
+
+    def items(self) -> List[Tuple[str, AsyncResult]]:
+        return [(m, ar) for m, ar in ((m, ref()) for m, ref in list(self._refs.items())) if ar is not None]
+
+    def values(self) -> List[AsyncResult]:
+        return [ar for _, ar in self.items()]
 
 
 def _weakly(client: Client, method: Callable[[Client], None]) -> Callable[[], None]:

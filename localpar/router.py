@@ -178,7 +178,8 @@ class Router:
         # finalizers (any thread, any moment), so flushed later, outside locks.
         self._released: Deque[sharedmem.SegmentRef] = collections.deque()
         self._leaders = 0  # callers currently reading for themselves
-        self._leaders_changed = threading.Condition()
+        self._leaders_lock = threading.Lock()  # taken directly: a Condition's own with-block costs more
+        self._leaders_changed = threading.Condition(self._leaders_lock)
         self.batches = 0  # batches of messages applied, ever (changes under read_lock)
         self._park_until = 0.0  # the drain thread stays out of the way until then
         self._drain_polling = False  # the drain thread holds the read lock, blocked in poll
@@ -233,7 +234,7 @@ class Router:
     # -- reading ------------------------------------------------------------------------
     def _lead(self) -> bool:
         """Become the one reader; the drain thread steps aside.  False: follow another caller."""
-        with self._leaders_changed:
+        with self._leaders_lock:
             self._leaders += 1
         try:
             if self.read_lock.acquire(blocking=False):
@@ -249,7 +250,7 @@ class Router:
         return False
 
     def _unlead(self) -> None:
-        with self._leaders_changed:
+        with self._leaders_lock:
             self._leaders -= 1
             # Keep the drain thread parked a moment: a caller polling ar.data or
             # calling get() in a loop then reads everything itself, no hand-off.
@@ -312,7 +313,7 @@ class Router:
         if before is not None:
             before()
         while not self.closed:
-            with self._leaders_changed:  # stand aside while callers read for themselves
+            with self._leaders_lock:  # stand aside while callers read for themselves
                 while not self.closed:
                     if self._leaders:
                         self._drain_awaits_leaders = True
@@ -542,13 +543,14 @@ class Router:
     def _complete(self, record: TaskRecord) -> None:
         record.done = True
         self._dirty = True
+        result, record.result = record.result, None  # no cycle: the array can die with its result
         with self.state_lock:
             self.records.pop(record.seq, None)
             handle = self.engines.get(record.engine_id)
             if handle is not None:
                 handle.pending.discard(record.seq)
-        result, record.result = record.result, None  # no cycle: the array can die with its result
-        if result is not None and result._record_done(record):
+            last = result is not None and result._record_done(record)
+        if last and result is not None:
             self._to_finish.append(result)
 
     def fail(self, record: TaskRecord, error: RemoteError, status: str = "error") -> None:
@@ -626,7 +628,7 @@ class Router:
     def close(self) -> None:
         self.closed = True
         self.wake()
-        with self._leaders_changed:
+        with self._leaders_lock:
             self._leaders_changed.notify_all()  # the drain thread may be standing aside
         with self.read_lock:
             self.fail_all(lambda r: ClientClosedError(f"the client was closed while task {r.msg_id} was pending"))
