@@ -3,8 +3,9 @@
 ipyparallel schedules in its controller; here the queue lives in the client and is
 drained on submission and whenever the router has applied results.  Each engine
 may hold up to `depth` tasks (ipyparallel's ``hwm``): 2 hides the round trip
-between two tasks, 1 waits for an idle engine.  A task queued here has no engine
-yet (``engine_id == -1``), so aborting it needs no message to any engine.
+between two tasks, 1 waits for an idle engine; twice that while tasks are short.
+A task queued here has no engine yet (``engine_id == -1``), so aborting it needs
+no message to any engine.
 """
 
 from __future__ import annotations
@@ -19,6 +20,12 @@ if TYPE_CHECKING:
     from .router import Router, TaskRecord
 
 Queued = Tuple["TaskRecord", bytes, Optional[List[int]]]  # record, call, allowed engines
+
+
+SHORT_TASK_SECONDS = 0.001
+"""Tasks shorter than this on average are queued twice as deep on each engine: a few
+more of them waiting costs under a millisecond of imbalance, and keeps engines
+from idling while the client handles the last result."""
 
 
 class Balancer:
@@ -37,6 +44,8 @@ class Balancer:
         """Hand queued tasks to the least busy allowed engine while one has room."""
         if not self._queue:
             return
+        mean = self._router.mean_task_seconds
+        depth = 2 * self.depth if mean is not None and mean < SHORT_TASK_SECONDS else self.depth
         with self._lock:
             everyone = [h for h in self._router.engines.values() if h.alive]
             while self._queue:
@@ -49,7 +58,7 @@ class Balancer:
                     self._queue.popleft()
                     self._router.fail(record, NoEnginesError(f"no live engine among targets {allowed}"))
                     continue
-                if len(least.pending) >= self.depth:
+                if len(least.pending) >= depth:
                     return
                 self._queue.popleft()
                 record.engine_id = least.id

@@ -318,7 +318,7 @@ class Client:
             plan.append((self._new_record(ar, engine_id), encoded[key][0]))
         for record, blob in plan:
             self._router.send(record, blob)
-        self._router.pump_nowait()  # a submitting loop applies results as it goes
+        self._router.pump_while_submitting()
         return ar
 
     def _submit_balanced(self, calls: Sequence[Call], ar: AsyncResult, targets: Optional[List[int]]) -> AsyncResult:
@@ -330,7 +330,7 @@ class Client:
             ar._segments += segments
             blobs.append(blob)
         self._balancer.submit([(self._new_record(ar, -1), blob, targets) for blob in blobs])
-        self._router.pump_nowait()  # a submitting loop applies results (and feeds engines) as it goes
+        self._router.pump_while_submitting()
         return ar
 
     @property

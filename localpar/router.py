@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 
 
 DRAIN_PARK_SECONDS = 0.002
+SUBMIT_PUMP_SECONDS = 50e-6
 _MAIN_THREAD = threading.main_thread().ident
 _SIGINT = {int(signal.SIGINT)}
 _sigmask = _signal.pthread_sigmask  # signal's wrapper turns masks into enums at 3x the cost
@@ -182,6 +183,8 @@ class Router:
         self._leaders_changed = threading.Condition(self._leaders_lock)
         self.batches = 0  # batches of messages applied, ever (changes under read_lock)
         self._park_until = 0.0  # the drain thread stays out of the way until then
+        self._next_submit_pump = 0.0
+        self.mean_task_seconds: Optional[float] = None  # moving average of task run times (the balancer's hint)
         self._drain_polling = False  # the drain thread holds the read lock, blocked in poll
         self._drain_awaits_leaders = False  # the drain thread waits for the last leader to leave
         self.on_task_done: Optional[Callable[[], None]] = None  # the load balancer's hook
@@ -306,6 +309,14 @@ class Router:
         if self._drain_polling:
             self.wake()
         self.run_callbacks()
+
+    def pump_while_submitting(self) -> None:
+        """A submitting loop applies results (and so feeds the balancer) as it goes,
+        at most every ``SUBMIT_PUMP_SECONDS``: results are then read in batches."""
+        now = time.monotonic()
+        if now >= self._next_submit_pump:
+            self._next_submit_pump = now + SUBMIT_PUMP_SECONDS
+            self.pump_nowait()
 
     def drain_forever(self, before: Optional[Callable[[], None]] = None) -> None:
         """The drain thread: read whenever no caller does, until close()."""
@@ -512,6 +523,8 @@ class Router:
                 return
             record.received = time.time()
             record.started, record.completed, record.stdout, record.stderr = started, completed, stdout, stderr
+            mean = self.mean_task_seconds
+            self.mean_task_seconds = completed - started if mean is None else mean + (completed - started - mean) / 8
             if status == "ok":
                 try:
                     record.value = loads(

@@ -30,6 +30,27 @@ def test_depth_bounds_the_tasks_handed_to_each_engine(tmp_path, depth, third_is_
         assert sorted(set(ar.get(timeout=30) for ar in ars)) == sorted(c.engine_pids().values())
 
 
+def test_short_tasks_are_queued_twice_as_deep_and_long_ones_are_not(tmp_path):
+    gate = str(tmp_path / "gate")
+    with Client(2) as c:
+        c.load_balance_depth = 1
+        lb = c.load_balanced_view()
+        for ar in [lb.apply_async(abs, -i) for i in range(20)]:  # short tasks
+            ar.get(timeout=30)
+        ars = [lb.apply_async(wait_for_gate, gate) for _ in range(5)]
+        assert [ar._records[0].engine_id >= 0 for ar in ars] == [True] * 4 + [False]  # two per engine
+        time.sleep(0.2)  # the gated tasks now run long
+        open(gate, "w").close()
+        for ar in ars:
+            ar.get(timeout=30)
+        os.remove(gate)
+        ars = [lb.apply_async(wait_for_gate, gate) for _ in range(3)]
+        assert [ar._records[0].engine_id >= 0 for ar in ars] == [True, True, False]  # back to one per engine
+        open(gate, "w").close()
+        for ar in ars:
+            ar.get(timeout=30)
+
+
 def test_depth_must_be_positive():
     with Client(1) as c:
         with pytest.raises(ValueError, match="load_balance_depth"):
