@@ -49,6 +49,7 @@ from .lifeline import Lifeline
 from .pubqueue import PublicationQueue
 from .router import EngineHandle, Router, TaskRecord
 from .serialization import dumps_call
+from .spin import SpinHint
 from .view import DirectView, LoadBalancedView, Targets
 
 Call = Tuple[Callable[..., Any], Tuple[Any, ...], Dict[str, Any]]
@@ -104,7 +105,8 @@ class Client:
         self._authkey = os.urandom(32)
         self._lifeline = Lifeline()
         self._queue = PublicationQueue()
-        self._router = Router(self.cluster_id, self._queue)
+        self._spin_hint = SpinHint.create(self.cluster_id)
+        self._router = Router(self.cluster_id, self._queue, self._spin_hint)
         self._seq = itertools.count(1)
         self._closed = False
         # Results stay reachable by msg_id while the caller holds their AsyncResult:
@@ -143,7 +145,7 @@ class Client:
         inherited = (*self._router.client_fds(), self._lifeline.write_fd) if forked else ()
         spec = EngineSpec(
             engine_id, self.cluster_id, self._authkey, task_r, control_r, events_w,
-            self._queue.writer, self._lifeline.reader, tuple(inherited),
+            self._queue.writer, self._lifeline.reader, self._spin_hint.name, tuple(inherited),
         )  # fmt: skip
         process = ctx.Process(  # type: ignore[attr-defined]
             target=run_engine, args=(spec,), name=f"localpar-engine-{engine_id}"
@@ -542,6 +544,7 @@ class _ClusterState:
         self.queue.close()
         self.lifeline.close()
         router.close_fds()
+        router.spin_hint.close()
         sharedmem.sweep(self.cluster_id)
 
 

@@ -32,7 +32,7 @@ from .errors import DataStoreError, SerializationError
 from .framing import FrameReader, write_frame
 from .pubqueue import MAX_PAYLOAD, PublicationWriter
 from .serialization import CALL_FUNCTION_SIZE, dumps, find_unpicklable, loads
-from .spin import GapPredictor
+from .spin import SpinHint, spin_until_ready
 
 TASK_HEADER = struct.Struct("<Q")  # the task's sequence number, then the call (serialization.dumps_call)
 STOP = b"stop"
@@ -52,6 +52,7 @@ class EngineSpec(NamedTuple):
     events: Connection  # engine -> client, frames of pickled event tuples (see framing)
     publications: Connection  # write end of the shared publication queue
     lifeline: Connection  # read end of the client's lifeline
+    spin_hint: str  # the segment of the client's SpinHint
     inherited: Tuple[int, ...]  # client-side fds a forked child must close
 
 
@@ -88,7 +89,7 @@ class Engine:
         self._control_ready = select.poll()
         self._control_ready.register(spec.control.fileno(), select.POLLIN)
         self._events_fd = spec.events.fileno()
-        self._idle = GapPredictor()
+        self.spin_hint = SpinHint.attach(spec.spin_hint)
         self._task_ready = select.poll()
         self._task_ready.register(spec.tasks.fileno(), select.POLLIN)
         self._functions: Dict[bytes, Any] = {}  # pickled function -> function bound to the namespace
@@ -119,8 +120,8 @@ class Engine:
                 self.sync_store()
             if tasks.eof:
                 return
-            if not frames:
-                self._idle.wait(self._task_ready)  # spins first if tasks have been coming close together
+            if not frames and not (self.spin_hint.hot() and spin_until_ready(self._task_ready)):
+                self._task_ready.poll()  # spin first only while the client waits: the next call follows
 
     # -- control messages ------------------------------------------------------
     def poll_control(self) -> None:

@@ -40,7 +40,7 @@ from .framing import FrameReader
 from .framing import frame as framed
 from .pubqueue import PublicationQueue
 from .serialization import loads, segments_of
-from .spin import SPIN_SECONDS, spin_until_ready
+from .spin import SPIN_SECONDS, SpinHint, spin_until_ready
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -153,9 +153,10 @@ class EngineHandle:
 
 
 class Router:
-    def __init__(self, cluster_id: str, queue: PublicationQueue) -> None:
+    def __init__(self, cluster_id: str, queue: PublicationQueue, spin_hint: SpinHint) -> None:
         self.cluster_id = cluster_id
         self.queue = queue
+        self.spin_hint = spin_hint  # raised while a caller waits: engines then spin between tasks
         self.read_lock = threading.RLock()  # one reader at a time
         self.state_lock = threading.Lock()  # records/pending/alive; never held while blocking
         self.engines: Dict[int, EngineHandle] = {}
@@ -281,9 +282,14 @@ class Router:
                 if ready is None:
                     poller = self._poller()
                     if timeout is None or timeout > 0:
-                        spin_until_ready(poller, SPIN_SECONDS if timeout is None else min(timeout, SPIN_SECONDS))
-                    ms = -1 if timeout is None else max(0, math.ceil(timeout * 1000))
-                    ready = poller.poll(ms)
+                        self.spin_hint.waiting()
+                        try:
+                            spin_until_ready(poller, SPIN_SECONDS if timeout is None else min(timeout, SPIN_SECONDS))
+                            ready = poller.poll(-1 if timeout is None else max(0, math.ceil(timeout * 1000)))
+                        finally:
+                            self.spin_hint.done_waiting()
+                    else:
+                        ready = poller.poll(0)
                 if ready:
                     self._handle_holding_sigint(ready)
         finally:

@@ -17,7 +17,7 @@ import itertools
 import mmap
 import os
 import tempfile
-from typing import Dict, List, NamedTuple, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 _SHM_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
 _counter = itertools.count()
@@ -39,14 +39,18 @@ def prefix(cluster_id: str) -> str:
     return f"localpar-{cluster_id}-"
 
 
-def _path(name: str) -> str:
+def path(name: str) -> str:
+    """Where segment `name` lives."""
     return os.path.join(_SHM_DIR, name)
 
 
-def export(cluster_id: str, buf: memoryview) -> SegmentRef:
-    """Copy `buf` into a new private segment and return its reference."""
-    name = f"{prefix(cluster_id)}{os.getpid()}-{next(_counter)}"
-    fd = os.open(_path(name), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+def export(cluster_id: str, buf: memoryview, label: Optional[str] = None) -> SegmentRef:
+    """Copy `buf` into a new private segment and return its reference.
+
+    Its name ends with a counter, or with `label` for a segment with a purpose.
+    """
+    name = f"{prefix(cluster_id)}{os.getpid()}-{next(_counter) if label is None else label}"
+    fd = os.open(path(name), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         view = buf.cast("B") if buf.format != "B" or buf.ndim != 1 else buf
         written = 0
@@ -64,7 +68,7 @@ def attach(ref: SegmentRef) -> memoryview:
     """Map a segment copy-on-write; the mapping outlives the file."""
     if ref.nbytes == 0:
         return memoryview(bytearray())
-    fd = os.open(_path(ref.name), os.O_RDONLY)
+    fd = os.open(path(ref.name), os.O_RDONLY)
     try:
         mapping = mmap.mmap(fd, ref.nbytes, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
     finally:
@@ -101,7 +105,7 @@ class SegmentPool:
         if fits:
             return self._free.pop(min(fits)[1])
         name = f"{prefix(self.cluster_id)}{os.getpid()}-{next(_counter)}"
-        fd = os.open(_path(name), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(path(name), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             os.ftruncate(fd, max(n, 1))
             return name, mmap.mmap(fd, max(n, 1))
@@ -128,7 +132,7 @@ class SegmentPool:
 
 def unlink(name: str) -> None:
     try:
-        os.unlink(_path(name))
+        os.unlink(path(name))
     except FileNotFoundError:
         pass
 

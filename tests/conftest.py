@@ -102,10 +102,16 @@ def wait_for_manager(c: Any, timeout: float = 10.0) -> int:
     return int(c.manager_pid)
 
 
-def shm_segments(cluster_id: str = "") -> Set[str]:
-    """Names of localpar segments in /dev/shm (of one cluster if `cluster_id`)."""
+def shm_segments(cluster_id: str = "", data_only: bool = False) -> Set[str]:
+    """Names of localpar segments in /dev/shm (of one cluster if `cluster_id`).
+
+    With `data_only`, leave out the cluster's spin hint, which lives as long as the cluster.
+    """
+    from localpar.spin import SPIN_HINT_LABEL
+
     pattern = f"localpar-{cluster_id}-*" if cluster_id else "localpar-*"
-    return {os.path.basename(p) for p in glob.glob(os.path.join(SHM_DIR, pattern))}
+    names = {os.path.basename(p) for p in glob.glob(os.path.join(SHM_DIR, pattern))}
+    return {n for n in names if not n.endswith(f"-{SPIN_HINT_LABEL}")} if data_only else names
 
 
 def _multiprocessing_helpers() -> Tuple[Set[int], Set[int]]:

@@ -57,3 +57,27 @@ def test_an_idle_cluster_does_not_spin(client):
     used_client = sum(me.cpu_times()[:2]) - before_client
     assert used_engines < 0.05, f"idle engines used {used_engines:.3f} s of CPU in 1 s"
     assert used_client < 0.05, f"the idle client used {used_client:.3f} s of CPU in 1 s"
+
+
+def test_spin_hint_is_hot_while_a_caller_waits_and_cools_after():
+    import stat
+
+    from localpar import sharedmem
+    from localpar.spin import SpinHint
+
+    hint = SpinHint.create("spintest")
+    reader = SpinHint.attach(hint.name)  # as an engine sees it
+    try:
+        assert stat.S_IMODE(os.stat(sharedmem.path(hint.name)).st_mode) == 0o600
+        assert not reader.hot()
+        hint.waiting()
+        time.sleep(0.01)
+        assert reader.hot()  # however long the wait
+        hint.done_waiting()
+        time.sleep(0.01)
+        assert not reader.hot()
+    finally:
+        reader.close()
+        hint.close()
+        sharedmem.sweep("spintest")
+    assert not os.path.exists(sharedmem.path(hint.name))
