@@ -38,7 +38,7 @@ TASK_HEADER = struct.Struct("<Q")  # the task's sequence number, then the call (
 STOP = b"stop"
 STORE_SYNC_MIN_INTERVAL = 0.2  # seconds between two Manager-dict writes of one task
 STORE_MAX_VALUE_BYTES = 1 << 20  # bigger published values are not copied into the Manager
-CONTROL_POLL_INTERVAL = 0.001  # seconds between two looks at the control pipe from publish_data
+CONTROL_POLL_INTERVAL = 0.005  # seconds between two looks at the control pipe from publish_data
 
 
 class EngineSpec(NamedTuple):
@@ -249,7 +249,7 @@ class TaskContext:
     def publish(self, data: Dict[str, Any]) -> None:
         engine = self.engine
         now = time.monotonic()
-        if now >= engine.next_control_poll:  # a store handle or loss; once a millisecond is soon enough
+        if now >= engine.next_control_poll:  # a store handle or loss, segment releases: no hurry
             engine.poll_control()
             engine.next_control_poll = now + CONTROL_POLL_INTERVAL
         if engine.store_lost:

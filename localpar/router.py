@@ -175,7 +175,8 @@ class Router:
         self.generation = 0  # bumped after every batch of applied messages
         self._changed = threading.Condition()
         self._followers = 0  # threads waiting on _changed for another reader's progress
-        self._dirty = False
+        self._dirty = False  # messages were applied: followers look again
+        self._room_changed = False  # the balancer looks again
         # Engine segments whose arrays the client dropped; appended from GC
         # finalizers (any thread, any moment), so flushed later, outside locks.
         self._released: Deque[sharedmem.SegmentRef] = collections.deque()
@@ -404,10 +405,12 @@ class Router:
                 ar._finish()
         if self._released:
             self.flush_releases()
-        if self._dirty:
-            self._dirty = False
+        if self._room_changed:  # a task finished or an engine came up: the balancer may send more
+            self._room_changed = False
             if self.on_task_done is not None:
                 self.on_task_done()
+        if self._dirty:
+            self._dirty = False
             self.generation += 1
             if self._followers:
                 with self._changed:
@@ -505,16 +508,18 @@ class Router:
                 record.pubs_applied += 1
                 record.last_pubseq = message[3]
                 record.result._apply_data(record.index, message[4])
-                self._to_notify.append(record.result)
+                if record.result._watchers:
+                    self._to_notify.append(record.result)
                 self._maybe_complete(record)
             elif kind == "progress":
                 record.progress = (message[3], message[4])
-                self._to_notify.append(record.result)
+                if record.result._watchers:
+                    self._to_notify.append(record.result)
 
     def _on_event(self, handle: EngineHandle, event: Tuple[Any, ...]) -> None:
         kind, seq = event[0], event[1]
         if kind == "ready":
-            handle.ready = True
+            handle.ready = self._room_changed = True
             return
         record = self.records.get(seq)
         if kind == "result":
@@ -561,7 +566,7 @@ class Router:
 
     def _complete(self, record: TaskRecord) -> None:
         record.done = True
-        self._dirty = True
+        self._dirty = self._room_changed = True
         result, record.result = record.result, None  # no cycle: the array can die with its result
         with self.state_lock:
             self.records.pop(record.seq, None)
@@ -588,6 +593,7 @@ class Router:
         self._drain_queue()
         with handle.task_lock:
             handle.outbox.clear()
+        self._room_changed = True  # tasks queued for this engine alone must now fail
         with self.state_lock:
             handle.alive = False
             self._version += 1

@@ -39,6 +39,12 @@ def dumps(
     Big buffers go into `pool` segments if given, else into new ones.
     Raises `SerializationError` naming `what` if the object cannot be pickled.
     """
+    plain = plain_data(obj)
+    if plain is SCALARS_ONLY:  # the common small message: no buffer can go out of band
+        try:
+            return _NO_SEGMENTS + pickle.dumps(obj, protocol=5), []
+        except Exception as exc:  # e.g. too deeply nested
+            raise SerializationError(f"cannot pickle {what} ({_short_repr(obj)}): {type(exc).__name__}: {exc}") from exc
     segments: List[SegmentRef] = []
 
     def out_of_band(buf: pickle.PickleBuffer) -> bool:
@@ -49,7 +55,7 @@ def dumps(
         return False
 
     try:
-        if is_plain_data(obj):  # the C pickler writes these as cloudpickle would, 5x faster
+        if plain:  # the C pickler writes these as cloudpickle would, 5x faster
             body = pickle.dumps(obj, protocol=5, buffer_callback=out_of_band)
         else:
             body = cloudpickle.dumps(obj, protocol=5, buffer_callback=out_of_band)
@@ -71,17 +77,22 @@ _CONTAINERS = frozenset({tuple, list, dict})
 _PLAIN_BUDGET = 64  # objects looked at before giving up and using cloudpickle
 
 
-def is_plain_data(obj: Any) -> bool:
-    """Whether `obj` is builtin scalars and numpy arrays of plain dtypes, nested in a
-    few tuples, lists and dicts: nothing that cloudpickle would pickle by value."""
-    numpy = sys.modules.get("numpy")  # not imported: no array can be here
-    ndarray = numpy.ndarray if numpy is not None else None
+SCALARS_ONLY = 1
+WITH_ARRAYS = 2
+
+
+def plain_data(obj: Any) -> int:
+    """Whether `obj` is builtin scalars (``SCALARS_ONLY``), or scalars and numpy arrays
+    of plain dtypes (``WITH_ARRAYS``), nested in a few tuples, lists and dicts:
+    nothing that cloudpickle would pickle by value.  0 otherwise."""
     stack = [obj]
     budget = _PLAIN_BUDGET
+    found = SCALARS_ONLY
+    ndarray = None
     while stack:
         budget -= 1
         if budget < 0:
-            return False
+            return 0
         item = stack.pop()
         kind = type(item)
         if kind in _SCALARS:
@@ -92,9 +103,14 @@ def is_plain_data(obj: Any) -> bool:
                 stack += item.values()
             else:
                 stack += item
-        elif kind is not ndarray or item.dtype.hasobject:
-            return False
-    return True
+            continue
+        if ndarray is None:
+            numpy = sys.modules.get("numpy")  # not imported: no array can be here
+            ndarray = numpy.ndarray if numpy is not None else ()
+        if kind is not ndarray or item.dtype.hasobject:
+            return 0
+        found = WITH_ARRAYS
+    return found
 
 
 def loads(
