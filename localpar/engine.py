@@ -32,7 +32,7 @@ from .errors import DataStoreError, SerializationError
 from .framing import FrameReader, write_frame
 from .pubqueue import MAX_PAYLOAD, PublicationWriter
 from .serialization import CALL_FUNCTION_SIZE, dumps, find_unpicklable, loads
-from .spin import SpinHint, spin_until_ready
+from .spin import SpinHint
 
 TASK_HEADER = struct.Struct("<Q")  # the task's sequence number, then the call (serialization.dumps_call)
 STOP = b"stop"
@@ -89,7 +89,7 @@ class Engine:
         self._control_ready = select.poll()
         self._control_ready.register(spec.control.fileno(), select.POLLIN)
         self._events_fd = spec.events.fileno()
-        self.spin_hint = SpinHint.attach(spec.spin_hint)
+        self.spin_hint = SpinHint(spec.spin_hint)
         self._task_ready = select.poll()
         self._task_ready.register(spec.tasks.fileno(), select.POLLIN)
         self._functions: Dict[bytes, Any] = {}  # pickled function -> function bound to the namespace
@@ -120,7 +120,7 @@ class Engine:
                 self.sync_store()
             if tasks.eof:
                 return
-            if not frames and not (self.spin_hint.hot() and spin_until_ready(self._task_ready)):
+            if not frames and not self.spin_hint.spin(self._task_ready, self.id):
                 self._task_ready.poll()  # spin first only while the client waits: the next call follows
 
     # -- control messages ------------------------------------------------------

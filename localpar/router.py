@@ -594,6 +594,7 @@ class Router:
         with handle.task_lock:
             handle.outbox.clear()
         self._room_changed = True  # tasks queued for this engine alone must now fail
+        self.spin_hint.forget(handle.id)
         with self.state_lock:
             handle.alive = False
             self._version += 1

@@ -32,6 +32,7 @@ def _usable_cpus() -> int:
 
 
 SPIN_SECONDS = 100e-6 if _usable_cpus() > 1 else 0.0
+MAX_SPINNERS = _usable_cpus() - 1  # engines spinning at once: one CPU stays for the client
 HOT_AFTER_WAIT_SECONDS = 200e-6  # a caller that just got its result soon sends the next call
 
 _DEADLINE = struct.Struct("d")
@@ -53,41 +54,59 @@ def spin_until_ready(poller: select.poll, seconds: Optional[float] = None) -> bo
 
 
 class SpinHint:
-    """A ``time.monotonic()`` deadline in one shared page: until then engines spin between tasks.
+    """One shared page that tells engines when spinning between tasks pays.
 
-    The client raises it to infinity while a caller waits for results and sets it
-    ``HOT_AFTER_WAIT_SECONDS`` ahead when the wait ends.  The clock is
-    CLOCK_MONOTONIC, the same in every process.  The page is a 0600 segment of
-    the cluster, removed with it.
+    Bytes 0-7 hold a ``time.monotonic()`` deadline (CLOCK_MONOTONIC: one clock
+    for every process): the client raises it to infinity while a caller waits
+    for results, and sets it ``HOT_AFTER_WAIT_SECONDS`` ahead when the wait ends.
+    Then one byte per engine says whether it spins right now: at most one fewer
+    engines than usable CPUs spin at once, so spinners never crowd out the client.
+    The page is a 0600 segment of the cluster, removed with it.
     """
 
-    def __init__(self, name: str, writable: bool) -> None:
-        fd = os.open(sharedmem.path(name), os.O_RDWR if writable else os.O_RDONLY)
+    def __init__(self, name: str) -> None:
+        fd = os.open(sharedmem.path(name), os.O_RDWR)
         try:
-            prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
-            self._page = mmap.mmap(fd, _DEADLINE.size, flags=mmap.MAP_SHARED, prot=prot)
+            self._page = mmap.mmap(fd, mmap.PAGESIZE, flags=mmap.MAP_SHARED)
         finally:
             os.close(fd)
         self.name = name
+        self.slots = mmap.PAGESIZE - _DEADLINE.size  # engines with an id beyond never spin
 
     @classmethod
     def create(cls, cluster_id: str) -> SpinHint:
-        name = sharedmem.export(cluster_id, memoryview(_DEADLINE.pack(0.0)), label=SPIN_HINT_LABEL).name
-        return cls(name, writable=True)
+        page = memoryview(bytes(mmap.PAGESIZE))
+        return cls(sharedmem.export(cluster_id, page, label=SPIN_HINT_LABEL).name)
 
-    @classmethod
-    def attach(cls, name: str) -> SpinHint:
-        return cls(name, writable=False)
-
+    # -- the client's side --------------------------------------------------------------
     def waiting(self) -> None:
         _DEADLINE.pack_into(self._page, 0, math.inf)
 
     def done_waiting(self) -> None:
         _DEADLINE.pack_into(self._page, 0, time.monotonic() + HOT_AFTER_WAIT_SECONDS)
 
+    def forget(self, engine_id: int) -> None:
+        """A dead engine spins no more (it may have died spinning)."""
+        if engine_id < self.slots:
+            self._page[_DEADLINE.size + engine_id] = 0
+
+    # -- an engine's side -----------------------------------------------------------------
     def hot(self) -> bool:
         """Whether a call is likely to follow soon."""
         return time.monotonic() < _DEADLINE.unpack_from(self._page)[0]
+
+    def spin(self, poller: select.poll, engine_id: int) -> bool:
+        """Spin on `poller` if a call is likely soon and a CPU is free; True if something came."""
+        slot = _DEADLINE.size + engine_id
+        if engine_id >= self.slots or not self.hot():
+            return False
+        if self._page[_DEADLINE.size :].count(1) >= MAX_SPINNERS:
+            return False
+        self._page[slot] = 1
+        try:
+            return spin_until_ready(poller)
+        finally:
+            self._page[slot] = 0
 
     def close(self) -> None:
         self._page.close()

@@ -66,18 +66,44 @@ def test_spin_hint_is_hot_while_a_caller_waits_and_cools_after():
     from localpar.spin import SpinHint
 
     hint = SpinHint.create("spintest")
-    reader = SpinHint.attach(hint.name)  # as an engine sees it
+    engine_side = SpinHint(hint.name)
     try:
         assert stat.S_IMODE(os.stat(sharedmem.path(hint.name)).st_mode) == 0o600
-        assert not reader.hot()
+        assert not engine_side.hot()
         hint.waiting()
         time.sleep(0.01)
-        assert reader.hot()  # however long the wait
+        assert engine_side.hot()  # however long the wait
         hint.done_waiting()
         time.sleep(0.01)
-        assert not reader.hot()
+        assert not engine_side.hot()
     finally:
-        reader.close()
+        engine_side.close()
         hint.close()
         sharedmem.sweep("spintest")
     assert not os.path.exists(sharedmem.path(hint.name))
+
+
+def test_no_more_engines_spin_at_once_than_cpus_to_spare(monkeypatch):
+    from localpar import sharedmem, spin
+    from localpar.spin import SpinHint
+
+    monkeypatch.setattr(spin, "MAX_SPINNERS", 1)
+    monkeypatch.setattr(spin, "SPIN_SECONDS", 0.002)
+    hint = SpinHint.create("spintest2")
+    r, w, poller = _pipe_poller()
+    try:
+        hint.waiting()
+        assert hint.spin(poller, 0) is False  # nothing came: it spun, and gave up
+        hint._page[8 + 1] = 1  # engine 1 is spinning now
+        os.write(w, b"x")  # something is ready, but no CPU is to spare: no spin at all
+        assert hint.spin(poller, 0) is False
+        hint.forget(1)  # engine 1 died while spinning
+        assert hint.spin(poller, 0) is True
+        hint.done_waiting()
+        time.sleep(0.01)
+        assert hint.spin(poller, 0) is False  # cold: nobody waits for results
+    finally:
+        os.close(r)
+        os.close(w)
+        hint.close()
+        sharedmem.sweep("spintest2")
