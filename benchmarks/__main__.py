@@ -54,6 +54,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     lim: Dict[str, Any] = {
         "pingpong": limits.pipe_pingpong(plan.calls),
         "one_way": limits.pipe_one_way(plan.publications, plan.gap),
+        "pingpong_spin": limits.pipe_pingpong(plan.calls, spin=True),
+        "one_way_spin": limits.pipe_one_way(plan.publications, plan.gap, spin=True),
         "memcpy": {n: limits.memcpy_seconds(n) for n in plan.array_sizes},
     }
     results["limits"] = lim

@@ -3,12 +3,15 @@
 - ping-pong: a bare duplex ``multiprocessing.Pipe``, a child echoing bytes back;
 - one-way: a child sends its ``perf_counter`` through a Pipe, the parent blocks
   in ``recv`` and records arrival minus send time;
+- both again with the waiting side spinning (``poll(0)`` in a loop, as localpar
+  does for up to 100 µs) instead of blocking: the floor of that technique;
 - memcpy: ``numpy.copyto`` between two preallocated arrays.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import select
 import time
 from multiprocessing.connection import Connection
 from typing import Dict, List
@@ -18,23 +21,34 @@ from .stats import clock, median, repeat, summary
 _ctx = multiprocessing.get_context("fork")
 
 
-def _echo(conn: Connection) -> None:
+def _spin_until_readable(conn: Connection) -> None:
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLIN)
+    while not poller.poll(0):
+        pass
+
+
+def _echo(conn: Connection, spin: bool = False) -> None:
     while True:
+        if spin:
+            _spin_until_readable(conn)
         msg = conn.recv_bytes()
         if not msg:
             return
         conn.send_bytes(msg)
 
 
-def pipe_pingpong(calls: int) -> Dict[str, float]:
-    """Round trips of a 16-byte message through a bare Pipe."""
+def pipe_pingpong(calls: int, spin: bool = False) -> Dict[str, float]:
+    """Round trips of a 16-byte message through a bare Pipe (both ends spinning if `spin`)."""
     parent, child = _ctx.Pipe()
-    proc = _ctx.Process(target=_echo, args=(child,), daemon=True)
+    proc = _ctx.Process(target=_echo, args=(child, spin), daemon=True)
     proc.start()
     msg = b"x" * 16
 
     def once() -> None:
         parent.send_bytes(msg)
+        if spin:
+            _spin_until_readable(parent)
         parent.recv_bytes()
 
     try:
@@ -51,8 +65,8 @@ def _stamp_sender(conn: Connection, count: int, gap: float) -> None:
     conn.close()
 
 
-def pipe_one_way(count: int, gap: float) -> Dict[str, float]:
-    """Latency of one message, child to parent, the parent blocked in recv."""
+def pipe_one_way(count: int, gap: float, spin: bool = False) -> Dict[str, float]:
+    """Latency of one message, child to parent, the parent blocked in recv (or spinning)."""
     reader, writer = _ctx.Pipe(duplex=False)
     proc = _ctx.Process(target=_stamp_sender, args=(writer, count, gap), daemon=True)
     proc.start()
@@ -60,6 +74,8 @@ def pipe_one_way(count: int, gap: float) -> Dict[str, float]:
     lat: List[float] = []
     try:
         for _ in range(count):
+            if spin:
+                _spin_until_readable(reader)
             _, sent = reader.recv()
             lat.append(clock() - sent)
     finally:

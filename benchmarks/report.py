@@ -235,6 +235,10 @@ def absolute_table(r: Dict[str, Any]) -> List[str]:
         "–",
     ]
     lines.append("| *limit: bare Pipe / memcpy* | " + " | ".join(cells) + " |")
+    if "pingpong_spin" in lim:
+        spun = [_fmt(lim[k][q], 1e6) for k in ("pingpong_spin",) for q in ("p50", "p99")]
+        spun += ["–", "–"] + [_fmt(lim["one_way_spin"][q], 1e6) for q in ("p50", "p99")]
+        lines.append("| *floor: bare Pipe, waiting side spinning* | – | – | " + " | ".join(spun) + " |" + " – |" * 5)
     return lines
 
 
@@ -256,10 +260,13 @@ Medians unless marked p50/p99.
 **Map**: each tool's own map over 5,000 items with its default chunking (localpar and ipyparallel: `c[:].map_sync`,
 one chunk per engine; Pool: its automatic chunksize; the executors: chunksize 1).
 **Publication**: the engine publishes `{'k': counter, 't': time.perf_counter()}` every 2 ms (`perf_counter` is
-CLOCK_MONOTONIC, one clock for all processes); the reader polls `ar.data` in a loop (with `time.sleep(0)` so that a
-client's I/O thread can run), and records seen − published for each new counter. dask: `log_event` on the worker and a
-`subscribe_topic` handler that stores the latest event, polled the same way. Limit: a child sending its `perf_counter`
-through a bare Pipe to a parent blocked in `recv`.
+CLOCK_MONOTONIC, one clock for all processes); the reader polls `ar.data` in a loop (with `os.sched_yield()` so that
+a client's I/O thread can run), and records seen − published for each new counter. dask: `log_event` on the worker
+and a `subscribe_topic` handler that stores the latest event, polled the same way. Limit: a child sending its
+`perf_counter` through a bare Pipe to a parent blocked in `recv`.
+**Spinning**: a localpar caller in `get()`, and an engine between two tasks while a caller waits, poll for up to
+100 µs before blocking, which saves the scheduler's wake-up; the targets compare with the issue's bare Pipe, whose
+ends block, and the *floor* row shows the same Pipe with the waiting side spinning: the best that technique gives.
 **Arrays**: a call returning a float64 array that the worker made once and keeps (array creation is not timed);
 *published*: `publish_data(dict(a=arr, t=...))` until `ar.data['a']` is there. localpar hands over a copy-on-write
 mapping: the client's first read of every page is not in the figure (≈ 7 ms for 64 MB on this machine).
@@ -371,37 +378,26 @@ WHY_MISSED = {
         "concurrently). On 2 shared cores the Manager's fork competes with the first call."
     ),
     "round trip p50 vs raw Pipe ping-pong": (
-        "Both sides run Python the bare Pipe does not: the client builds a TaskRecord and an AsyncResult (a "
-        "Future), pickles the arguments, registers the task, and on the way back polls every engine's channels, "
-        "unpickles the result event, completes the Future and notifies waiters (≈ 40 µs); the engine decodes the "
-        "call, captures stdout/stderr, times it and pickles the result with its metadata (≈ 15–25 µs, measured "
-        "inside the engine). What is already done: the caller blocked in `get()` reads its own result (the "
-        "drain thread stays out of `poll` while it does, and for 2 ms after), and a module-level function is "
-        "pickled once per client, not per call. Closing the rest of the gap would mean a compiled protocol; "
-        "localpar is nonetheless faster than Pool, ProcessPoolExecutor and loky per call, with the lowest p99."
+        "localpar beats the blocking Pipe only because its waiting sides spin for up to 100 µs (see *Spinning*); "
+        "when the machine is loaded, a spinner loses its CPU and the wake-up comes back. What remains is Python on "
+        "both sides (the floor row shows the Pipe alone, spinning): an AsyncResult (a Future), a record, pickling "
+        "and unpickling, the engine's stdout capture and timing."
     ),
     "5,000 tasks submit-all: localpar / Pool": (
-        "The load balancer keeps up to 2 tasks per engine (`Client.load_balance_depth`, ipyparallel's `hwm`), so "
-        "engines never wait a round trip between tasks: the limit is the client. Each `apply_async` does its "
-        "Python work (AsyncResult, record, cloudpickle of the arguments, one `write` per task) in the caller's "
-        "thread, and results are applied by the drain thread, which contends with the submitting thread for the "
-        "GIL; `Pool.apply_async` only appends to a queue that a helper thread pickles and sends in batches. A "
-        "batched submission path (one message carrying many calls) would be the next step."
+        "The client is the limit (engines are idle most of the time): each task costs ≈ 25 µs of Python in the "
+        "caller's thread (AsyncResult, record, pickling, one `write`, then unpickling the result and completing "
+        "the Future). Pool's figure moves ±30% between runs on this machine; compare medians of several runs."
     ),
     "5,000 tasks submit-all: localpar / ipyparallel": (
-        "Same cause as the miss against Pool: the client's per-task work bounds the rate (the ratio is near the "
-        "goal; ipyparallel's own figure varies by ±20% between runs)."
+        "Same cause as against Pool: the client's per-task work bounds the rate."
     ),
     "publication p50 vs raw Pipe one-way": (
-        "A publication is pickled with cloudpickle on the engine and written as one atomic frame; the reader's "
-        "`ar.data` polls the channels, reads, unpickles, applies the update and copies a snapshot (the drain "
-        "thread stands aside while the reader does this). That Python work on both sides, not a thread hand-off, "
-        "is what remains above the bare Pipe, whose reader is blocked in `recv` rather than polling."
+        "On both sides a publication runs Python the bare Pipe does not (pickling the frame, reading it, "
+        "applying it to `ar.data`, copying the snapshot), and after the engine's 2 ms sleep that code runs cold; "
+        "the reader spins and the bare Pipe's blocks, which hides part of it."
     ),
     "publication p50: ipyparallel / localpar": (
-        "ipyparallel's own figure moves a lot between runs on this machine (671–1,008 µs p50 in three runs of "
-        "this command, ratios 6.7–10.9×), and localpar's publication path is bounded by the Python work described "
-        "in the previous line."
+        "ipyparallel's own figure moves a lot between runs on this machine (426–1,132 µs p50 over today's runs)."
     ),
     "publication p99": (
         "The tail follows the machine's load: other processes were running on the same 2 cores (see load above)."
@@ -430,8 +426,9 @@ GENERAL_NOTES = """\
   `loky.ProcessPoolExecutor` (its own spawn-like start), not the reusable executor.
 - localpar's row uses the LoadBalancedView for submit-all, because that is what `Pool.apply_async` does; the
   *localpar (DirectView)* row shows the same 5,000 tasks pipelined round-robin over `c[i]`.
-- The reader polls `ar.data` with `time.sleep(0)` between reads: a tight loop without it starves a client's
-  I/O thread (ipyparallel) and was slower for localpar too.
+- The reader polls `ar.data` with `os.sched_yield()` between reads: a tight loop without it starves a client's
+  I/O thread (ipyparallel). `time.sleep(0)` would do the same but costs ≈ 85 µs of timer slack on Linux, which
+  would be most of what is measured (it made ipyparallel's p50 ≈ 760–950 µs and localpar's ≈ 100 µs).
 - memcpy and numpy: no environment variable was changed (OPENBLAS_CORETYPE and friends are recorded above as found).
 - Every figure comes from one run of the command above; run it again on a quiet machine for cleaner tails."""
 
