@@ -255,10 +255,12 @@ METHOD = """\
 Medians unless marked p50/p99.
 **Startup**: cluster created → first no-op result back (median of several starts; shutdown likewise).
 **Round trip**: one no-op call at a time, sequential (`c[0].apply_sync`, `pool.apply`, `submit().result()`).
-**Submit-all**: 5,000 no-op tasks submitted, then all gathered; localpar through its LoadBalancedView
+**Submit-all**: 5,000 no-op tasks submitted, then all gathered, median of 5 runs (1 for ipyparallel and dask);
+localpar through its LoadBalancedView
 (the same semantics as `Pool.apply_async`), *localpar (DirectView)* round-robin over `c[i]`.
-**Map**: each tool's own map over 5,000 items with its default chunking (localpar and ipyparallel: `c[:].map_sync`,
-one chunk per engine; Pool: its automatic chunksize; the executors: chunksize 1).
+**Map**: each tool's own map over 5,000 items (median of runs as for submit-all) with its default chunking
+(localpar and ipyparallel: `c[:].map_sync`, one chunk per engine; Pool: its automatic chunksize; the executors:
+chunksize 1).
 **Publication**: the engine publishes `{'k': counter, 't': time.perf_counter()}` every 2 ms (`perf_counter` is
 CLOCK_MONOTONIC, one clock for all processes); the reader polls `ar.data` in a loop (with `os.sched_yield()` so that
 a client's I/O thread can run), and records seen − published for each new counter. dask: `log_event` on the worker
@@ -386,7 +388,7 @@ WHY_MISSED = {
     "5,000 tasks submit-all: localpar / Pool": (
         "The client is the limit (engines are idle most of the time): each task costs ≈ 25 µs of Python in the "
         "caller's thread (AsyncResult, record, pickling, one `write`, then unpickling the result and completing "
-        "the Future). Pool's figure moves ±30% between runs on this machine; compare medians of several runs."
+        "the Future). Pool's figure moves ±30% between runs on this machine, even as a median of 5."
     ),
     "5,000 tasks submit-all: localpar / ipyparallel": (
         "Same cause as against Pool: the client's per-task work bounds the rate."
