@@ -86,17 +86,21 @@ class AsyncResult(Future):
         """Resolve the future once every record is done (called outside the read lock)."""
         if self.done():
             return
-        self._client._release_segments(self)
-        errors = [r.error for r in self._records if r.error is not None]
+        if self._segments:
+            self._client._release_segments(self)
         try:
-            if errors:
-                if self._single:
-                    self.set_exception(errors[0])
+            if self._single:  # the common case, without the lists below
+                record = self._records[0]
+                if record.error is not None:
+                    self.set_exception(record.error)
                 else:
-                    self.set_exception(CompositeError(f"one or more exceptions raised in: {self._fname}", errors))
+                    self.set_result(record.value)
+                return
+            errors = [r.error for r in self._records if r.error is not None]
+            if errors:
+                self.set_exception(CompositeError(f"one or more exceptions raised in: {self._fname}", errors))
             else:
-                values = [r.value for r in self._records]
-                self.set_result(values[0] if self._single else values)
+                self.set_result([r.value for r in self._records])
         except Exception:  # already resolved by a racing thread
             pass
 
