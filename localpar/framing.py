@@ -36,31 +36,42 @@ class FrameReader:
         self.fd = fd
         self.eof = False  # the writers are gone and every byte was read
         self._scratch = bytearray(_CHUNK)
-        self._buffer = bytearray()
+        self._view = memoryview(self._scratch)
+        self._buffer = bytearray()  # the start of a frame not complete yet
 
     def read_frames(self) -> List[bytes]:
         """Every complete frame available now, without blocking."""
-        scratch = self._scratch
+        frames: List[bytes] = []
+        view = self._view
         while True:
             try:
-                got = os.readv(self.fd, [scratch])
+                got = os.readv(self.fd, [self._scratch])
             except BlockingIOError:
                 break
             if got == 0:
                 self.eof = True
                 break
-            self._buffer += memoryview(scratch)[:got]
+            if self._buffer:  # a frame began in an earlier read
+                self._buffer += view[:got]
+                data = memoryview(self._buffer)
+            else:  # the usual case: parse straight out of the scratch buffer
+                data = view[:got]
+            pos, end = 0, len(data)
+            while end - pos >= LENGTH.size:
+                (n,) = LENGTH.unpack_from(data, pos)
+                start = pos + LENGTH.size
+                if end - start < n:
+                    break
+                frames.append(data[start : start + n].tobytes())
+                pos = start + n
+            if pos == end:
+                rest = bytearray()
+            elif pos or data.obj is not self._buffer:  # keep the partial frame: the next read overwrites the scratch
+                rest = bytearray(data[pos:])
+            else:  # the buffer holds just that partial frame already
+                rest = self._buffer
+            data.release()
+            self._buffer = rest
             if got < _CHUNK:
                 break
-        frames: List[bytes] = []
-        buf, pos, end = self._buffer, 0, len(self._buffer)
-        while end - pos >= LENGTH.size:
-            (n,) = LENGTH.unpack_from(buf, pos)
-            start = pos + LENGTH.size
-            if end - start < n:
-                break
-            frames.append(bytes(buf[start : start + n]))
-            pos = start + n
-        if pos:
-            del buf[:pos]
         return frames

@@ -20,6 +20,12 @@ def test_a_burst_of_frames_is_read_at_once_and_a_partial_frame_waits():
         assert reader.read_frames() == []
         os.write(w, whole[7:])
         assert reader.read_frames() == [b"x" * 10]
+        os.write(w, frame(b"a") + whole[:2])  # a frame, then half a length prefix
+        assert reader.read_frames() == [b"a"]
+        os.write(w, whole[2:5])
+        assert reader.read_frames() == []
+        os.write(w, whole[5:] + frame(b"b"))
+        assert reader.read_frames() == [b"x" * 10, b"b"]
     finally:
         os.close(r)
         os.close(w)
