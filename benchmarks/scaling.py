@@ -17,7 +17,7 @@ PAYLOADS = tuple(KB * 4**i for i in range(9))  # 1 KB .. 64 MB
 def engines_sweep(
     cls: Type[Peer], engines: Sequence[int], starts: int, tasks: int, log: Any = print
 ) -> List[Dict[str, Any]]:
-    """Startup (median of `starts`) and submit-all throughput for each engine count."""
+    """Startup (median of `starts`) and submit-all throughput (median of 3 runs) for each engine count."""
     rows = []
     for n in engines:
         boots = []
@@ -29,7 +29,7 @@ def engines_sweep(
                 peer.close()
         try:
             peer.submit_many(min(200, tasks))
-            rate = tasks / timed(partial(peer.submit_many, tasks))
+            rate = tasks / median([timed(partial(peer.submit_many, tasks)) for _ in range(3)])
         finally:
             peer.close()
         rows.append({"engines": n, "startup": median(boots), "submit_rate": rate})
