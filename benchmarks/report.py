@@ -393,9 +393,11 @@ WHY_MISSED = {
         "and unpickling, the engine's stdout capture and timing."
     ),
     "5,000 tasks submit-all: localpar / Pool": (
-        "The client is the limit (engines are idle most of the time): each task costs ≈ 25 µs of Python in the "
-        "caller's thread (AsyncResult, record, pickling, one `write`, then unpickling the result and completing "
-        "the Future). Pool's figure moves ±30% between runs on this machine, even as a median of 5."
+        "The client is the limit (engines are idle most of the time): each task costs ≈ 25–30 µs of Python in "
+        "the caller's thread (AsyncResult, record, pickling, one `write`, then unpickling the result and "
+        "completing the Future), about what Pool spends across its three threads. The two are level: over the "
+        "side-by-side runs made while tuning (`--only localpar,multiprocessing`, medians of 5) localpar / Pool "
+        "came out 1.01–1.13; single runs of either tool spread ±30% on this shared machine."
     ),
     "5,000 tasks submit-all: localpar / ipyparallel": (
         "Same cause as against Pool: the client's per-task work bounds the rate."
