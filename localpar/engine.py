@@ -31,7 +31,7 @@ from . import datapub, lifeline, namespace, sharedmem
 from .errors import DataStoreError, SerializationError
 from .framing import FrameReader, write_frame
 from .pubqueue import MAX_PAYLOAD, PublicationWriter
-from .serialization import CALL_FUNCTION_SIZE, dumps, find_unpicklable, loads
+from .serialization import CALL_FUNCTION_SIZE, SCALARS_ONLY, dumps, find_unpicklable, loads, plain_data
 from .spin import SpinHint
 
 TASK_HEADER = struct.Struct("<Q")  # the task's sequence number, then the call (serialization.dumps_call)
@@ -164,7 +164,10 @@ class Engine:
                 value = f(*args, **kwargs)
             finally:
                 self.running = False
-            status, payload = "ok", self.encode_result(value, f)
+            if plain_data(value) == SCALARS_ONLY:  # travels inside the event itself: one pickle, not two
+                status, payload = "value", value
+            else:
+                status, payload = "ok", self.encode_result(value, f)
         except BaseException as exc:  # the task's failure, reported, never fatal here
             self.running = False
             status, payload = "error", describe_exception(exc)

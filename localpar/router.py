@@ -536,7 +536,9 @@ class Router:
             record.started, record.completed, record.stdout, record.stderr = started, completed, stdout, stderr
             mean = self.mean_task_seconds
             self.mean_task_seconds = completed - started if mean is None else mean + (completed - started - mean) / 8
-            if status == "ok":
+            if status == "value":  # builtin scalars, sent inline
+                record.value, record.status = payload, "ok"
+            elif status == "ok":
                 try:
                     record.value = loads(
                         payload, what=f"the result of task {record.msg_id}", on_release=self._released.append
