@@ -23,7 +23,7 @@ from .errors import CompositeError
 
 if TYPE_CHECKING:
     from .client import Client
-    from .router import TaskRecord
+    from .handles import TaskRecord
 
 _logger = logging.getLogger("localpar")
 

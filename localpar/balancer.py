@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Deque, List, Optional, Set, Tuple
 from .errors import NoEnginesError, TaskAborted
 
 if TYPE_CHECKING:
-    from .router import Router, TaskRecord
+    from .handles import TaskRecord
+    from .router import Router
 
 Queued = Tuple["TaskRecord", bytes, Optional[List[int]]]  # record, call, allowed engines
 

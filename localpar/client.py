@@ -45,9 +45,10 @@ from .balancer import Balancer
 from .datastore import DataStore
 from .engine import STOP, EngineSpec, run_engine
 from .errors import NoEnginesError
+from .handles import EngineHandle, TaskRecord
 from .lifeline import Lifeline
 from .pubqueue import PublicationQueue
-from .router import EngineHandle, Router, TaskRecord
+from .router import Router
 from .serialization import dumps_call
 from .spin import SpinHint
 from .view import DirectView, LoadBalancedView, Targets
