@@ -98,6 +98,15 @@ def cpu_count() -> str:
     return str(total) if usable == total else f"{total} ({usable} usable by this process)"
 
 
+def spin_setting() -> str:
+    from . import spin
+
+    if spin.SPIN_SECONDS <= 0:
+        return f"off (set {spin.SPIN_ENV} to microseconds to turn it on)"
+    engines = f"{spin.MAX_SPINNERS} engine{'s' if spin.MAX_SPINNERS != 1 else ''}"
+    return f"{spin.SPIN_SECONDS * 1e6:.0f} µs, up to {engines} at once ({spin.SPIN_ENV}=0 turns it off)"
+
+
 def print_info(out: Optional[TextIO] = None) -> int:
     from . import __version__
     from .client import default_start_method
@@ -107,6 +116,7 @@ def print_info(out: Optional[TextIO] = None) -> int:
         ("localpar", __version__),
         ("start method", default_start_method()),
         ("CPUs", cpu_count()),
+        ("spin before blocking", spin_setting()),
         ("Python", f"{platform.python_version()} ({platform.python_implementation()}, {sys.executable})"),
         ("platform", platform.platform()),
     ]

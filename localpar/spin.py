@@ -8,7 +8,8 @@ two tasks -- but only while the client waits for results (``SpinHint``): a
 sequential ``apply_sync`` loop then answers at once, while a client busy
 submitting a burst, or running the user's code, keeps its CPU.  Every spin is
 bounded, so an idle cluster uses no CPU; with one usable CPU there is no spin,
-as the spinner would only delay the process it waits for.
+as the spinner would only delay the process it waits for.  On a machine shared
+with others, ``LOCALPAR_SPIN_US=0`` turns it off (or sets another bound).
 """
 
 from __future__ import annotations
@@ -31,7 +32,19 @@ def _usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
-SPIN_SECONDS = 100e-6 if _usable_cpus() > 1 else 0.0
+def _spin_seconds() -> float:
+    """100 µs, or ``LOCALPAR_SPIN_US`` microseconds (0 turns spinning off); none on one CPU."""
+    configured = os.environ.get(SPIN_ENV)
+    if configured is not None:
+        try:
+            return max(0.0, float(configured)) / 1e6
+        except ValueError:
+            raise ValueError(f"{SPIN_ENV} must be a number of microseconds, got {configured!r}") from None
+    return 100e-6 if _usable_cpus() > 1 else 0.0
+
+
+SPIN_ENV = "LOCALPAR_SPIN_US"
+SPIN_SECONDS = _spin_seconds()
 MAX_SPINNERS = _usable_cpus() - 1  # engines spinning at once: one CPU stays for the client
 HOT_AFTER_WAIT_SECONDS = 200e-6  # a caller that just got its result soon sends the next call
 

@@ -37,6 +37,7 @@ def test_info(tmp_path):
     assert rows["start method"] in ("fork", "forkserver", "spawn")
     assert rows["CPUs"].split()[0] == str(os.cpu_count())
     assert rows["Python"].startswith(platform.python_version())
+    assert rows["spin before blocking"].startswith(("off", "100 µs")), rows["spin before blocking"]
     for name in cli.EXTRAS:
         installed = importlib.util.find_spec(name) is not None
         assert (rows[name] != "not installed") == installed, (name, rows[name])

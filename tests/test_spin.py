@@ -107,3 +107,29 @@ def test_no_more_engines_spin_at_once_than_cpus_to_spare(monkeypatch):
         os.close(w)
         hint.close()
         sharedmem.sweep("spintest2")
+
+
+def _run_with_spin_env(value, code):
+    import subprocess
+    import sys
+
+    env = dict(os.environ, LOCALPAR_SPIN_US=value)
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_spinning_can_be_turned_off_and_the_cluster_still_works():
+    code = (
+        "from localpar import Client, spin\n"
+        "assert spin.SPIN_SECONDS == 0, spin.SPIN_SECONDS\n"
+        "with Client(2) as c:\n"
+        "    assert [c[0].apply_sync(abs, -i) for i in range(50)] == list(range(50))\n"
+        "print('ok')\n"
+    )
+    done = _run_with_spin_env("0", code)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+def test_a_bad_spin_setting_is_named_in_the_error():
+    done = _run_with_spin_env("fast", "import localpar")
+    assert done.returncode != 0
+    assert "LOCALPAR_SPIN_US must be a number of microseconds, got 'fast'" in done.stderr
