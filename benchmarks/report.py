@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 MB = 1 << 20
 LOCALPAR, LOCALPAR_DV, POOL = "localpar", "localpar (DirectView)", "multiprocessing.Pool (fork)"
@@ -32,22 +32,25 @@ def _get(results: Dict[str, Any], peer: str, *path: Any) -> Optional[float]:
     return float(node) if isinstance(node, (int, float)) else None
 
 
-def _at_most(
-    what: str, goal: str, num: Optional[float], den: Optional[float], limit: float, detail: str = ""
+def _ratio(
+    what: str, goal: str, num: Optional[float], den: Optional[float], ok: Callable[[float], bool], detail: str = ""
 ) -> Target:
     if num is None or den is None or den == 0:
         return Target(what, goal, None, None, detail or "not measured in this run")
     ratio = num / den
-    return Target(what, goal, ratio, ratio <= limit, detail)
+    return Target(what, goal, ratio, ok(ratio), detail)
+
+
+def _at_most(
+    what: str, goal: str, num: Optional[float], den: Optional[float], limit: float, detail: str = ""
+) -> Target:
+    return _ratio(what, goal, num, den, lambda ratio: ratio <= limit, detail)
 
 
 def _at_least(
     what: str, goal: str, num: Optional[float], den: Optional[float], limit: float, detail: str = ""
 ) -> Target:
-    if num is None or den is None or den == 0:
-        return Target(what, goal, None, None, detail or "not measured in this run")
-    ratio = num / den
-    return Target(what, goal, ratio, ratio >= limit, detail)
+    return _ratio(what, goal, num, den, lambda ratio: ratio >= limit, detail)
 
 
 def targets(r: Dict[str, Any]) -> List[Target]:

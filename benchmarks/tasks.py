@@ -38,23 +38,24 @@ def prepare_array(nbytes: int) -> None:
     array(nbytes)
 
 
-def localpar_publish_counter(count: int, gap: float) -> int:
+def _publish_counter(publish_data: Any, count: int, gap: float) -> int:
     """Publish ``{'k': k, 't': perf_counter()}`` `count` times, `gap` seconds apart."""
-    from localpar.datapub import publish_data
-
     for k in range(1, count + 1):
         publish_data({"k": k, "t": time.perf_counter()})
         time.sleep(gap)
     return count
+
+
+def localpar_publish_counter(count: int, gap: float) -> int:
+    from localpar.datapub import publish_data
+
+    return _publish_counter(publish_data, count, gap)
 
 
 def ipp_publish_counter(count: int, gap: float) -> int:
     from ipyparallel.datapub import publish_data
 
-    for k in range(1, count + 1):
-        publish_data({"k": k, "t": time.perf_counter()})
-        time.sleep(gap)
-    return count
+    return _publish_counter(publish_data, count, gap)
 
 
 def dask_publish_counter(count: int, gap: float, topic: str) -> int:
@@ -67,25 +68,25 @@ def dask_publish_counter(count: int, gap: float, topic: str) -> int:
     return count
 
 
-def localpar_publish_array(nbytes: int, hold: float) -> float:
+def _publish_array(publish_data: Any, nbytes: int, hold: float) -> float:
     """Publish a big array with its send time; stay alive `hold` s so the reader can see it."""
-    from localpar.datapub import publish_data
-
     arr = array(nbytes)
     t = time.perf_counter()
     publish_data({"a": arr, "t": t})
     time.sleep(hold)
     return t
+
+
+def localpar_publish_array(nbytes: int, hold: float) -> float:
+    from localpar.datapub import publish_data
+
+    return _publish_array(publish_data, nbytes, hold)
 
 
 def ipp_publish_array(nbytes: int, hold: float) -> float:
     from ipyparallel.datapub import publish_data
 
-    arr = array(nbytes)
-    t = time.perf_counter()
-    publish_data({"a": arr, "t": t})
-    time.sleep(hold)
-    return t
+    return _publish_array(publish_data, nbytes, hold)
 
 
 def localpar_publish_many(count: int) -> int:

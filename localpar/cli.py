@@ -93,8 +93,10 @@ def extras() -> Dict[str, Optional[str]]:
 
 
 def cpu_count() -> str:
+    from .spin import usable_cpus
+
     total = os.cpu_count() or 1
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else total
+    usable = usable_cpus()
     return str(total) if usable == total else f"{total} ({usable} usable by this process)"
 
 

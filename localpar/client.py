@@ -252,16 +252,17 @@ class Client:
 
     # -- views -----------------------------------------------------------------------------
     def __getitem__(self, key: Union[int, slice, Sequence[int]]) -> DirectView:
+        live = self.ids  # read once: each read applies what has arrived
         if isinstance(key, int):
-            if key not in self.ids:
-                raise IndexError(f"no live engine {key}; live engines: {self.ids}")
+            if key not in live:
+                raise IndexError(f"no live engine {key}; live engines: {live}")
             return DirectView(self, key)
         if isinstance(key, slice):
-            return DirectView(self, self.ids[key])
+            return DirectView(self, live[key])
         targets = list(key)
-        missing = [t for t in targets if t not in self.ids]
+        missing = [t for t in targets if t not in live]
         if missing:
-            raise IndexError(f"no live engines {missing}; live engines: {self.ids}")
+            raise IndexError(f"no live engines {missing}; live engines: {live}")
         return DirectView(self, targets)
 
     def direct_view(self, targets: Targets = "all") -> DirectView:

@@ -36,13 +36,13 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, Iterator, List, Optional, Tuple
 
-from . import sharedmem
+from . import sharedmem, spin
 from .engine import TASK_HEADER
 from .errors import ClientClosedError, EngineError, RemoteError, SerializationError, TaskAborted
 from .handles import EngineHandle, TaskRecord
 from .pubqueue import PublicationQueue
 from .serialization import loads, segments_of
-from .spin import SPIN_SECONDS, SpinHint, spin_until_ready
+from .spin import SpinHint, spin_until_ready
 
 if TYPE_CHECKING:
     from .asyncresult import AsyncResult
@@ -188,7 +188,7 @@ class Router:
                     if timeout is None or timeout > 0:
                         self.spin_hint.waiting()
                         try:
-                            spin_until_ready(poller, SPIN_SECONDS if timeout is None else min(timeout, SPIN_SECONDS))
+                            spin_until_ready(poller, None if timeout is None else min(timeout, spin.SPIN_SECONDS))
                             ready = poller.poll(-1 if timeout is None else max(0, math.ceil(timeout * 1000)))
                         finally:
                             self.spin_hint.done_waiting()

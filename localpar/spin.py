@@ -25,7 +25,8 @@ from typing import Optional
 from . import sharedmem
 
 
-def _usable_cpus() -> int:
+def usable_cpus() -> int:
+    """CPUs this process may run on."""
     try:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
@@ -40,12 +41,12 @@ def _spin_seconds() -> float:
             return max(0.0, float(configured)) / 1e6
         except ValueError:
             raise ValueError(f"{SPIN_ENV} must be a number of microseconds, got {configured!r}") from None
-    return 100e-6 if _usable_cpus() > 1 else 0.0
+    return 100e-6 if usable_cpus() > 1 else 0.0
 
 
 SPIN_ENV = "LOCALPAR_SPIN_US"
 SPIN_SECONDS = _spin_seconds()
-MAX_SPINNERS = _usable_cpus() - 1  # engines spinning at once: one CPU stays for the client
+MAX_SPINNERS = usable_cpus() - 1  # engines spinning at once: one CPU stays for the client
 HOT_AFTER_WAIT_SECONDS = 200e-6  # a caller that just got its result soon sends the next call
 
 _DEADLINE = struct.Struct("d")
