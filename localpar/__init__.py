@@ -5,10 +5,17 @@ with Client(4) as c:
     ar = c[:].apply_async(f)
     ar.data     # what each engine published so far, live
     ar.get()    # the results, in target order
+
+The client's modules load on first use of their names, so that task code doing
+``from localpar.datapub import publish_data`` on an engine (or on an ipyparallel
+engine) loads only what publishing needs.
 """
 
-from .asyncresult import AsyncMapResult, AsyncResult
-from .client import Client
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .errors import (
     ClientClosedError,
     CompositeError,
@@ -21,9 +28,32 @@ from .errors import (
     TaskAborted,
 )
 from .namespace import interactive
-from .view import DirectView, LoadBalancedView
+
+if TYPE_CHECKING:
+    from .asyncresult import AsyncMapResult, AsyncResult
+    from .client import Client
+    from .view import DirectView, LoadBalancedView
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    "AsyncMapResult": "asyncresult",
+    "AsyncResult": "asyncresult",
+    "Client": "client",
+    "DirectView": "view",
+    "LoadBalancedView": "view",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Load the client's side when one of its names is first used (PEP 562)."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'localpar' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "AsyncMapResult",

@@ -5,6 +5,13 @@ It is a ``concurrent.futures.Future`` (so ``wait``, ``as_completed``,
 ``get``, ``ready``, ``metadata``, ``stdout`` and, above all, ``data``: the dicts
 the task published, merged, updated live while it runs.  A result is marked done
 only after every publication of its task is on ``data``.
+
+Ownership: the collector thread alone writes `_data` and the records; it never
+changes a published dict in place but puts a merged copy in its slot, so a
+reader's snapshot needs no lock (and a Ctrl-C in the middle of one harms
+nothing).  The Future's state changes only through its public methods:
+``set_running_or_notify_cancel`` when the first task leaves for an engine,
+then ``set_result`` / ``set_exception`` from the ledger, or ``cancel``.
 """
 
 from __future__ import annotations
@@ -14,11 +21,13 @@ import functools
 import logging
 import sys
 import time
+from concurrent import futures
 from concurrent.futures import Future
 from concurrent.futures import _base as futures_base
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Dict, Generator, Iterator, List, Optional, Union
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Dict, Generator, Iterator, List, Optional, Tuple, Union
 
+from . import chaos
 from .errors import CompositeError
 
 if TYPE_CHECKING:
@@ -32,6 +41,8 @@ Data = Union[Dict[str, Any], List[Dict[str, Any]]]
 _FINISHED = futures_base.FINISHED
 _DONE_STATES = frozenset({futures_base.CANCELLED, futures_base.CANCELLED_AND_NOTIFIED, futures_base.FINISHED})
 
+_NEW, _STARTED, _CANCELLED = "new", "started", "cancelled"  # how far the call got (see _start)
+
 
 def _dt(t: Optional[float]) -> Optional[datetime]:
     return None if t is None else datetime.fromtimestamp(t)
@@ -43,7 +54,8 @@ class AsyncResult(Future):
     def __init__(self, client: Client, fname: str = "unknown", single: bool = False) -> None:
         super().__init__()
         self._client = client
-        self._router = client._router
+        self._ledger = client._ledger
+        self._phase = _NEW
         self._fname = fname
         self._single = single
         self._records: List[TaskRecord] = []
@@ -58,20 +70,46 @@ class AsyncResult(Future):
         state = "finished" if self.done() else "pending"
         return f"<{type(self).__name__}({self._fname}): {state}>"
 
-    # -- filled in by the client and the router --------------------------------------
+    # -- filled in by the client, the balancer and the ledger ----------------------------
     def _add_record(self, record: TaskRecord) -> None:
         self._records.append(record)
         self._data.append({})
         self._remaining += 1
 
-    def _record_done(self, record: TaskRecord) -> bool:
-        """Count a finished task; True for the last one.  Called under the router's state lock."""
+    def _start(self) -> bool:
+        """Mark the call running as its first task leaves for an engine; False if it was
+        cancelled.  For load-balanced calls, under the balancer's lock."""
+        if self._phase == _NEW:
+            self._phase = _STARTED
+            self.set_running_or_notify_cancel()
+        return self._phase == _STARTED
+
+    def _cancel_if_new(self) -> Tuple[bool, bool]:
+        """(cancelled, by this call): only a call none of whose tasks has left can be.
+        Under the balancer's lock; the canceller then calls `_notify_cancelled`."""
+        if self._phase == _NEW:
+            self._phase = _CANCELLED
+            return True, True
+        return self._phase == _CANCELLED, False
+
+    def _notify_cancelled(self) -> None:
+        Future.cancel(self)  # wakes result() callers, runs done-callbacks
+        self.set_running_or_notify_cancel()  # notifies concurrent.futures.wait / as_completed
+
+    def _record_done(self) -> bool:
+        """Count a finished task; True for the last one.  Called under the ledger's lock."""
         self._remaining -= 1
         return self._remaining == 0
 
     def _apply_data(self, index: int, delta: Dict[str, Any]) -> None:
-        self._data[index].update(delta)
+        """Merge a publication (collector thread): a new dict replaces the old one whole."""
+        merged = dict(self._data[index])
+        merged.update(delta)
+        if chaos.ENABLED:
+            chaos.pause()
+        self._data[index] = merged
         self._data_version += 1
+        self._notify_data()
 
     def _notify_data(self) -> None:
         if self._watchers:
@@ -83,32 +121,29 @@ class AsyncResult(Future):
                     _logger.exception("exception calling on_data callback for %r", self)
 
     def _finish(self) -> None:
-        """Resolve the future once every record is done (called outside the read lock)."""
-        if self.done():
+        """Resolve the future once every record is done (ledger, outside its lock)."""
+        if self.done():  # cancelled: its tasks were dropped
             return
         if self._segments:
             self._client._release_segments(self)
-        try:
-            if self._single:  # the common case, without the lists below
-                record = self._records[0]
-                if record.error is not None:
-                    self.set_exception(record.error)
-                else:
-                    self.set_result(record.value)
-                return
-            errors = [r.error for r in self._records if r.error is not None]
-            if errors:
-                self.set_exception(CompositeError(f"one or more exceptions raised in: {self._fname}", errors))
+        if self._single:  # the common case, without the lists below
+            record = self._records[0]
+            if record.error is not None:
+                self.set_exception(record.error)
             else:
-                self.set_result([r.value for r in self._records])
-        except Exception:  # already resolved by a racing thread
-            pass
+                self.set_result(record.value)
+            return
+        errors = [r.error for r in self._records if r.error is not None]
+        if errors:
+            self.set_exception(CompositeError(f"one or more exceptions raised in: {self._fname}", errors))
+        else:
+            self.set_result([r.value for r in self._records])
 
     # -- waiting -------------------------------------------------------------------------
     # Future guards its state with a Condition whose Python-level lock calls cost more
     # than the rest of a small task's bookkeeping.  Its state lives in _state, _result
     # and _exception (since Python 3.2); reading them is atomic, so the hot paths below
-    # read them directly.  Every change still goes through set_result / set_exception.
+    # read them directly.  Every change still goes through the public methods.
     def done(self) -> bool:
         return self._state in _DONE_STATES
 
@@ -121,7 +156,9 @@ class AsyncResult(Future):
         return super().result(timeout=0)  # cancelled: raises CancelledError
 
     def _wait_until(self, predicate: Callable[[], bool], timeout: Optional[float]) -> bool:
-        return self._router.wait_until(predicate, timeout)
+        if not predicate():
+            self._ledger.check_can_wait()
+        return self._ledger.wait_until(predicate, timeout)
 
     def _wait_for_record(self, record: TaskRecord) -> None:
         self._wait_until(lambda: record.done, None)
@@ -131,12 +168,20 @@ class AsyncResult(Future):
 
     def wait(self, timeout: Optional[float] = -1) -> bool:
         """Wait up to `timeout` seconds (forever if None or negative); True if done."""
-        return self.done() or self._wait_until(self.done, timeout)
+        if self.done():
+            return True
+        self._ledger.check_can_wait()
+        with self._ledger.waiting():
+            try:
+                Future.exception(self, None if timeout is None or timeout < 0 else timeout)
+            except futures.CancelledError:
+                pass
+            except futures.TimeoutError:
+                return False
+        return True
 
     def ready(self) -> bool:
-        """Whether the call has finished; applies anything already arrived first."""
-        if not self.done():
-            self._router.pump_nowait()
+        """Whether the call has finished."""
         return self.done()
 
     def successful(self) -> bool:
@@ -186,17 +231,18 @@ class AsyncResult(Future):
         self._client.abort(self)
 
     def cancel(self) -> bool:
-        """The Future API, without blocking: abort what has not started.
+        """The Future API, without blocking.
 
-        True (and cancelled) only if no task had reached an engine yet; otherwise
-        the queued tasks will fail with TaskAborted and running ones go on.
+        True (and cancelled, as ``concurrent.futures.wait`` and ``as_completed``
+        see it) only if none of its tasks had left for an engine; otherwise its
+        queued tasks fail with TaskAborted, running ones go on, and False.
         """
         if self.done():
-            return False
-        unsent = all(r.engine_id < 0 and not r.done for r in self._records)
-        cancelled = unsent and super().cancel()
+            return self.cancelled()
+        if self._client._cancel(self):
+            return True
         self.abort()
-        return cancelled
+        return False
 
     def __await__(self) -> Generator[Any, None, Any]:
         return asyncio.wrap_future(self).__await__()
@@ -224,7 +270,6 @@ class AsyncResult(Future):
     @property
     def data(self) -> Data:
         """The latest published data: a dict per engine (list), or one dict for one int target."""
-        self._router.pump_nowait()
         return self._snapshot()
 
     def on_data(self, callback: Callable[[Data], None]) -> Callable[[Data], None]:
@@ -260,7 +305,6 @@ class AsyncResult(Future):
         seen = -1
         try:
             while True:
-                self._router.pump_nowait()
                 if self._data_version != seen:
                     seen = self._data_version
                     yield self._snapshot()
@@ -276,13 +320,11 @@ class AsyncResult(Future):
     @property
     def progress(self) -> int:
         """How many of this call's tasks have finished."""
-        self._router.pump_nowait()
         return sum(r.done for r in self._records)
 
     @property
     def task_progress(self) -> List[Optional[tuple]]:
         """Each task's own ``report_progress(done, total)``, or None if it reported none."""
-        self._router.pump_nowait()
         return [r.progress for r in self._records]
 
     # -- metadata ------------------------------------------------------------------------
@@ -299,18 +341,15 @@ class AsyncResult(Future):
 
     @property
     def stdout(self) -> Union[str, List[str]]:
-        self._router.pump_nowait()
         return self._per_task([r.stdout for r in self._records])
 
     @property
     def stderr(self) -> Union[str, List[str]]:
-        self._router.pump_nowait()
         return self._per_task([r.stderr for r in self._records])
 
     @property
     def metadata(self) -> Union[Dict[str, Any], List[Dict[str, Any]]]:
         """Per task: engine_id, msg_id, submitted, started, completed, received, status, ..."""
-        self._router.pump_nowait()
         metas = [
             {
                 "msg_id": r.msg_id,
@@ -325,6 +364,7 @@ class AsyncResult(Future):
                 "stderr": r.stderr,
                 "data": dict(d),
                 "progress": r.progress,
+                "data_errors": list(r.data_errors),
             }
             for r, d in zip(self._records, self._data)
         ]
@@ -401,10 +441,7 @@ class AsyncMapResult(AsyncResult):
         flat: List[Any] = []
         for r in self._records:
             flat.extend(r.value)
-        try:
-            self.set_result(flat)
-        except Exception:
-            pass
+        self.set_result(flat)
 
     def __iter__(self) -> Iterator[Any]:
         for record in self._records:

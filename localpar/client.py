@@ -1,91 +1,65 @@
 """Client: starts a local cluster of engine processes and routes calls to them.
 
-How data flows (every channel has one reader at a time)::
+How data flows (every channel has exactly one reader)::
 
-    Client / views                                       engine i (a process)
-    ──────────────                                       ────────────────────
+    Client / views (any thread)                          engine i (a process)
+    ───────────────────────────                          ────────────────────
     apply_async(f, *a) ─ cloudpickle ─► task pipe i ───► loop: run f(*a, **kw)
-    abort(), store handle ────────────► control pipe i ─►   (polled between steps)
+    abort(), Manager handle ──────────► control pipe i ─►   (read between steps)
                                                              │
-    AsyncResult ◄─ Router.pump() ◄──── result pipe i ◄──────┤ value or error, stdout,
-        ▲           (a waiting get(),  ◄── sentinel i        │ times, publication count
-        │            ar.data, or the                         │
-        │            drain thread)  ◄─ publication queue ◄── publish_data(d): one atomic
-        │                                (one pipe, all       frame; big arrays in shared
-        └── ar.data (dict.update per      engines)            memory; the merged state is
-            task, per engine)                                 also kept, coalesced, in the
-                                         Manager dict ◄────── Manager process (durable)
+    AsyncResult ◄── Collector thread ◄─ event pipe i ◄───────┤ Result: value or error,
+     (a Future:      (the one reader;  ◄─ pidfd i (death)    │ output, times, and how
+      callers wait    see collector)                         │ many publications
+      on it)               ▲                                 │
+        ▲                  └────────── publication queue ◄── publish_data(d): one atomic
+        │                              (one pipe, all         frame; big arrays in shared
+        └── ar.data (dict.update        engines)              memory; the merged state is
+            per task, per engine)                             also kept, coalesced, in the
+                                       Manager dict ◄──────── Manager process (durable)
 
     lifeline pipe: the client holds its only write end; every child exits on its EOF.
 
-A result is marked ready only after all of its task's publications are applied.
-An engine that dies is seen at once through its sentinel: only its own pending
-tasks fail, with `EngineError`; the others keep serving and it can be replaced.
+Who owns what: the ledger (``ledger``) holds the engines and pending tasks under
+one named lock; the collector thread (``collector``) alone reads and completes;
+submitting threads only write task frames (``handles``); ``_Cluster`` owns the
+teardown.  A result is marked ready only after all of its task's publications
+are applied.  An engine that dies is seen at once through its pidfd: only its
+own pending tasks fail, with `EngineError`; the others keep serving and it can
+be replaced.
 """
 
 from __future__ import annotations
 
 import atexit
-import contextlib
 import itertools
-import multiprocessing
 import os
 import secrets
 import signal
-import sys
 import threading
+import time
 import weakref
-from multiprocessing import spawn as mp_spawn
 from multiprocessing.context import BaseContext
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
-from . import namespace, sharedmem
+from . import launch, namespace, sharedmem
 from .asyncresult import AsyncResult
 from .balancer import Balancer
+from .collector import Collector
 from .datastore import DataStore
-from .engine import STOP, EngineSpec, run_engine
-from .errors import NoEnginesError
+from .engine import EngineSpec, run_engine
+from .errors import ClientClosedError, EngineError, NoEnginesError
 from .handles import EngineHandle, TaskRecord
+from .ledger import Ledger
 from .lifeline import Lifeline
+from .messages import Abort, UseStore
 from .pubqueue import PublicationQueue
-from .router import Router
 from .serialization import dumps_call
 from .spin import SpinHint
 from .view import DirectView, LoadBalancedView, Targets
 
 Call = Tuple[Callable[..., Any], Tuple[Any, ...], Dict[str, Any]]
 
-
-def default_start_method() -> str:
-    """fork while the process has no other thread (fast, safe); forkserver otherwise.
-
-    From Python 3.12, which warns about forking any threaded process, native
-    threads count too (e.g. a BLAS thread pool started by importing numpy).
-    """
-    methods = multiprocessing.get_all_start_methods()
-    if "fork" in methods and threading.active_count() == 1:
-        if sys.version_info < (3, 12) or _native_thread_count() == 1:
-            return "fork"
-    return "forkserver" if "forkserver" in methods else "spawn"
-
-
-def _native_thread_count() -> int:
-    try:
-        return len(os.listdir("/proc/self/task"))
-    except OSError:
-        return threading.active_count()
-
-
-def threaded_context() -> BaseContext:
-    """A context for starting processes while threads run (the drain thread, at least).
-
-    Forking a threaded process is formally unsafe and warns from Python 3.12;
-    before that, our forked children touch no lock another thread may hold.
-    """
-    methods = multiprocessing.get_all_start_methods()
-    if "fork" in methods and sys.version_info < (3, 12):
-        return multiprocessing.get_context("fork")
-    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+default_start_method = launch.default_start_method  # kept importable from here
 
 
 class Client:
@@ -100,159 +74,176 @@ class Client:
             n = os.cpu_count() or 1
         if n < 1:
             raise ValueError(f"a cluster needs at least one engine, got n={n}")
-        self.start_method = start_method or default_start_method()
-        self._ctx: BaseContext = multiprocessing.get_context(self.start_method)
+        self.start_method = start_method or launch.default_start_method()
+        self._ctx: BaseContext = launch.get_context(self.start_method)
         self.cluster_id = secrets.token_hex(4)
         self._authkey = os.urandom(32)
         self._lifeline = Lifeline()
         self._queue = PublicationQueue()
         self._spin_hint = SpinHint.create(self.cluster_id)
-        self._router = Router(self.cluster_id, self._queue, self._spin_hint)
+        self._ledger = Ledger(self._spin_hint)
+        self._collector = Collector(self.cluster_id, self._ledger, self._queue)
         self._seq = itertools.count(1)
-        self._closed = False
+        self._start_lock = threading.Lock()  # one engine starts at a time: none inherits another's pipes
         # Results stay reachable by msg_id while the caller holds their AsyncResult:
         # a long-running client must not keep every result it ever computed.
         self._results = _ResultIndex()
-        self._balancer = Balancer(self._router)
-        self._router.on_task_done = self._balancer.schedule
-        self._state = _ClusterState(self._router, self._lifeline, self._queue, self.cluster_id)
-        self._finalizer = weakref.finalize(self, self._state.close)
+        self._balancer = Balancer(self._ledger)
+        self._collector.on_room = self._balancer.schedule
+        self._cluster = _Cluster(self)
+        self._finalizer = weakref.finalize(self, self._cluster.close)
         self._finalizer.atexit = False  # _close_at_exit runs first, before multiprocessing's own hook
-        _live_states.add(self._state)
+        _live_clusters.add(self._cluster)
         try:
-            for engine_id in range(n):
+            for engine_id in self._ledger.reserve_ids(n):
                 self._start_engine(engine_id)
+            self._collector.start()  # the first thread: engines above were forked from a single-threaded process
+            if datastore:
+                self._cluster.start_datastore(_weakly(self, Client._start_datastore))
         except BaseException:
             self._finalizer()
             raise
-        # The drain thread holds the Client only weakly, so an unreferenced Client
-        # is collected and its finalizer closes the cluster.
-        self._drain = threading.Thread(
-            target=self._router.drain_forever,
-            args=(_weakly(self, Client._start_datastore) if datastore else None,),
-            name=f"localpar-drain-{self.cluster_id}",
-            daemon=True,
-        )
-        self._state.drain = self._drain
-        self._drain.start()
 
     # -- engines ---------------------------------------------------------------------------
     def _start_engine(self, engine_id: int, ctx: Optional[BaseContext] = None) -> EngineHandle:
         ctx = ctx or self._ctx
-        task_r, task_w = ctx.Pipe(duplex=False)
-        control_r, control_w = ctx.Pipe(duplex=False)
-        events_r, events_w = ctx.Pipe(duplex=False)
-        forked = ctx.get_start_method() == "fork"
-        inherited = (*self._router.client_fds(), self._lifeline.write_fd) if forked else ()
-        spec = EngineSpec(
-            engine_id, self.cluster_id, self._authkey, task_r, control_r, events_w,
-            self._queue.writer, self._lifeline.reader, self._spin_hint.name, tuple(inherited),
-        )  # fmt: skip
-        process = ctx.Process(  # type: ignore[attr-defined]
-            target=run_engine, args=(spec,), name=f"localpar-engine-{engine_id}"
-        )
-        # The engine inherits a blocked SIGINT and unblocks it once its own handler
-        # is set, so an interrupt during start-up cannot kill it.
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-        try:
-            with _main_module_not_rerun():
+        with self._start_lock:
+            task_r, task_w = ctx.Pipe(duplex=False)
+            control_r, control_w = ctx.Pipe(duplex=False)
+            events_r, events_w = ctx.Pipe(duplex=False)
+            spec = EngineSpec(
+                engine_id, self.cluster_id, self._authkey, task_r, control_r, events_w,
+                self._queue.writer, self._lifeline.reader, self._spin_hint.name,
+            )  # fmt: skip
+            process = ctx.Process(  # type: ignore[attr-defined]
+                target=run_engine, args=(spec,), name=f"localpar-engine-{engine_id}"
+            )
+            # The engine inherits a blocked SIGINT and unblocks it once its own handler
+            # is set, so an interrupt during start-up cannot kill it.
+            mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+            try:
                 process.start()
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        for conn in (task_r, control_r, events_w):
-            conn.close()
-        handle = EngineHandle(engine_id, process, task_w, control_w, events_r)
-        self._router.add_engine(handle)
-        store = self._router.store
-        if store is not None and self._router.store_error is None:
-            handle.send_control(("store", store.dict))
-        self._router.wake()  # let the drain thread watch the new engine
+            except BaseException:
+                for conn in (task_r, task_w, control_r, control_w, events_r, events_w):
+                    conn.close()
+                raise
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            for conn in (task_r, control_r, events_w):
+                conn.close()
+            handle = EngineHandle(engine_id, process, task_w, control_w, events_r)
+            self._ledger.add_engine(handle)
+        store = self._collector.store
+        if store is not None and self._collector.store_error is None:
+            handle.send_control(UseStore(store.dict))
         return handle
 
     def _start_datastore(self) -> None:
-        """Runs in the drain thread: the Manager starts while the caller already works."""
-        ctx = threaded_context()
-        forked = ctx.get_start_method() == "fork"
-        inherited = (*self._router.client_fds(), self._lifeline.write_fd) if forked else ()
+        """Runs in a thread of its own: the Manager starts while the caller already works."""
+        ctx = launch.get_context(launch.threaded_method())
         try:
-            with _main_module_not_rerun():
-                store = DataStore(ctx, self._authkey, self._lifeline.reader, inherited, self.cluster_id)
+            store = DataStore(ctx, self._authkey, self._lifeline.reader, self.cluster_id)
         except Exception as exc:  # the cluster still computes and publishes without it
-            self._router.store_error = f"the Manager process could not start: {exc}"
+            self._collector.store_error = f"the Manager process could not start: {type(exc).__name__}: {exc}"
             return
-        self._state.store = store
-        if self._router.closed:
-            store.shutdown()
+        if not self._cluster.adopt_store(store):
+            store.shutdown()  # closed meanwhile
             return
-        self._router.attach_store(store)
+        self._collector.attach_store(store)
 
     def _later_context(self) -> BaseContext:
-        """Engines added while the drain thread runs."""
-        return threaded_context() if self.start_method == "fork" else self._ctx
+        """Engines added while the collector runs."""
+        return launch.get_context(launch.threaded_method()) if self.start_method == "fork" else self._ctx
 
     @property
     def ids(self) -> List[int]:
         """The ids of the live engines."""
-        self._router.pump_nowait()
-        return sorted(i for i, h in self._router.engines.items() if h.alive)
+        return self._ledger.live_ids()
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else f"{len(self.ids)} engines"
+        state = "closed" if self._cluster.closed else f"{len(self.ids)} engines"
         return f"<localpar.Client {self.cluster_id}: {state}, {self.start_method}>"
+
+    @property
+    def closed(self) -> bool:
+        """Whether `close()` has run (or the cluster broke)."""
+        return self._cluster.closed or self._ledger.closed
+
+    def queue_status(self) -> Dict[Union[int, str], Any]:
+        """As ipyparallel: ``{engine_id: {"queue": pending, "completed": done, "tasks": pending},
+        "unassigned": tasks the load balancer still holds}``."""
+        status: Dict[Union[int, str], Any] = {
+            i: {"queue": n, "completed": done, "tasks": n} for i, (n, done) in self._ledger.counts().items()
+        }
+        status["unassigned"] = len(self._balancer.queued_msg_ids())
+        return status
 
     def engine_pids(self) -> Dict[int, int]:
         """``{engine_id: pid}`` of the live engines."""
-        return {i: self._router.engines[i].pid for i in self.ids}
+        return {h.id: h.pid for h in self._ledger.live_handles()}
 
     @property
     def manager_pid(self) -> Optional[int]:
         """The pid of the Manager process holding the durable data, once started."""
-        store = self._router.store
+        store = self._collector.store
         return None if store is None else store.pid
+
+    @property
+    def datastore_error(self) -> Optional[str]:
+        """Why the Manager (the durable data store) is unavailable, or None while it serves."""
+        return self._collector.store_error
 
     def restart_engine(self, engine_id: int) -> None:
         """Replace engine `engine_id` (dead or alive) by a fresh process with the same id."""
         self._check_open()
-        handle = self._router.engines.get(engine_id)
+        handle = self._ledger.engines.get(engine_id)
         if handle is None:
             raise IndexError(f"no engine {engine_id}")
         if handle.alive:
             handle.process.kill()
-            self.wait_for_death(engine_id, timeout=10)
+            if not self.wait_for_death(engine_id, timeout=10):
+                raise EngineError(engine_id, None, None)
         self._start_engine(engine_id, self._later_context())
 
     def add_engines(self, n: int = 1) -> List[int]:
-        """Start `n` more engines; returns their ids."""
+        """Start `n` more engines; returns their ids.  All or nothing: if one cannot
+        start, those already started are stopped again and the error is raised."""
         self._check_open()
-        first = max(self._router.engines, default=-1) + 1
-        new = list(range(first, first + n))
-        for engine_id in new:
-            self._start_engine(engine_id, self._later_context())
+        new = self._ledger.reserve_ids(n)
+        started: List[EngineHandle] = []
+        try:
+            for engine_id in new:
+                started.append(self._start_engine(engine_id, self._later_context()))
+        except BaseException:
+            for handle in started:
+                handle.process.kill()
+            for handle in started:
+                self.wait_for_death(handle.id, timeout=10)
+            raise
         return new
 
     def wait_for_death(self, engine_id: int, timeout: float = 10) -> bool:
         """Wait until the client has noticed that engine `engine_id` is gone."""
-        handle = self._router.engines[engine_id]
-        return self._router.wait_until(lambda: not handle.alive, timeout)
+        handle = self._ledger.engines[engine_id]
+        return self._ledger.wait_until(lambda: not handle.alive or self._cluster.closed, timeout)
 
     def interrupt(self, targets: Targets = None) -> None:
         """Raise KeyboardInterrupt inside the tasks running on `targets` (default: all)."""
-        self._router.pump_nowait()
-        for engine_id in self._resolve(targets):
-            handle = self._router.engines[engine_id]
-            if not handle.ready:
-                continue  # still starting: it runs no task, and SIGINT could kill it
+        ids = self._resolve(targets)
+        with self._ledger.lock:
+            pids = [h.pid for h in self._ledger.engines.values() if h.id in ids and h.alive and h.ready]
+        for pid in pids:  # an engine not ready yet runs no task, and SIGINT could kill it
             try:
-                os.kill(handle.pid, signal.SIGINT)
+                os.kill(pid, signal.SIGINT)
             except ProcessLookupError:
                 pass
 
     # -- views -----------------------------------------------------------------------------
     def __getitem__(self, key: Union[int, slice, Sequence[int]]) -> DirectView:
-        live = self.ids  # read once: each read applies what has arrived
+        live = self.ids  # read once
         if isinstance(key, int):
             if key not in live:
                 raise IndexError(f"no live engine {key}; live engines: {live}")
@@ -273,8 +264,7 @@ class Client:
 
     # -- submission ------------------------------------------------------------------------
     def _check_open(self) -> None:
-        if self._closed:
-            raise RuntimeError("this Client is closed")
+        self._cluster.check_usable()
 
     def _resolve(self, targets: Targets) -> List[int]:
         self._check_open()
@@ -320,9 +310,9 @@ class Client:
                 encoded[key] = self._encode(*call)
                 ar._segments += encoded[key][1]
             plan.append((self._new_record(ar, engine_id), encoded[key][0]))
+        ar._start()  # nobody else has it yet: it cannot have been cancelled
         for record, blob in plan:
-            self._router.send(record, blob)
-        self._router.pump_while_submitting()
+            self._ledger.send(record, blob)
         return ar
 
     def _submit_balanced(self, calls: Sequence[Call], ar: AsyncResult, targets: Optional[List[int]]) -> AsyncResult:
@@ -333,8 +323,7 @@ class Client:
             blob, segments = self._encode(*call)
             ar._segments += segments
             blobs.append(blob)
-        self._balancer.submit([(self._new_record(ar, -1), blob, targets) for blob in blobs])
-        self._router.pump_while_submitting()
+        self._balancer.submit(ar, [(self._new_record(ar, -1), blob, targets) for blob in blobs])
         return ar
 
     @property
@@ -353,20 +342,24 @@ class Client:
             sharedmem.unlink(ref.name)
         ar._segments = []
 
+    def _cancel(self, ar: AsyncResult) -> bool:
+        """Cancel `ar` if none of its tasks was handed to an engine yet."""
+        return self._balancer.cancel(ar)
+
+    def _check_can_wait(self) -> None:
+        self._ledger.check_can_wait()
+
     # -- ipyparallel's client-level calls ------------------------------------------------
     @property
     def outstanding(self) -> set:
         """msg_ids of the tasks not yet finished."""
-        self._router.pump_nowait()
-        with self._router.state_lock:
-            pending = {r.msg_id for r in self._router.records.values()}
+        pending = {r.msg_id for r in self._ledger.pending_records()}
         pending |= self._balancer.queued_msg_ids()
         return pending
 
     @property
     def results(self) -> Dict[str, Any]:
         """``{msg_id: result}`` of finished tasks, as in ipyparallel."""
-        self._router.pump_nowait()
         out: Dict[str, Any] = {}
         for ar in set(self._results.values()):
             for r in ar._records:
@@ -396,7 +389,9 @@ class Client:
             ars = []
             for job in jobs:
                 ars.append(job if isinstance(job, AsyncResult) else self._results[job])
-        return self._router.wait_until(lambda: all(ar.done() for ar in ars), timeout)
+        if not all(ar.done() for ar in ars):
+            self._check_can_wait()
+        return self._ledger.wait_until(lambda: all(ar.done() for ar in ars), timeout)
 
     def abort(self, jobs: Union[AsyncResult, Iterable[Union[AsyncResult, str]], None] = None) -> None:
         """Drop tasks that have not started (default: all outstanding)."""
@@ -414,16 +409,12 @@ class Client:
             if not r.done and r.engine_id >= 0 and r not in dropped:
                 by_engine.setdefault(r.engine_id, []).append(r.seq)
         for engine_id, seqs in by_engine.items():
-            self._router.engines[engine_id].send_control(("abort", seqs))
-        self._router.run_callbacks()
+            self._ledger.engines[engine_id].send_control(Abort(seqs))
 
     # -- lifecycle -------------------------------------------------------------------------
     def close(self) -> None:
-        """Stop the engines, the Manager and the drain thread; idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        _live_states.discard(self._state)
+        """Stop the engines, the Manager and the collector thread; idempotent."""
+        _live_clusters.discard(self._cluster)
         self._finalizer()
 
     shutdown = close
@@ -479,83 +470,138 @@ def _weakly(client: Client, method: Callable[[Client], None]) -> Callable[[], No
     return call
 
 
-@contextlib.contextmanager
-def _main_module_not_rerun() -> Iterator[None]:
-    """Start spawn/forkserver children without re-running the user's script.
+class _Cluster:
+    """Everything close() must tear down, without a reference back to the Client.
 
-    multiprocessing re-imports ``__main__`` in such children, which runs a script
-    without an ``if __name__ == "__main__"`` guard a second time.  Engines and the
-    Manager need nothing from it: functions travel by value with cloudpickle.
+    It belongs to the process that made it: in a process forked from that one
+    (the user's ``os.fork()``, an engine started by fork), the client-side ends
+    are closed at once (so that, e.g., the lifeline still breaks when the owner
+    dies) and the client refuses to be used or to close the owner's engines.
     """
-    original = mp_spawn.get_preparation_data
 
-    def preparation_data(name: str) -> Dict[str, Any]:
-        data = original(name)
-        data.pop("init_main_from_path", None)
-        data.pop("init_main_from_name", None)
-        return data
+    def __init__(self, client: Client) -> None:
+        self.owner_pid = os.getpid()
+        self.cluster_id = client.cluster_id
+        self.ledger = client._ledger
+        self.collector = client._collector
+        self.lifeline = client._lifeline
+        self.queue = client._queue
+        self.spin_hint = client._spin_hint
+        self.store: Optional[DataStore] = None  # guarded by _lock
+        self.store_starter: Optional[threading.Thread] = None
+        self.closed = False  # guarded by _lock
+        self._lock = threading.Lock()
 
-    mp_spawn.get_preparation_data = preparation_data
-    try:
-        yield
-    finally:
-        mp_spawn.get_preparation_data = original
+    def check_usable(self) -> None:
+        if os.getpid() != self.owner_pid:
+            raise ClientClosedError(
+                f"this Client belongs to process {self.owner_pid}; a forked child cannot use it: make a new Client"
+            )
+        if self.closed or self.ledger.closed:
+            raise ClientClosedError("this Client is closed")
 
+    def start_datastore(self, start: Callable[[], None]) -> None:
+        thread = threading.Thread(target=start, name=f"localpar-manager-start-{self.cluster_id}", daemon=True)
+        self.store_starter = thread
+        thread.start()
 
-class _ClusterState:
-    """Everything close() must tear down, without a reference back to the Client."""
+    def adopt_store(self, store: DataStore) -> bool:
+        """Keep the started Manager for close(); False if the cluster closed meanwhile."""
+        with self._lock:
+            if self.closed:
+                return False
+            self.store = store
+            return True
 
-    def __init__(self, router: Router, line: Lifeline, queue: PublicationQueue, cluster_id: str) -> None:
-        self.router = router
-        self.lifeline = line
-        self.queue = queue
-        self.cluster_id = cluster_id
-        self.drain: Optional[threading.Thread] = None
-        self.store: Optional[DataStore] = None
-        self.closed = False
+    def forked(self) -> None:
+        """In a forked child: close the client's ends, touch nothing else (locks may be held)."""
+        if os.getpid() == self.owner_pid or self.closed:
+            return
+        self.lifeline.close_writer()
+        for handle in list(self.ledger.engines.values()):
+            handle.close_in_child()
+        self.queue.close_reader()
+        self.ledger.doorbell.close()
 
     def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        router = self.router
-        handles = list(router.engines.values())
+        if os.getpid() != self.owner_pid:
+            return  # a forked child's exit hook: the engines are its parent's
+        with self._lock:
+            if self.closed:
+                return
+            self.closed = True
+        _live_clusters.discard(self)
+        ledger = self.ledger
+        ledger.close()
+        handles = list(ledger.engines.values())
         for h in handles:  # idle engines stop at once; busy ones are terminated
             if h.alive and not h.pending:
-                h.send_task(STOP)
+                h.send_stop()
             elif h.alive:
                 h.process.terminate()
-        router.close()
-        if self.drain is not None and self.drain is not threading.current_thread():
-            self.drain.join(timeout=10)
+        self.collector.stop()  # fails what is pending with ClientClosedError
+        _end_processes([h.process for h in handles], [h.death_fd for h in handles if h.alive])
+        if self.store_starter is not None and self.store_starter is not threading.current_thread():
+            self.store_starter.join(timeout=30)  # the store it started is shut down just below
+        with self._lock:
+            store = self.store
+        if store is not None:
+            store.shutdown()
         for h in handles:
-            h.process.join(timeout=2)
-            if h.process.exitcode is None:
-                h.process.kill()
-                h.process.join(timeout=2)
             h.alive = False
-        if self.store is not None:
-            self.store.shutdown()
-        for h in handles:
-            for conn in (h.tasks, h.control, h.events):
-                conn.close()
+            h.close()
             try:
                 h.process.close()
             except ValueError:
-                pass
+                pass  # still running after kill(): left to multiprocessing's reaper
         self.queue.close()
         self.lifeline.close()
-        router.close_fds()
-        router.spin_hint.close()
+        ledger.doorbell.close()
+        self.spin_hint.close()
         sharedmem.sweep(self.cluster_id)
 
 
-_live_states: weakref.WeakSet[_ClusterState] = weakref.WeakSet()
+ENGINE_EXIT_GRACE = 2.0  # seconds engines get to stop before they are killed
+
+
+def _end_processes(processes: List[Any], death_fds: List[int]) -> None:
+    """Wait for all of them at once; kill what is still running after the grace period."""
+    from multiprocessing.connection import wait
+
+    def still_running(timeout: float) -> List[int]:
+        fds = list(death_fds)
+        deadline = time.monotonic() + timeout
+        while fds:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            for fd in wait(fds, remaining):
+                fds.remove(fd)  # type: ignore[arg-type]
+        return fds
+
+    if still_running(ENGINE_EXIT_GRACE):
+        for p in processes:
+            if p.exitcode is None:
+                p.kill()
+        still_running(ENGINE_EXIT_GRACE)
+    for p in processes:
+        p.join(timeout=0.1 if p.exitcode is not None else ENGINE_EXIT_GRACE)
+
+
+_live_clusters: weakref.WeakSet[_Cluster] = weakref.WeakSet()
 
 
 @atexit.register
 def _close_at_exit() -> None:
     # Registered after multiprocessing's own exit hook, so it runs before it:
     # that hook would otherwise wait forever for engines that are still running.
-    for state in list(_live_states):
-        state.close()
+    for cluster in list(_live_clusters):
+        cluster.close()
+
+
+def _forked_child() -> None:
+    for cluster in list(_live_clusters):
+        cluster.forked()
+
+
+os.register_at_fork(after_in_child=_forked_child)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional
 
 if TYPE_CHECKING:
-    from .engine import TaskContext
+    from .publishing import TaskContext
 
 _current: Optional[TaskContext] = None
 """The task running on this engine process, set by the engine loop."""
@@ -28,7 +28,7 @@ def publish_data(data: Mapping[str, Any]) -> None:
     if task is None:
         _forward_to_ipyparallel(data)
         return
-    task.publish(data)
+    task.engine.publish(task, data)
 
 
 def report_progress(done: int, total: int) -> None:
@@ -38,7 +38,7 @@ def report_progress(done: int, total: int) -> None:
     task = _current
     if task is None:
         raise RuntimeError(_OUTSIDE)
-    task.report_progress(done, total)
+    task.engine.report_progress(task, done, total)
 
 
 _OUTSIDE = "publish_data must be called inside a task running on a localpar engine (or an ipyparallel engine)"

@@ -1,14 +1,18 @@
 """The card's Manager dict: the durable latest published state of each engine.
 
 A ``multiprocessing.Manager`` process holds ``{engine_id: (task seq, publication
-number, merged data)}``.  Engines write it coalesced (at most every 0.2 s and
-after each task, never on the latency path); the client reads it when an engine
-dies, to recover data the engine held back while the publication queue was full.
-Keeping one entry per engine, and leaving values over 1 MB out (they would cost
-a full copy per write; the client has them already), bounds its memory and cost.
+number, merged data pickled by serialization.dumps_inline)}``.  Each engine writes
+it from a thread of its own (``publishing.StoreWriter``), coalesced, at most every
+0.2 s; the client reads it when an engine dies, to recover data the engine held
+back while the publication queue was full.  Keeping one entry per engine, and
+leaving values over 1 MB out (they would cost a full copy per write; the client
+has them already), bounds its memory and cost.  Values travel as bytes, so the
+Manager never needs to unpickle what only cloudpickle can rebuild.
 
-The Manager is started from the drain thread so that ``Client()`` returns as soon
-as the engines are forked; it watches the client's lifeline like every child.
+The Manager starts in a thread of its own, so that ``Client()`` returns as soon
+as the engines are started and the first calls do not wait for it; it watches
+the client's lifeline like every child.  Nothing the client does with it can
+block for long: the read after a death has a timeout, and shutdown kills it.
 """
 
 from __future__ import annotations
@@ -19,13 +23,14 @@ import threading
 from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
 from multiprocessing.managers import SyncManager
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Tuple
 
 from . import lifeline, sharedmem
+from .errors import SerializationError
+from .serialization import loads_inline
 
 
-def _init_manager_process(line: Connection, inherited: Sequence[int], cluster_id: str) -> None:
-    lifeline.close_inherited(inherited)
+def _init_manager_process(line: Connection, cluster_id: str) -> None:
     os.setsid()  # like the engines: the terminal's Ctrl-C is the client's alone
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
@@ -39,43 +44,63 @@ def _init_manager_process(line: Connection, inherited: Sequence[int], cluster_id
 class DataStore:
     """Client-side handle on the Manager process and its dict."""
 
-    def __init__(
-        self, ctx: BaseContext, authkey: bytes, line: Connection, inherited: Sequence[int], cluster_id: str
-    ) -> None:
+    def __init__(self, ctx: BaseContext, authkey: bytes, line: Connection, cluster_id: str) -> None:
         self._manager = SyncManager(authkey=authkey, ctx=ctx)  # a Unix socket: no TCP listener
-        self._manager.start(_init_manager_process, (line, tuple(inherited), cluster_id))
-        self.dict: Any = self._manager.dict()
+        self._manager.start(_init_manager_process, (line, cluster_id))
         process = self._manager._process  # type: ignore[attr-defined]
-        self.pid: int = process.pid
-        self.sentinel: int = process.sentinel
         self._process = process
+        self.pid: int = process.pid
+        self.death_fd = lifeline.death_fd(process)
         self._stopped = False
         self._shutdown_lock = threading.Lock()
+        try:
+            self.dict: Any = self._manager.dict()
+        except BaseException:
+            self.shutdown()
+            raise
 
     def exitcode(self) -> Optional[int]:
         self._process.join(timeout=1.0)
         return self._process.exitcode
 
-    def latest(self, engine_id: int) -> Optional[Tuple[int, int, dict]]:
+    def latest(self, engine_id: int, timeout: float) -> Optional[Tuple[int, int, dict]]:
+        """``(task seq, publication number, merged data)`` of `engine_id`; None if the
+        Manager has none or does not answer within `timeout` seconds (stopped, dying)."""
+        answer: List[Any] = []
+        reader = threading.Thread(target=self._read, args=(engine_id, answer), name="localpar-store-read", daemon=True)
+        reader.start()  # a stopped Manager blocks only this thread; shutdown() kills the Manager, ending it
+        reader.join(timeout)
+        if not answer or answer[0] is None:
+            return None
+        seq, pubseq, blob = answer[0]
         try:
-            return self.dict.get(engine_id)
-        except Exception:
+            return seq, pubseq, loads_inline(blob)
+        except SerializationError:
             return None
 
+    def _read(self, engine_id: int, answer: List[Any]) -> None:
+        try:
+            answer.append(self.dict.get(engine_id))
+        except Exception:
+            answer.append(None)
+
     def shutdown(self) -> None:
-        """Stop the Manager process; idempotent (close() and the drain thread may race)."""
+        """Stop the Manager process at once (it holds nothing the client needs any more);
+        idempotent.  No message is sent: a stopped Manager could not answer it."""
         with self._shutdown_lock:
             if self._stopped:
                 return
             self._stopped = True
-        try:
-            self._manager.shutdown()
-        except Exception:
-            pass
         if self._process.is_alive():
             self._process.kill()
         self._process.join(timeout=2.0)
+        try:
+            self._manager.shutdown()  # finds the process gone: only its bookkeeping is left
+        except Exception:
+            pass
         self.dict = None  # its connection to the (gone) Manager closes with it
+        if self.death_fd != self._process.sentinel:
+            os.close(self.death_fd)
         try:
             self._process.close()  # the pipes multiprocessing keeps per child
         except ValueError:

@@ -1,44 +1,55 @@
 """The engine process: a loop that runs one task at a time, in arrival order.
 
-    task pipe ──► recv ──► run f(*args, **kwargs) ──► result pipe (value or error,
-    (from client)               │                          with stdout, stderr, times
-                                │                          and the publication count)
-                                └── publish_data ──► publication queue (shared, atomic
-                                                     frames) + Manager dict (coalesced)
-    control pipe ──► abort lists, the data store's handle; polled before each task
-                     and at each publication, so never blocking the task.
+    task pipe ──► read frames ──► run f(*args, **kwargs) ──► event pipe: Result (value
+    (from client)                      │                     or error, stdout, stderr,
+                                       │                     times, publication count)
+                                       └─ publish_data ──► publication queue (shared,
+                                                           atomic frames); Manager dict
+    control pipe ──► Abort, Release, UseStore, StoreLost; read before each task and
+                     now and then by publish_data, never blocking the task.
 
-An engine lives in its own session, so a terminal's Ctrl-C does not reach it;
-``Client.interrupt`` sends SIGINT, which raises KeyboardInterrupt only inside a
-running task.  A daemon thread watches the lifeline and exits when the client dies.
+Interrupts: ``Client.interrupt`` sends SIGINT, which raises KeyboardInterrupt only
+in the task's own code: the handler looks up the interrupted stack for the
+frame of ``call_task``.  Anywhere else (the loop, decoding, sending the result),
+or inside the engine's talk with the client on the task's behalf
+(``publish_data``, reading the control pipe), the interrupt is held: raised as
+soon as ``publish_data`` returns to the task, dropped once the task has ended.
+So no pipe is ever left with half a message, and the loop never sees it.
+
+An engine lives in its own session (a terminal's Ctrl-C is the client's), and a
+daemon thread watches the lifeline: the engine exits when the client dies.
+
+Function globals, one rule for every call: a function defined in ``__main__`` (a
+script, a notebook) runs with the engine's namespace as its globals, and before
+each call the globals it names are set to the values they had on the client
+when the call was made (cloudpickle captures them); names the client did not
+define resolve in the namespace (``push``, ``execute``).
+
+The engine imports nothing of the client's side (see ``messages``).
 """
 
 from __future__ import annotations
 
 import io
 import os
-import pickle
 import select
 import signal
-import struct
 import sys
+import threading
 import time
 import traceback
 from multiprocessing.connection import Connection
-from typing import Any, Dict, List, NamedTuple, Optional, Set, Tuple
+from typing import Any, Callable, Dict, NamedTuple, Optional, Set, Tuple
 
-from . import datapub, lifeline, namespace, sharedmem
-from .errors import DataStoreError, SerializationError
+from . import datapub, lifeline, messages, namespace, sharedmem
 from .framing import FrameReader, write_frame
-from .pubqueue import MAX_PAYLOAD, PublicationWriter
-from .serialization import CALL_FUNCTION_SIZE, SCALARS_ONLY, dumps, find_unpicklable, loads, plain_data
+from .messages import STOP, TASK_HEADER, Abort, Aborted, Ready, Release, Result, StoreLost, UseStore
+from .publishing import StoreWriter, TaskContext
+from .pubqueue import PublicationWriter
+from .serialization import CALL_FUNCTION_SIZE, SCALARS_ONLY, dumps, loads, plain_data
 from .spin import SpinHint
 
-TASK_HEADER = struct.Struct("<Q")  # the task's sequence number, then the call (serialization.dumps_call)
-STOP = b"stop"
-STORE_SYNC_MIN_INTERVAL = 0.2  # seconds between two Manager-dict writes of one task
-STORE_MAX_VALUE_BYTES = 1 << 20  # bigger published values are not copied into the Manager
-CONTROL_POLL_INTERVAL = 0.005  # seconds between two looks at the control pipe from publish_data
+FUNCTION_CACHE_SIZE = 64  # functions kept unpickled, by their pickled bytes
 
 
 class EngineSpec(NamedTuple):
@@ -48,17 +59,15 @@ class EngineSpec(NamedTuple):
     cluster_id: str
     authkey: bytes
     tasks: Connection  # client -> engine, frames of TASK_HEADER + call (see framing)
-    control: Connection  # client -> engine, pickled control messages
-    events: Connection  # engine -> client, frames of pickled event tuples (see framing)
+    control: Connection  # client -> engine, messages.Control
+    events: Connection  # engine -> client, frames of messages.Event
     publications: Connection  # write end of the shared publication queue
     lifeline: Connection  # read end of the client's lifeline
     spin_hint: str  # the segment of the client's SpinHint
-    inherited: Tuple[int, ...]  # client-side fds a forked child must close
 
 
 def run_engine(spec: EngineSpec) -> None:
     """Entry point of an engine process."""
-    lifeline.close_inherited(spec.inherited)
     os.setsid()  # leave the terminal's process group: Ctrl-C is the client's
     import multiprocessing
 
@@ -67,6 +76,7 @@ def run_engine(spec: EngineSpec) -> None:
     signal.signal(signal.SIGINT, engine.on_sigint)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked by the client during start
     lifeline.watch(spec.lifeline, engine.on_client_death)
+    os.register_at_fork(after_in_child=_forked_by_a_task)
     try:
         engine.serve()
     finally:
@@ -77,14 +87,17 @@ class Engine:
     def __init__(self, spec: EngineSpec) -> None:
         self.id = spec.engine_id
         self.spec = spec
+        self.pid = os.getpid()
+        self.main_ident = threading.get_ident()
         self.queue = PublicationWriter(spec.publications)
         self.pool = sharedmem.SegmentPool(spec.cluster_id)
-        self.store: Any = None  # the Manager's dict proxy, once the client sends it
-        self.store_lost: Optional[str] = None
+        self.store = StoreWriter(spec.engine_id)
         self.aborted: Set[int] = set()
         self.namespace: Dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__}
-        self.running = False
-        self.last_task: Optional[TaskContext] = None
+        # The engine lock: the control pipe's reader and the running task's publications.
+        self.lock = threading.Lock()
+        self.running = False  # a task is between decoding and its result
+        self.interrupt_pending = False  # SIGINT landed in localpar's code while a task ran
         self.next_control_poll = 0.0  # publish_data looks at the control pipe from then on
         self._control_ready = select.poll()
         self._control_ready.register(spec.control.fileno(), select.POLLIN)
@@ -92,11 +105,26 @@ class Engine:
         self.spin_hint = SpinHint(spec.spin_hint)
         self._task_ready = select.poll()
         self._task_ready.register(spec.tasks.fileno(), select.POLLIN)
-        self._functions: Dict[bytes, Any] = {}  # pickled function -> function bound to the namespace
+        self._functions: Dict[bytes, Tuple[Callable[..., Any], Dict[str, Any]]] = {}
 
     # -- signals and lifecycle -------------------------------------------------
     def on_sigint(self, signum: int, frame: Any) -> None:
-        if self.running:
+        if not self.running:
+            return  # between tasks: nothing to interrupt
+        here = frame
+        while here is not None:  # from the interrupted frame up to the task's call, if it is in it
+            code = here.f_code
+            if code in _SHIELDED:
+                break
+            if code is _CALL_TASK:
+                raise KeyboardInterrupt("interrupted by the client")
+            here = here.f_back
+        self.interrupt_pending = True  # localpar's own code: see the module docstring
+
+    def raise_pending_interrupt(self) -> None:
+        """Back to the task's code: raise the interrupt that landed in localpar's."""
+        if self.interrupt_pending:
+            self.interrupt_pending = False
             raise KeyboardInterrupt("interrupted by the client")
 
     def on_client_death(self) -> None:
@@ -106,7 +134,7 @@ class Engine:
     def serve(self) -> None:
         global _engine
         _engine = self
-        self.send(("ready", 0))  # SIGINT is handled from here on: the client may interrupt
+        self.send(Ready(self.id))  # SIGINT is handled from here on: the client may interrupt
         tasks = FrameReader(self.spec.tasks.fileno())
         while True:
             try:
@@ -117,7 +145,6 @@ class Engine:
                 if frame == STOP:
                     return
                 self.run_task(frame)
-                self.sync_store()
             if tasks.eof:
                 return
             if not frames and not self.spin_hint.spin(self._task_ready, self.id):
@@ -125,62 +152,81 @@ class Engine:
 
     # -- control messages ------------------------------------------------------
     def poll_control(self) -> None:
+        """Apply the control messages that have arrived; the engine lock is held."""
         control = self.spec.control
         while self._control_ready.poll(0):
             try:
-                kind, value = control.recv()
+                message = control.recv()
             except (EOFError, OSError):
                 return
-            if kind == "abort":
-                self.aborted.update(value)
-            elif kind == "store":
-                self.store = value
-            elif kind == "release":
-                for name in value:
+            if isinstance(message, Abort):
+                self.aborted.update(message.seqs)
+            elif isinstance(message, Release):
+                for name in message.names:
                     self.pool.release(name)
-            elif kind == "store-lost":
-                self.store, self.store_lost = None, value
+            elif isinstance(message, UseStore):
+                self.store.use(message.store)
+            elif isinstance(message, StoreLost):
+                self.store.lost = message.reason
 
     # -- tasks -----------------------------------------------------------------
     def run_task(self, frame: bytes) -> None:
         (seq,) = TASK_HEADER.unpack_from(frame)
-        self.poll_control()
-        if seq in self.aborted:
-            self.aborted.discard(seq)
-            self.send(("aborted", seq))
-            return
-        task = TaskContext(self, seq)
+        with self.lock:
+            self.poll_control()
+            if seq in self.aborted:
+                self.aborted.discard(seq)
+                self.send(Aborted(seq))
+                return
+            task = TaskContext(self, seq)
         out, err = io.StringIO(), io.StringIO()
         saved = sys.stdout, sys.stderr
         status: str
         payload: Any
         started = time.time()
+        self.running = True
         try:
             sys.stdout, sys.stderr = out, err
             datapub._current = task
             f, args, kwargs = self.decode_call(frame)
-            self.running = True
-            try:
-                value = f(*args, **kwargs)
-            finally:
-                self.running = False
+            value = call_task(self, f, args, kwargs)
             if plain_data(value) == SCALARS_ONLY:  # travels inside the event itself: one pickle, not two
                 status, payload = "value", value
             else:
                 status, payload = "ok", self.encode_result(value, f)
         except BaseException as exc:  # the task's failure, reported, never fatal here
-            self.running = False
             status, payload = "error", describe_exception(exc)
         finally:
             datapub._current = None
             sys.stdout, sys.stderr = saved
+        if os.getpid() != self.pid:  # a process the task forked returned here: it is no engine
+            os._exit(0)
         completed = time.time()
+        with self.lock:
+            try:
+                sent = task.close()
+            except BaseException as exc:
+                status, payload, sent = "error", describe_exception(exc), task.sent
+            self.running = False
+            self.interrupt_pending = False  # it came after the task's end: nothing to interrupt
+        self.send(Result(seq, status, payload, started, completed, out.getvalue(), err.getvalue(), sent))
+
+    def publish(self, task: TaskContext, data: Dict[str, Any]) -> None:
+        """``publish_data`` from any thread of the task; an interrupt waits until it is done."""
         try:
-            task.flush()
-        except BaseException as exc:
-            status, payload = "error", describe_exception(exc)
-        self.send(("result", seq, status, payload, started, completed, out.getvalue(), err.getvalue(), task.sent))
-        self.last_task = task
+            with self.lock:
+                task.publish(data)
+        finally:
+            if threading.get_ident() == self.main_ident:
+                self.raise_pending_interrupt()
+
+    def report_progress(self, task: TaskContext, done: int, total: int) -> None:
+        try:
+            with self.lock:
+                task.report_progress(done, total)
+        finally:
+            if threading.get_ident() == self.main_ident:
+                self.raise_pending_interrupt()
 
     def decode_call(self, frame: bytes) -> Tuple[Any, Tuple[Any, ...], Dict[str, Any]]:
         """Unpack a task frame; a function sent before is reused, not unpickled again."""
@@ -188,13 +234,16 @@ class Engine:
         (fsize,) = CALL_FUNCTION_SIZE.unpack_from(view, TASK_HEADER.size)
         start = TASK_HEADER.size + CALL_FUNCTION_SIZE.size
         fblob = bytes(view[start : start + fsize])
-        f = self._functions.get(fblob)
-        if f is None:
+        cached = self._functions.get(fblob)
+        if cached is None:
             f, filename = loads(fblob, unlink=False, what="the function")
-            f = namespace.bind_to_namespace(namespace.restore_filename(f, filename), self.namespace)
-            if len(self._functions) >= 64:
+            cached = namespace.bind_to_namespace(namespace.restore_filename(f, filename), self.namespace)
+            if len(self._functions) >= FUNCTION_CACHE_SIZE:
                 self._functions.pop(next(iter(self._functions)))
-            self._functions[fblob] = f
+            self._functions[fblob] = cached
+        f, captured = cached
+        if captured:
+            self.namespace.update(captured)  # the rule above: the client's values, at every call
         args, kwargs = loads(view[start + fsize :], unlink=False, what="the arguments")
         return f, args, kwargs
 
@@ -202,32 +251,20 @@ class Engine:
         name = getattr(f, "__qualname__", "the task")
         return dumps(value, self.spec.cluster_id, what=f"the return value of {name}", pool=self.pool)[0]
 
-    def send(self, event: Tuple[Any, ...]) -> None:
-        write_frame(self._events_fd, pickle.dumps(event, protocol=5))
-
-    # -- the durable store -------------------------------------------------------
-    def sync_store(self) -> None:
-        """Write the last task's merged data to the Manager dict if it changed."""
-        task = self.last_task
-        if task is not None and task.dirty:
-            try:
-                task.sync()
-            except DataStoreError:
-                pass  # reported to the task that publishes next
-            self.last_task = None
+    def send(self, event: messages.Event) -> None:
+        write_frame(self._events_fd, messages.encode(event))
 
 
-def durable_part(state: Dict[str, Any]) -> Dict[str, Any]:
-    """What the Manager dict keeps: big buffers would cost a full copy per sync, so
-    values over ``STORE_MAX_VALUE_BYTES`` stay out (the client has them already)."""
-    return {k: v for k, v in state.items() if _nbytes(v) <= STORE_MAX_VALUE_BYTES}
+def call_task(engine: Engine, f: Callable[..., Any], args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Any:
+    """The one frame below which an interrupt may raise: the task's own code."""
+    engine.raise_pending_interrupt()
+    return f(*args, **kwargs)
 
 
-def _nbytes(value: Any) -> int:
-    if isinstance(value, (bytes, bytearray, str)):
-        return len(value)
-    size = getattr(value, "nbytes", 0)
-    return size if isinstance(size, int) else 0
+_CALL_TASK = call_task.__code__
+_SHIELDED = frozenset(  # below the task's code, these make an interrupt wait (see on_sigint)
+    f.__code__ for f in (Engine.publish, Engine.report_progress, Engine.poll_control)
+)
 
 
 def describe_exception(exc: BaseException) -> Tuple[str, str, str]:
@@ -236,91 +273,11 @@ def describe_exception(exc: BaseException) -> Tuple[str, str, str]:
     return type(exc).__name__, str(exc), tb
 
 
-class TaskContext:
-    """What ``publish_data`` needs to know about the running task."""
-
-    def __init__(self, engine: Engine, seq: int) -> None:
-        self.engine = engine
-        self.seq = seq
-        self.state: Dict[str, Any] = {}  # merged data, for the durable store
-        self.pending: Optional[Dict[str, Any]] = None  # not yet in the queue: pipe was full
-        self.sent = 0  # data frames in the queue
-        self.pubseq = 0
-        self.dirty = False
-        self.next_sync = time.monotonic() + STORE_SYNC_MIN_INTERVAL
-
-    def publish(self, data: Dict[str, Any]) -> None:
-        engine = self.engine
-        now = time.monotonic()
-        if now >= engine.next_control_poll:  # a store handle or loss, segment releases: no hurry
-            engine.poll_control()
-            engine.next_control_poll = now + CONTROL_POLL_INTERVAL
-        if engine.store_lost:
-            raise DataStoreError(engine.store_lost)
-        delta = data  # pickled right away: later changes by the caller do not leak in
-        if self.pending is not None:
-            self.pending.update(data)
-            delta = self.pending
-        self.pubseq += 1
-        frame, segments = self.encode(("data", self.seq, engine.id, self.pubseq, delta))
-        if engine.queue.try_put(frame):
-            self.sent += 1
-            self.pending = None
-        else:  # the client is behind: keep the latest state here, send it later
-            for ref in segments:
-                if ref.pooled:
-                    engine.pool.release(ref.name)
-                else:
-                    sharedmem.unlink(ref.name)
-            self.pending = delta if delta is not data else dict(data)
-        self.state.update(data)
-        self.dirty = True
-        if engine.store is not None and now >= self.next_sync:
-            self.sync()
-
-    def report_progress(self, done: int, total: int) -> None:
-        frame, _ = self.encode(("progress", self.seq, self.engine.id, done, total))
-        self.engine.queue.try_put(frame)  # progress is a hint: dropped, not queued, if the pipe is full
-
-    def flush(self) -> None:
-        """Send what the full pipe held back; the result must not overtake it."""
-        if self.pending is not None:
-            self.pubseq += 1
-            frame, _ = self.encode(("data", self.seq, self.engine.id, self.pubseq, self.pending))
-            self.engine.queue.put(frame)
-            self.sent += 1
-            self.pending = None
-
-    def encode(self, frame: Tuple[Any, ...]) -> Tuple[bytes, List[sharedmem.SegmentRef]]:
-        cluster = self.engine.spec.cluster_id
-        try:
-            message, segments = dumps(frame, cluster, what="the published data", pool=self.engine.pool)
-        except SerializationError:
-            if frame[0] != "data":
-                raise
-            culprit = find_unpicklable((f"published value {k!r}", v) for k, v in frame[-1].items())
-            raise SerializationError(f"cannot pickle {culprit}") from None
-        if len(message) > MAX_PAYLOAD:  # too big for one atomic write: spill it
-            ref = sharedmem.export(cluster, memoryview(message))
-            message = dumps(("spilled", ref), cluster)[0]
-            segments = [*segments, ref]
-        return message, segments
-
-    def sync(self) -> None:
-        engine = self.engine
-        if engine.store is None:
-            return
-        t0 = time.monotonic()
-        try:
-            engine.store[engine.id] = (self.seq, self.pubseq, durable_part(self.state))
-        except Exception as exc:
-            engine.store_lost = f"the cluster's Manager process is unreachable ({type(exc).__name__}: {exc})"
-            engine.store = None
-            raise DataStoreError(engine.store_lost) from exc
-        cost = time.monotonic() - t0
-        self.dirty = False
-        # Coalesce: spend at most ~5% of the task's time keeping the store fresh.
-        self.next_sync = time.monotonic() + max(STORE_SYNC_MIN_INTERVAL, 20 * cost)
+def _forked_by_a_task() -> None:
+    """In a process that a task forked: it is no engine, and publishes nothing."""
+    global _engine
+    _engine = None
+    datapub._current = None
 
 
 _engine: Optional[Engine] = None

@@ -157,8 +157,10 @@ class NoEnginesError(RemoteError):
         return self.evalue
 
 
-class ClientClosedError(RemoteError):
-    """The client was closed; its engines are gone."""
+class ClientClosedError(RemoteError, RuntimeError):
+    """The client was closed (its engines are gone), or belongs to another process.
+
+    A RuntimeError too, as using a closed client always was."""
 
     def __init__(self, message: str) -> None:
         super().__init__("ClientClosedError", message, "")

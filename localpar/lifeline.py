@@ -13,7 +13,8 @@ from __future__ import annotations
 import os
 import threading
 from multiprocessing.connection import Connection
-from typing import Callable, Iterable
+from multiprocessing.process import BaseProcess
+from typing import Callable
 
 
 class Lifeline:
@@ -26,21 +27,16 @@ class Lifeline:
         self.write_fd = w
         self.reader = Connection(r, writable=False)
 
-    def close(self) -> None:
-        """Cut the line: every child still alive starts exiting."""
+    def close_writer(self) -> None:
+        """Close this process's copy of the write end (in a forked child: the owner keeps its own)."""
         if self.write_fd >= 0:
             os.close(self.write_fd)
             self.write_fd = -1
+
+    def close(self) -> None:
+        """Cut the line: every child still alive starts exiting."""
+        self.close_writer()
         self.reader.close()
-
-
-def close_inherited(fds: Iterable[int]) -> None:
-    """In a forked child: close the client's ends it inherited, so EOFs can happen."""
-    for fd in fds:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
 
 
 def watch(reader: Connection, on_parent_death: Callable[[], None]) -> threading.Thread:
@@ -61,3 +57,15 @@ def watch(reader: Connection, on_parent_death: Callable[[], None]) -> threading.
     thread = threading.Thread(target=wait_for_eof, name="localpar-lifeline", daemon=True)
     thread.start()
     return thread
+
+
+def death_fd(process: BaseProcess) -> int:
+    """A descriptor readable once `process` has exited: a pidfd where the kernel has them.
+
+    The fallback, multiprocessing's sentinel, is a pipe that the process's own
+    children inherit: it reports the death only once they are gone too.
+    """
+    try:
+        return os.pidfd_open(process.pid)  # type: ignore[arg-type]
+    except (AttributeError, OSError):
+        return process.sentinel

@@ -9,7 +9,7 @@ marked ``@interactive``, as on an ipyparallel engine.
 from __future__ import annotations
 
 import types
-from typing import Any, Callable, Dict, List, Optional, Sequence, TypeVar, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
 
 
 def current_engine() -> Any:
@@ -27,22 +27,22 @@ def interactive(f: F) -> F:
     return f
 
 
-def bind_to_namespace(f: Any, namespace: Dict[str, Any]) -> Any:
-    """Rebuild a ``__main__`` function so that its globals are the engine's namespace.
+def bind_to_namespace(f: Any, namespace: Dict[str, Any]) -> Tuple[Any, Dict[str, Any]]:
+    """A ``__main__`` function rebuilt with the engine's namespace as its globals, and the
+    globals cloudpickle captured with it on the client (dunder names left out).
 
-    The values cloudpickle captured on the client win over the namespace for the
-    names they define; any other name resolves in the namespace.
+    The caller sets the captured values into the namespace before every call
+    (see the rule in ``engine``); any other name resolves in the namespace.
+    Other functions come back as they are, with nothing captured.
     """
     if not isinstance(f, types.FunctionType) or f.__module__ != "__main__" or f.__globals__ is namespace:
-        return f
-    for name, value in f.__globals__.items():
-        if name not in ("__builtins__", "__name__"):
-            namespace[name] = value
+        return f, {}
+    captured = {k: v for k, v in f.__globals__.items() if not (k.startswith("__") and k.endswith("__"))}
     bound = types.FunctionType(f.__code__, namespace, f.__name__, f.__defaults__, f.__closure__)
     bound.__kwdefaults__ = f.__kwdefaults__
     bound.__dict__.update(f.__dict__)
     bound.__qualname__ = f.__qualname__
-    return bound
+    return bound, captured
 
 
 def restore_filename(f: Any, filename: Optional[str]) -> Any:
@@ -85,7 +85,9 @@ def execute(code: str, filename: str = "<execute>") -> None:
 
 
 def map_chunk(f: Callable[..., Any], *chunks: Sequence[Any]) -> List[Any]:
-    f = bind_to_namespace(f, current_engine().namespace)
+    namespace = current_engine().namespace
+    f, captured = bind_to_namespace(f, namespace)
+    namespace.update(captured)
     return [f(*items) for items in zip(*chunks)]
 
 

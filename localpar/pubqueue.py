@@ -47,8 +47,14 @@ class PublicationQueue:
         """Every complete frame available now, without blocking."""
         return self._reader.read_frames()
 
+    def close_reader(self) -> None:
+        """Close this process's copy of the read end (in a forked child)."""
+        if self.reader_fd >= 0:
+            os.close(self.reader_fd)
+            self.reader_fd = -1
+
     def close(self) -> None:
-        os.close(self.reader_fd)
+        self.close_reader()
         self.writer.close()
 
 

@@ -96,7 +96,7 @@ def settle(client: Client, expected: List[int], timeout: float) -> None:
     Queued tasks are dropped; running ones get `timeout` seconds, then a
     KeyboardInterrupt, then a restart of their engine.
     """
-    if client._closed:
+    if client.closed:
         return
     if client.outstanding:
         client.abort()
@@ -113,7 +113,7 @@ def settle(client: Client, expected: List[int], timeout: float) -> None:
 
 def busy_engines(client: Client) -> Set[int]:
     """The engines still running (or holding) a task of `client`."""
-    return {r.engine_id for ar in set(client._results.values()) for r in ar._records if not r.done and r.engine_id >= 0}
+    return {i for i, s in client.queue_status().items() if isinstance(i, int) and s["queue"]}
 
 
 @pytest.fixture

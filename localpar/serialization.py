@@ -146,6 +146,23 @@ def loads(
         raise SerializationError(f"cannot unpickle {what}: {type(exc).__name__}: {exc}") from exc
 
 
+def dumps_inline(obj: Any) -> bytes:
+    """`obj` pickled whole, big buffers included: for the Manager dict, which keeps bytes
+    (so values only cloudpickle can pickle are safe there too)."""
+    try:
+        return cloudpickle.dumps(obj, protocol=5)
+    except Exception as exc:
+        raise SerializationError(f"cannot pickle {_short_repr(obj)}: {type(exc).__name__}: {exc}") from exc
+
+
+def loads_inline(blob: bytes) -> Any:
+    """The object `dumps_inline` pickled."""
+    try:
+        return pickle.loads(blob)
+    except Exception as exc:
+        raise SerializationError(f"cannot unpickle: {type(exc).__name__}: {exc}") from exc
+
+
 def release_when_unused(buf: memoryview, ref: SegmentRef, on_release: Callable[[SegmentRef], None]) -> None:
     """Call ``on_release(ref)`` once nothing uses the mapping behind `buf` any more."""
     if isinstance(buf.obj, mmap.mmap):

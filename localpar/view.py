@@ -254,10 +254,14 @@ class _JoinedResult(AsyncResult):
         parts.add_done_callback(self._join)
 
     def _join(self, parts: Any) -> None:
+        if not self._start():  # cancelled
+            return
         try:
-            self.set_result(join_parts(parts.result(timeout=0)))
+            value = join_parts(parts.result(timeout=0))
         except BaseException as exc:
             self.set_exception(exc)
+        else:
+            self.set_result(value)
 
 
 class LoadBalancedView(View):

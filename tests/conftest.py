@@ -22,6 +22,7 @@ import pytest
 
 SHM_DIR = "/dev/shm"
 GRACE = 5.0
+HANG_GUARD = 10.0  # seconds: a bound on waits that should take far less, so a bug fails instead of hanging
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -10,7 +10,7 @@ import textwrap
 import psutil
 import pytest
 
-from localpar import Client, DirectView, NoEnginesError
+from localpar import Client, ClientClosedError, DirectView, NoEnginesError
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +66,7 @@ def test_context_manager_and_idempotent_close():
     client.close()  # again: no error
     for pid in pids:
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    with pytest.raises(RuntimeError, match="closed"):
+    with pytest.raises(ClientClosedError, match="closed"):
         client[:].apply_async(lambda: 1)
 
 

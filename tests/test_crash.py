@@ -136,7 +136,7 @@ def test_manager_death_makes_publish_fail_with_data_store_error(leak_check: obje
         pid = wait_for_manager(c)
         os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + HANG_GUARD
-        while c._router.store_error is None:  # the client has seen the Manager's sentinel
+        while c.datastore_error is None:  # the client has seen the Manager die
             assert time.monotonic() < deadline, "the client did not notice the Manager's death"
             time.sleep(0.01)
         assert pid_gone(pid)

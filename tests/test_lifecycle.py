@@ -110,7 +110,7 @@ def test_garbage_collection_closes_the_cluster() -> None:
         assert not survivors, f"an unreferenced Client must close its cluster; still running: {survivors}"
         assert not [t for t in threading.enumerate() if cluster in t.name]
     finally:  # do not let a failure here leak a cluster into later tests
-        for state in list(client_module._live_states):
+        for state in list(client_module._live_clusters):
             if state.cluster_id == cluster:
                 state.close()
 

@@ -34,6 +34,7 @@ def gated(gate: str, steps: int) -> bool:
     while not os.path.exists(gate) and time.monotonic() < deadline:
         time.sleep(0.01)
     for i in range(2, steps + 1):
+        time.sleep(0.03)  # each step lasts long enough to be drawn at least once
         report_progress(i, steps)
     return os.path.exists(gate)
 

@@ -1,0 +1,361 @@
+"""The collector: the client's one reader, in a thread of its own.
+
+    engine i ── event pipe i ─────┐                    ┌─► TaskRecord: value or error,
+    engine i ── pidfd i (death) ──┤                    │   times, output; then complete
+    all engines ── pub queue ─────┼─► Collector._run ──┼─► AsyncResult.data (dict.update)
+    Manager ── pidfd (death) ─────┤   (poll, apply)    ├─► EngineError for a dead engine's
+    task pipe i, if backlogged ───┤                    │   pending tasks; DataStoreError
+    Ledger.doorbell ──────────────┘                    └─► balancer: engines have room
+
+Callers never read: they wait on their AsyncResult (a Future), or in
+``Ledger.wait_until``.  So every channel has exactly one reader, and a
+completion and the wake of its waiters are one step (``set_result``).  The
+hand-off costs a thread wake-up per result; while a caller waits, the collector
+polls for up to ``spin.SPIN_SECONDS`` before it blocks (a new waiter rings the
+doorbell to start that spin while the engine works), and engines spin between
+tasks (``SpinHint``), so that wake-up is the only one on a round trip.
+
+Ordering: an engine writes a task's publications before its result, and the
+result says how many it wrote; a record completes only once that many are
+applied.  Within a batch, event pipes are read before the queue, so nothing but
+that count keeps ``get()`` from returning before ``ar.data`` is final.
+
+Deaths come from the process (a pidfd), not from a pipe that the engine's own
+children may hold open.  What a dead engine sent is applied first; then its
+pending tasks fail with ``EngineError``, after its last state is recovered from
+the Manager dict if that is fresher (see ``datastore``).
+
+User callbacks (``on_data`` watchers, Future done-callbacks) run in this thread:
+they may submit, but must not wait for a result.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import select
+import signal
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Optional, Tuple
+
+from . import chaos, messages, sharedmem
+from .errors import ClientClosedError, EngineError, RemoteError, SerializationError, TaskAborted
+from .handles import EngineHandle, TaskRecord
+from .ledger import Ledger
+from .messages import Aborted, Data, Progress, Ready, Result, Spilled, StoreLost, UseStore
+from .pubqueue import PublicationQueue
+from .serialization import loads, segments_of
+from .spin import spin_until_ready
+
+if TYPE_CHECKING:
+    from .datastore import DataStore
+
+_logger = logging.getLogger("localpar")
+
+RECOVERY_TIMEOUT = 1.0  # seconds to wait for the Manager's copy of a dead engine's data
+
+
+class Collector:
+    def __init__(self, cluster_id: str, ledger: Ledger, queue: PublicationQueue) -> None:
+        self.cluster_id = cluster_id
+        self.ledger = ledger
+        self.queue = queue
+        self.on_room: Optional[Callable[[], None]] = None  # the load balancer's hook
+        self.store: Optional[DataStore] = None  # set under ledger.lock
+        self.store_error: Optional[str] = None  # why the Manager is gone
+        # Engine segments whose arrays the client dropped; appended from GC
+        # finalizers (any thread, any moment), sent to their engines by this thread.
+        self._released: Deque[sharedmem.SegmentRef] = collections.deque()
+        self._stopping = False
+        self._room = False  # a task ended or an engine came or went: the balancer looks again
+        self._woke_a_waiter = False  # the last batch completed a task
+        self._fdmap: Dict[int, Tuple[str, Any]] = {}
+        self._poller = select.poll()
+        self._version = -1
+        self.thread = threading.Thread(target=self._run, name=f"localpar-collector-{cluster_id}", daemon=True)
+        ledger.collector_thread = self.thread
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        """Fail what is pending with ClientClosedError and end the thread (the ledger is closed)."""
+        self._stopping = True
+        self.ledger.doorbell.ring()
+        if threading.current_thread() is self.thread or self.thread.ident is None:  # in a callback, or never started
+            self._fail_all(lambda r: ClientClosedError(f"the client was closed while task {r.msg_id} was pending"))
+        else:
+            self.thread.join(timeout=10)
+
+    def release(self, ref: sharedmem.SegmentRef) -> None:
+        """An array on engine segment `ref` is gone (called from GC finalizers)."""
+        self._released.append(ref)
+        self.ledger.doorbell.ring()
+
+    # -- the loop -------------------------------------------------------------------------
+    def _run(self) -> None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})  # Ctrl-C is the main thread's
+        ledger = self.ledger
+        try:
+            while not self._stopping:
+                if self._version != ledger.version:
+                    self._watch()
+                ready = self._poller.poll(0)
+                if not ready:
+                    with ledger.lock:
+                        ledger.collector_blocked = True
+                        # Spin for a caller that waits, unless this thread just woke one:
+                        # that caller now needs the GIL, and spinning would keep it from it.
+                        spin = ledger.waiters > 0 and not self._woke_a_waiter
+                    if chaos.ENABLED:
+                        chaos.pause()
+                    if spin:
+                        spin_until_ready(self._poller)
+                    ready = self._poller.poll(-1)
+                    with ledger.lock:
+                        ledger.collector_blocked = False
+                self._woke_a_waiter = False
+                self._handle(ready)
+                self._after_batch()
+            why = "the client was closed"
+        except BaseException as exc:  # a bug here must not leave futures pending forever
+            _logger.exception("localpar's collector thread failed; the client is closed")
+            why = f"the client's collector thread failed ({type(exc).__name__}: {exc})"
+            ledger.close()
+        self._fail_all(lambda r: ClientClosedError(f"{why} while task {r.msg_id} was pending"))
+
+    def _watch(self) -> None:
+        """Rebuild the poll set from the ledger's live engines."""
+        ledger = self.ledger
+        fdmap: Dict[int, Tuple[str, Any]] = {ledger.doorbell.fd: ("doorbell", None)}
+        with ledger.lock:
+            self._version = ledger.version
+            handles = [h for h in ledger.engines.values() if h.alive]
+            store = self.store if self.store_error is None else None
+        for h in handles:  # events before the queue: see the module docstring
+            fdmap[h.events.fileno()] = ("events", h)
+        fdmap[self.queue.reader_fd] = ("queue", None)
+        for h in handles:
+            fdmap[h.death_fd] = ("death", h)
+            if h.outbox:
+                fdmap[h.tasks_fd] = ("tasks", h)
+        if store is not None:
+            fdmap[store.death_fd] = ("store", None)
+        poller = select.poll()
+        for fd, (kind, _) in fdmap.items():
+            poller.register(fd, select.POLLOUT if kind == "tasks" else select.POLLIN)
+        self._poller, self._fdmap = poller, fdmap
+
+    def _handle(self, ready: List[Tuple[int, int]]) -> None:
+        fdmap = self._fdmap  # poll lists descriptors in the order _watch registered them
+        for fd, _ in ready:
+            if self._stopping:  # closed by a callback or finalizer run in this thread
+                return
+            kind, handle = fdmap.get(fd, ("gone", None))
+            if kind == "events":
+                self._read_events(handle)
+            elif kind == "queue":
+                self._drain_queue()
+            elif kind == "death":
+                self._engine_died(handle)  # after its events: whatever it sent is applied first
+            elif kind == "tasks":
+                if handle.flush_tasks():
+                    self.ledger.watch_again()
+            elif kind == "store":
+                self._store_died()
+            elif kind == "doorbell":
+                self.ledger.doorbell.clear()
+
+    def _after_batch(self) -> None:
+        if self._released:
+            self._send_releases()
+        if self._room:
+            self._room = False
+            if self.on_room is not None:
+                self.on_room()
+        self.ledger.batch_applied()
+
+    # -- engine events ------------------------------------------------------------------------
+    def _read_events(self, handle: EngineHandle) -> None:
+        if not handle.alive:
+            return
+        try:
+            frames = handle.event_reader.read_frames()
+        except OSError:
+            return  # the engine died; its pidfd reports it
+        for frame in frames:
+            event = messages.decode(frame)
+            if type(event) is Result:
+                self._on_result(handle, event)
+            elif type(event) is Ready:
+                with self.ledger.lock:
+                    handle.ready = True
+                self._room = True
+            elif type(event) is Aborted:
+                record = self.ledger.records.get(event.seq)
+                if record is not None:
+                    record.pubs_expected = 0
+                    self.ledger.fail(record, TaskAborted(record.msg_id, handle.id), status="aborted")
+                    self._room = True
+
+    def _on_result(self, handle: EngineHandle, result: Result) -> None:
+        record = self.ledger.records.get(result.seq)
+        if record is None:  # completed already (closed, aborted): free what it brought
+            for ref in segments_of(result.payload) if result.status == "ok" else []:
+                if ref.pooled:
+                    self._released.append(ref)
+                else:
+                    sharedmem.unlink(ref.name)
+            return
+        record.received = time.time()
+        record.started, record.completed = result.started, result.completed
+        record.stdout, record.stderr = result.stdout, result.stderr
+        ran = result.completed - result.started
+        mean = self.ledger.mean_task_seconds
+        self.ledger.mean_task_seconds = ran if mean is None else mean + (ran - mean) / 8
+        if result.status == "value":  # builtin scalars, sent inline
+            record.value, record.status = result.payload, "ok"
+        elif result.status == "ok":
+            try:
+                what = f"the result of task {record.msg_id}"
+                record.value = loads(result.payload, what=what, on_release=self.release)
+                record.status = "ok"
+            except SerializationError as exc:
+                record.status = "error"
+                record.error = RemoteError("SerializationError", str(exc), "", _where(handle, record))
+        else:
+            ename, evalue, tb = result.payload
+            record.status, record.error = "error", RemoteError(ename, evalue, tb, _where(handle, record))
+        record.pubs_expected = result.publications
+        self._room = True
+        self._complete_if_all_data(record)
+
+    def _complete_if_all_data(self, record: TaskRecord) -> None:
+        """The ordering guarantee: a task is done once every publication it made is applied."""
+        if record.pubs_expected is not None and record.pubs_applied >= record.pubs_expected:
+            if chaos.ENABLED:
+                chaos.pause()
+            self.ledger.complete(record)
+            self._woke_a_waiter = True
+
+    # -- publications ---------------------------------------------------------------------------
+    def _drain_queue(self) -> None:
+        for frame in self.queue.read_frames():
+            message = messages.decode(frame)
+            if type(message) is Spilled:
+                message = self._unspill(message)
+            if type(message) is Data:
+                self._on_data(message)
+            elif type(message) is Progress:
+                record = self.ledger.records.get(message.seq)
+                if record is not None and record.result is not None:
+                    record.progress = (message.done, message.total)
+                    record.result._notify_data()
+
+    def _unspill(self, spilled: Spilled) -> Data:
+        """The Data message a segment carries; one with no delta if the segment cannot be read."""
+        try:
+            return messages.decode(sharedmem.attach(spilled.ref))
+        except OSError as exc:  # it still counts, so that its task completes
+            _logger.warning("task %s: a publication was lost: %s", spilled.seq, exc)
+            return Data(spilled.seq, spilled.engine_id, spilled.pubseq, b"")
+        finally:
+            sharedmem.unlink(spilled.ref.name)
+
+    def _on_data(self, data: Data) -> None:
+        record = self.ledger.records.get(data.seq)
+        if record is None or record.result is None:
+            _logger.warning("a publication of engine %s arrived after its task had ended; dropped", data.engine_id)
+            return
+        record.pubs_applied += 1
+        record.last_pubseq = data.pubseq
+        if not data.delta:  # lost on the way (see _unspill)
+            record.data_errors.append(f"publication {data.pubseq} was lost")
+            self._complete_if_all_data(record)
+            return
+        try:
+            delta = loads(data.delta, what="a publication", on_release=self.release)
+        except SerializationError as exc:  # counted all the same: the task must still complete
+            _logger.warning("task %s: %s", record.msg_id, exc)
+            record.data_errors.append(str(exc))
+        else:
+            record.result._apply_data(record.index, delta)
+        self._complete_if_all_data(record)
+
+    # -- deaths -----------------------------------------------------------------------------------
+    def _engine_died(self, handle: EngineHandle) -> None:
+        if not handle.alive:
+            return
+        self._read_events(handle)  # whatever it finished sending
+        self._drain_queue()
+        pending = self.ledger.engine_died(handle)
+        self._room = True  # tasks queued for this engine alone must now fail
+        handle.process.join(timeout=1.0)  # it has exited: this only reaps it
+        handle.exitcode = handle.process.exitcode
+        self._recover_from_store(handle, pending)
+        for record in pending:
+            self.ledger.fail(record, EngineError(handle.id, handle.exitcode, record.msg_id))
+        handle.close()
+        sharedmem.sweep(self.cluster_id, handle.pid)
+
+    def _recover_from_store(self, handle: EngineHandle, pending: List[TaskRecord]) -> None:
+        """Apply the Manager's copy of the engine's last data if it is fresher than what arrived."""
+        store = self.store
+        if store is None or self.store_error is not None or not pending:
+            return
+        latest = store.latest(handle.id, timeout=RECOVERY_TIMEOUT)
+        if latest is None:
+            return
+        seq, pubseq, state = latest
+        for record in pending:
+            if record.seq == seq and pubseq > record.last_pubseq and record.result is not None:
+                record.result._apply_data(record.index, state)
+                record.last_pubseq = pubseq
+
+    def attach_store(self, store: DataStore) -> None:
+        """The Manager is up (called by the thread that started it): watch it, give it to every engine."""
+        with self.ledger.lock:
+            self.store = store
+            self.ledger.version += 1
+        self.ledger.doorbell.ring()
+        for h in self.ledger.live_handles():
+            h.send_control(UseStore(store.dict))
+
+    def _store_died(self) -> None:
+        store = self.store
+        if store is None or self.store_error is not None:
+            return
+        reason = (
+            f"the cluster's Manager process (pid {store.pid}) died with exit status {store.exitcode()}; "
+            "publish_data cannot keep the durable copy of published data: close this client and start a new one"
+        )
+        with self.ledger.lock:
+            self.store_error = reason
+            self.ledger.version += 1
+        for h in self.ledger.live_handles():
+            h.send_control(StoreLost(reason))
+
+    # -- housekeeping -----------------------------------------------------------------------------
+    def _send_releases(self) -> None:
+        """Tell engines which of their segments they may reuse."""
+        by_owner: Dict[str, List[str]] = {}
+        while self._released:
+            ref = self._released.popleft()
+            owner = ref.name.rsplit("-", 2)[-2]  # localpar-<cluster>-<pid>-<n>
+            by_owner.setdefault(owner, []).append(ref.name)
+        by_pid = {str(h.pid): h for h in self.ledger.live_handles()}
+        for pid, names in by_owner.items():
+            handle = by_pid.get(pid)
+            if handle is not None:
+                handle.send_control(messages.Release(names))
+
+    def _fail_all(self, make_error: Callable[[TaskRecord], RemoteError]) -> None:
+        for record in self.ledger.pending_records():
+            self.ledger.fail(record, make_error(record))
+        self.ledger.batch_applied()
+
+
+def _where(handle: EngineHandle, record: TaskRecord) -> Dict[str, Any]:
+    """Where a failed task ran, for its RemoteError."""
+    return {"engine_id": handle.id, "engine_pid": handle.pid, "msg_id": record.msg_id}

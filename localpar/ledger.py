@@ -1,0 +1,242 @@
+"""The ledger: the engines, the tasks pending on each, and the one place a task completes.
+
+Ownership (who may touch what):
+
+- ``Ledger.lock`` guards `engines`, `records`, every handle's `pending`,
+  `alive` and `ready`, `closed`, `version` and `waiters`.  It is never held
+  while blocking, nor while user code (a callback) runs.
+- A task completes in `complete`: under the lock the record is marked done and
+  counted off its AsyncResult; the last record finishes the Future outside the
+  lock (``set_result`` wakes its waiters and runs its callbacks).  A record is
+  completed once, by the collector thread, except records that never reached an
+  engine, which the thread that dropped them completes.
+- Waiting for anything that is not a Future (a data change, a record, a death)
+  goes through `wait_until`: its predicate is checked under `_changed`, which
+  the collector notifies after applying each batch, so a wake cannot fall
+  between the check and the wait.
+- The `doorbell` wakes the collector when what it must watch has changed
+  (`version`), when a caller starts waiting (the collector then spins), or
+  when the client closes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from typing import TYPE_CHECKING, Callable, Dict, Iterator, List, Optional, Tuple
+
+from . import chaos
+from .errors import EngineError, RemoteError
+
+if TYPE_CHECKING:
+    from .handles import EngineHandle, TaskRecord
+    from .spin import SpinHint
+
+
+class Doorbell:
+    """A pipe whose read end the collector polls; ringing it never blocks."""
+
+    def __init__(self) -> None:
+        self.fd, self._w = os.pipe()
+        os.set_blocking(self.fd, False)
+        os.set_blocking(self._w, False)
+
+    def ring(self) -> None:
+        try:
+            os.write(self._w, b"x")
+        except OSError:  # full (a ring is pending anyway) or closed (the cluster is gone)
+            pass
+
+    def clear(self) -> None:
+        try:
+            while os.read(self.fd, 4096):
+                pass
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        for fd in (self.fd, self._w):
+            os.close(fd)
+
+
+class Ledger:
+    def __init__(self, spin_hint: SpinHint) -> None:
+        self.lock = threading.Lock()
+        self.engines: Dict[int, EngineHandle] = {}
+        self.records: Dict[int, TaskRecord] = {}
+        self.closed = False
+        self.version = 0  # bumped whenever the collector must watch other descriptors
+        self.waiters = 0  # callers blocked until a result: the collector and engines spin meanwhile
+        self.collector_blocked = False  # the collector sleeps in poll: a new waiter rings for it
+        self.doorbell = Doorbell()
+        self.collector_thread: Optional[threading.Thread] = None  # set by the collector
+        self._next_id = 0
+        self.mean_task_seconds: Optional[float] = None  # moving average of run times (the balancer's hint)
+        self._spin_hint = spin_hint
+        self._changed = threading.Condition(threading.Lock())
+        self._generation = 0  # batches applied; guarded by _changed
+        self._watchers = 0  # threads in wait_until; guarded by _changed
+
+    # -- engines ------------------------------------------------------------------------
+    def add_engine(self, handle: EngineHandle) -> None:
+        with self.lock:
+            self.engines[handle.id] = handle
+            self.version += 1
+        self.doorbell.ring()
+
+    def reserve_ids(self, n: int) -> List[int]:
+        """`n` engine ids never used before (two threads adding engines get different ones)."""
+        with self.lock:
+            first = max(self._next_id, max(self.engines, default=-1) + 1)
+            self._next_id = first + n
+            return list(range(first, first + n))
+
+    def live_ids(self) -> List[int]:
+        with self.lock:
+            return sorted(i for i, h in self.engines.items() if h.alive)
+
+    def live_handles(self) -> List[EngineHandle]:
+        with self.lock:
+            return [h for h in self.engines.values() if h.alive]
+
+    def load(self) -> Dict[EngineHandle, int]:
+        """Each live engine and how many tasks it has pending."""
+        with self.lock:
+            return {h: len(h.pending) for h in self.engines.values() if h.alive}
+
+    def counts(self) -> Dict[int, Tuple[int, int]]:
+        """``{engine_id: (tasks pending, tasks completed)}`` of the live engines."""
+        with self.lock:
+            return {h.id: (len(h.pending), h.completed) for h in self.engines.values() if h.alive}
+
+    def engine_died(self, handle: EngineHandle) -> List[TaskRecord]:
+        """Mark `handle` dead; returns its pending records, in submission order."""
+        with self.lock:
+            handle.alive = False
+            self.version += 1
+            return [self.records[s] for s in sorted(handle.pending) if s in self.records]
+
+    def watch_again(self) -> None:
+        """The collector must rebuild what it polls (a backlog appeared or drained)."""
+        with self.lock:
+            self.version += 1
+        self.doorbell.ring()
+
+    # -- tasks --------------------------------------------------------------------------
+    def register(self, record: TaskRecord) -> bool:
+        """Track a task before it is sent; False if its engine is dead or the client closed."""
+        with self.lock:
+            if chaos.ENABLED:
+                chaos.pause()
+            handle = self.engines.get(record.engine_id)
+            if handle is None or not handle.alive or self.closed:
+                return False
+            self.records[record.seq] = record
+            handle.pending.add(record.seq)
+            return True
+
+    def send(self, record: TaskRecord, call: bytes) -> None:
+        """Register a task, then write it to its engine (registered first, so its result has a home)."""
+        handle = self.engines[record.engine_id]
+        if not self.register(record):
+            self.fail(record, EngineError(record.engine_id, handle.exitcode, record.msg_id))
+            return
+        if handle.send_task(record.seq, call):
+            self.watch_again()  # a backlog began: the collector flushes it as the engine reads
+
+    def complete(self, record: TaskRecord) -> None:
+        """`record` has its outcome: count it off its AsyncResult, finishing it if last."""
+        with self.lock:
+            if chaos.ENABLED:
+                chaos.pause()
+            if record.done:
+                return
+            record.done = True
+            self.records.pop(record.seq, None)
+            handle = self.engines.get(record.engine_id)
+            if handle is not None and record.seq in handle.pending:
+                handle.pending.discard(record.seq)
+                handle.completed += 1
+            result, record.result = record.result, None  # no cycle: an array can die with its result
+            last = result is not None and result._record_done()
+        if last and result is not None:
+            if chaos.ENABLED:
+                chaos.pause()
+            result._finish()
+        self.batch_applied()  # also wakes wait_until callers when another thread completes
+
+    def check_can_wait(self) -> None:
+        """Refuse to block the collector thread: it would wait for itself."""
+        if threading.current_thread() is self.collector_thread:
+            raise RuntimeError(
+                "cannot wait for a localpar result inside a callback (on_data, add_done_callback): "
+                "callbacks run in the thread that completes results; submit from it, wait elsewhere"
+            )
+
+    def fail(self, record: TaskRecord, error: RemoteError, status: str = "error") -> None:
+        """Complete a record that will never get its result."""
+        if record.done:
+            return
+        record.status, record.error = status, error
+        self.complete(record)
+
+    def pending_records(self) -> List[TaskRecord]:
+        with self.lock:
+            return list(self.records.values())
+
+    # -- waiting ------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def waiting(self) -> Iterator[None]:
+        """Around a caller's blocking wait for a result: the collector and engines spin meanwhile."""
+        with self.lock:
+            self.waiters += 1
+            first = self.waiters == 1
+            ring = self.collector_blocked
+        if first:
+            self._spin_hint.waiting()
+        if chaos.ENABLED:
+            chaos.pause()
+        if ring:
+            self.doorbell.ring()  # start spinning while the engine works
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.waiters -= 1
+                last = self.waiters == 0
+            if last:
+                self._spin_hint.done_waiting()
+
+    def batch_applied(self) -> None:
+        """The collector applied a batch: wake every `wait_until` to look again."""
+        if chaos.ENABLED:
+            chaos.pause()
+        with self._changed:
+            self._generation += 1
+            if self._watchers:
+                self._changed.notify_all()
+
+    def wait_until(self, predicate: Callable[[], bool], timeout: Optional[float]) -> bool:
+        """Block until `predicate()` holds; False after `timeout` seconds (None or negative: no limit)."""
+        deadline = None if timeout is None or timeout < 0 else time.monotonic() + timeout
+        with self._changed:
+            self._watchers += 1
+            try:
+                while not predicate():
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        return False
+                    self._changed.wait(remaining)
+                return True
+            finally:
+                self._watchers -= 1
+
+    def close(self) -> None:
+        """No more tasks; wake every waiter to see it."""
+        with self.lock:
+            self.closed = True
+        with self._changed:
+            self._changed.notify_all()
+        self.doorbell.ring()

@@ -1,0 +1,121 @@
+"""What crosses the process boundary, one small named type per message.
+
+    client ── task pipe i ──────► engine i    TASK_HEADER(seq) + call bytes, or STOP
+    client ── control pipe i ───► engine i    Abort, Release, UseStore, StoreLost
+    engine i ── event pipe i ───► client      Ready, Result, Aborted
+    every engine ── pub queue ──► client      Data, Progress, or Spilled(a Data too big
+                                              for one atomic frame, in shared memory)
+
+Envelopes are pickled with the C pickler (they hold only builtins and these
+types); whatever the user's code made (a result, a published dict) travels
+inside them as bytes already serialized by ``serialization.dumps``, or as a
+builtin scalar value.  The engine imports this module and none of the client's.
+"""
+
+from __future__ import annotations
+
+import pickle
+import struct
+from typing import Any, List, NamedTuple, Union
+
+from .sharedmem import SegmentRef
+
+TASK_HEADER = struct.Struct("<Q")
+"""A task frame starts with the task's sequence number; the call follows (``serialization.dumps_call``)."""
+
+STOP = b"stop"
+"""A task frame that makes the engine exit its loop."""
+
+
+# -- engine -> client, on the engine's event pipe ------------------------------------------
+class Ready(NamedTuple):
+    """The engine handles SIGINT from now on: ``Client.interrupt`` may reach it."""
+
+    engine_id: int
+
+
+class Result(NamedTuple):
+    """A task ended.  `publications` counts the Data messages it wrote before this one."""
+
+    seq: int
+    status: str  # "value": payload is a builtin scalar; "ok": serialized bytes; "error": (type, message, traceback)
+    payload: Any
+    started: float
+    completed: float
+    stdout: str
+    stderr: str
+    publications: int
+
+
+class Aborted(NamedTuple):
+    """A task was aborted before it started."""
+
+    seq: int
+
+
+# -- engine -> client, on the shared publication queue -------------------------------------
+class Data(NamedTuple):
+    """One ``publish_data`` call: `delta` is the dict, as ``serialization.dumps`` made it."""
+
+    seq: int
+    engine_id: int
+    pubseq: int  # 1, 2, ... within the task
+    delta: bytes
+
+
+class Progress(NamedTuple):
+    """``report_progress(done, total)``: a hint, dropped rather than queued when the pipe is full."""
+
+    seq: int
+    engine_id: int
+    done: int
+    total: int
+
+
+class Spilled(NamedTuple):
+    """A Data message too big for one atomic frame: it waits, pickled, in a shared-memory segment."""
+
+    seq: int
+    engine_id: int
+    pubseq: int
+    ref: SegmentRef
+
+
+# -- client -> engine, on the engine's control pipe ----------------------------------------
+class Abort(NamedTuple):
+    """Skip these tasks if they have not started."""
+
+    seqs: List[int]
+
+
+class Release(NamedTuple):
+    """The client no longer uses these pooled segments: the engine may reuse them."""
+
+    names: List[str]
+
+
+class UseStore(NamedTuple):
+    """The Manager is up: its dict proxy, for the durable copy of published data."""
+
+    store: Any
+
+
+class StoreLost(NamedTuple):
+    """The Manager died: every later ``publish_data`` raises DataStoreError with `reason`."""
+
+    reason: str
+
+
+Event = Union[Ready, Result, Aborted]
+Publication = Union[Data, Progress, Spilled]
+Control = Union[Abort, Release, UseStore, StoreLost]
+
+
+def encode(message: Any) -> bytes:
+    """The bytes of one envelope."""
+    return pickle.dumps(message, protocol=5)
+
+
+def decode(frame: Union[bytes, memoryview]) -> Any:
+    """The envelope in `frame`."""
+    return pickle.loads(frame)
