@@ -135,7 +135,7 @@ class Client:
             self._ledger.add_engine(handle)
         store = self._collector.store
         if store is not None and self._collector.store_error is None:
-            handle.send_control(UseStore(store.dict))
+            handle.send_control(UseStore(store.proxy_bytes))
         return handle
 
     def _start_datastore(self) -> None:

@@ -320,7 +320,7 @@ class Collector:
             self.ledger.version += 1
         self.ledger.doorbell.ring()
         for h in self.ledger.live_handles():
-            h.send_control(UseStore(store.dict))
+            h.send_control(UseStore(store.proxy_bytes))
 
     def _store_died(self) -> None:
         store = self.store

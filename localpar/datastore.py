@@ -18,6 +18,7 @@ block for long: the read after a death has a timeout, and shutdown kills it.
 from __future__ import annotations
 
 import os
+import pickle
 import signal
 import threading
 from multiprocessing.connection import Connection
@@ -55,6 +56,7 @@ class DataStore:
         self._shutdown_lock = threading.Lock()
         try:
             self.dict: Any = self._manager.dict()
+            self.proxy_bytes = pickle.dumps(self.dict)  # what engines rebuild the proxy from
         except BaseException:
             self.shutdown()
             raise

@@ -165,7 +165,7 @@ class Engine:
                 for name in message.names:
                     self.pool.release(name)
             elif isinstance(message, UseStore):
-                self.store.use(message.store)
+                self.store.use(message.proxy)
             elif isinstance(message, StoreLost):
                 self.store.lost = message.reason
 

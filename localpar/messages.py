@@ -95,9 +95,10 @@ class Release(NamedTuple):
 
 
 class UseStore(NamedTuple):
-    """The Manager is up: its dict proxy, for the durable copy of published data."""
+    """The Manager is up: its dict proxy, pickled.  The engine's store writer unpickles it in
+    its own thread, because unpickling a proxy talks to the Manager, which may not answer."""
 
-    store: Any
+    proxy: bytes
 
 
 class StoreLost(NamedTuple):

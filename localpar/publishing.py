@@ -16,6 +16,7 @@ frames sent: the client completes the task once it has applied that many.
 
 from __future__ import annotations
 
+import pickle
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Set, Tuple
@@ -125,7 +126,7 @@ class StoreWriter:
 
     Its own thread writes the newest offered state, at most every
     ``STORE_SYNC_MIN_INTERVAL``: a stopped or unreachable Manager then blocks that
-    thread only, never ``publish_data``.  `_latest` and `_store` are guarded by `_wake`.
+    thread only, never ``publish_data``.  `_latest` and `_proxy` are guarded by `_wake`.
     """
 
     def __init__(self, engine_id: int) -> None:
@@ -133,13 +134,13 @@ class StoreWriter:
         self.lost: Optional[str] = None  # why publish_data must fail (DataStoreError)
         self._wake = threading.Condition(threading.Lock())
         self._latest: Optional[Tuple[int, int, Dict[str, Any]]] = None
-        self._store: Any = None
+        self._proxy: Optional[bytes] = None
         self._thread: Optional[threading.Thread] = None
 
-    def use(self, store: Any) -> None:
-        """The client sent the Manager's dict proxy: start writing to it."""
+    def use(self, proxy: bytes) -> None:
+        """The client sent the Manager's dict proxy, pickled: start writing to it."""
         with self._wake:
-            self._store = store
+            self._proxy = proxy
             self._wake.notify()
         if self._thread is None:
             thread = threading.Thread(target=self._run, name="localpar-store-writer", daemon=True)
@@ -152,19 +153,27 @@ class StoreWriter:
 
     def offer(self, seq: int, pubseq: int, state: Dict[str, Any]) -> None:
         """The newest state of task `seq`; an older one not yet written is dropped."""
-        if self._store is None:
+        if self._proxy is None:
             return
         with self._wake:
             self._latest = (seq, pubseq, dict(state))
             self._wake.notify()
 
     def _run(self) -> None:
+        with self._wake:
+            while self._proxy is None:
+                self._wake.wait()
+            proxy = self._proxy
+        try:
+            store = pickle.loads(proxy)  # connects to the Manager: only this thread may wait for it
+        except Exception as exc:
+            self.lost = f"the cluster's Manager process is unreachable ({type(exc).__name__}: {exc})"
+            return
         while True:
             with self._wake:
-                while self._latest is None or self._store is None:
+                while self._latest is None:
                     self._wake.wait()
                 (seq, pubseq, state), self._latest = self._latest, None
-                store = self._store
             try:
                 blob = dumps_inline(durable_part(state))
             except SerializationError:

@@ -10,7 +10,7 @@ import textwrap
 import psutil
 import pytest
 
-from localpar import Client, ClientClosedError, DirectView, NoEnginesError
+from localpar import Client, ClientClosedError, CompositeError, DirectView, NoEnginesError
 
 
 @pytest.fixture(scope="module")
@@ -95,3 +95,55 @@ def test_functions_from_main_script_run_on_engines(tmp_path):
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[42, 42] 41"
+
+
+def sleep_a_while(seconds: float) -> float:
+    import time
+
+    time.sleep(seconds)
+    return seconds
+
+
+def test_close_from_another_thread_fails_a_waiting_get_with_client_closed_error(leak_check):
+    import threading
+
+    c = Client(1)
+    ar = c[0].apply_async(sleep_a_while, 30)
+    closer = threading.Timer(0.3, c.close)
+    closer.start()
+    with pytest.raises(ClientClosedError, match="closed while task"):
+        ar.get()  # no timeout: close() must wake it
+    closer.join(timeout=30)
+
+
+def ignore_sigterm_and_sleep() -> None:
+    import signal
+    import time
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    time.sleep(60)
+
+
+def test_engines_that_ignore_sigterm_are_killed_together_not_one_after_another(leak_check, monkeypatch):
+    """close() terminates every busy engine, waits for all at once, then kills the rest:
+    the grace periods do not add up (6 engines would take 6 x grace one after another)."""
+    import time
+
+    from localpar import client as client_module
+
+    monkeypatch.setattr(client_module, "ENGINE_EXIT_GRACE", 1.0)
+    with Client(6) as c:
+        ar = c[:].apply_async(ignore_sigterm_and_sleep)
+        deadline = time.monotonic() + 10
+        while sum(s["queue"] for i, s in c.queue_status().items() if isinstance(i, int)) < 6:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        time.sleep(0.2)  # the handlers are set
+        pids = list(c.engine_pids().values())
+        started = time.monotonic()
+    took = time.monotonic() - started  # the with block's close()
+    assert took < 3 * 1.0, f"close() took {took:.1f} s for 6 engines with a 1 s grace"
+    assert all(psutil.Process(p).status() == psutil.STATUS_ZOMBIE for p in pids if psutil.pid_exists(p))
+    with pytest.raises(CompositeError) as info:
+        ar.get(timeout=1)
+    assert {type(e) for e in info.value.errors} == {ClientClosedError}

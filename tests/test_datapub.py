@@ -152,3 +152,21 @@ def test_a_big_array_beside_a_large_inline_value_is_delivered_and_its_segment_re
         gc.collect()
         c[0].apply_sync(os.getpid)  # lets the engine read the client's releases
     assert c[0].apply_sync(pool_sizes) <= 6  # reused, not one new segment per publication
+
+
+def test_importing_datapub_in_task_code_loads_nothing_of_the_client():
+    """Task code on any engine (an ipyparallel one too) imports localpar.datapub: it must not
+    pull in the client, its threads or its exit hook."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import atexit, sys\n"
+        "hooks = atexit._ncallbacks()\n"
+        "import localpar.datapub\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith('localpar'))\n"
+        "print(loaded, atexit._ncallbacks() - hooks)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "['localpar', 'localpar.datapub', 'localpar.errors', 'localpar.namespace'] 0"

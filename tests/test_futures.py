@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures as cf
 import threading
+import time
 from typing import List
 
 import pytest
@@ -321,3 +322,56 @@ def test_a_failing_on_data_callback_is_logged_and_harms_nothing(
     assert seen[-1] == {"x": 1}  # the next watcher still ran
     assert "watcher bug" in caplog.text
     assert client[1].apply_sync(publish_after_a_moment) == "done"
+
+
+# -- cancel ------------------------------------------------------------------------------------
+def announce_then_gated(gate: str, value: int) -> int:
+    from localpar.datapub import publish_data
+
+    publish_data({"running": True})
+    return gated(gate, value)
+
+
+def test_a_cancelled_call_is_seen_done_by_wait_as_completed_and_asyncio(tmp_path):
+    """cancel() on a load-balanced call still queued in the client notifies every kind of
+    waiter: concurrent.futures.wait, as_completed, and an asyncio task awaiting it."""
+    gate = tmp_path / "gate"
+    with Client(1) as c:
+        c.load_balance_depth = 1
+        lview = c.load_balanced_view()
+        busy = lview.apply_async(announce_then_gated, str(gate), 1)
+        queued = lview.apply_async(gated, str(gate), 2)
+        deadline = time.monotonic() + 30
+        while not busy.data and time.monotonic() < deadline:  # it runs: only `queued` waits in the client
+            time.sleep(0.01)
+        waited: List[object] = []
+
+        def wait_for_it() -> None:  # already waiting when cancel() comes
+            waited.append(cf.wait([queued], timeout=30))
+
+        waiter = threading.Thread(target=wait_for_it)
+        waiter.start()
+
+        async def await_it() -> str:
+            try:
+                await asyncio.wrap_future(queued)
+            except asyncio.CancelledError:
+                return "cancelled"
+            return "not cancelled"
+
+        loop = asyncio.new_event_loop()
+        try:
+            pending = loop.create_task(await_it())
+            loop.run_until_complete(asyncio.sleep(0.05))
+            assert queued.cancel() is True
+            assert loop.run_until_complete(asyncio.wait_for(pending, 30)) == "cancelled"
+        finally:
+            loop.close()
+        waiter.join(timeout=30)
+        assert waited and queued in waited[0].done
+        assert list(cf.as_completed([queued], timeout=30)) == [queued]
+        assert queued.cancelled()
+        assert busy.cancel() is False  # it runs: it cannot be cancelled
+        gate.touch()
+        assert busy.get(timeout=30) == 1
+        assert c[0].apply_sync(gated, str(gate), 3) == 3  # the cancelled task never ran
