@@ -44,7 +44,7 @@ from .asyncresult import AsyncResult
 from .balancer import Balancer
 from .datastore import DataStore
 from .engine import STOP, EngineSpec, run_engine
-from .errors import NoEnginesError
+from .errors import ClientClosedError, NoEnginesError
 from .handles import EngineHandle, TaskRecord
 from .lifeline import Lifeline
 from .pubqueue import PublicationQueue
@@ -93,6 +93,24 @@ class Client:
 
     Use it as a context manager, or call `close()`; it is also closed when
     garbage-collected and at interpreter exit.
+
+    Arguments:
+
+    n
+        How many engines to start (an int, at least 1; default: ``os.cpu_count()``).
+    start_method
+        How engine processes are made, as in `multiprocessing`: ``"fork"`` (the
+        fastest start; used by default while this process runs no other thread),
+        ``"forkserver"`` (the default once threads run, as in Jupyter or after a
+        first Client; functions still travel by value, so no ``__main__`` guard is
+        needed) or ``"spawn"`` (a fresh interpreter per engine, the slowest).
+        None picks the default; ``python -m localpar info`` shows it.
+    datastore
+        True (the default) also starts a ``multiprocessing.Manager`` process that
+        keeps each engine's latest published data, so what an engine published is
+        still on ``ar.data`` after the engine dies. False saves that process (one
+        fewer process and socket): publications still reach ``ar.data``, but what
+        a dying engine had not yet sent is lost.
     """
 
     def __init__(self, n: Optional[int] = None, *, start_method: Optional[str] = None, datastore: bool = True) -> None:
@@ -200,7 +218,8 @@ class Client:
         return len(self.ids)
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else f"{len(self.ids)} engines"
+        n = 0 if self._closed else len(self.ids)
+        state = "closed" if self._closed else f"{n} engine{'' if n == 1 else 's'}"
         return f"<localpar.Client {self.cluster_id}: {state}, {self.start_method}>"
 
     def engine_pids(self) -> Dict[int, int]:
@@ -274,7 +293,7 @@ class Client:
     # -- submission ------------------------------------------------------------------------
     def _check_open(self) -> None:
         if self._closed:
-            raise RuntimeError("this Client is closed")
+            raise ClientClosedError("this Client is closed")
 
     def _resolve(self, targets: Targets) -> List[int]:
         self._check_open()

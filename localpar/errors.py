@@ -157,8 +157,12 @@ class NoEnginesError(RemoteError):
         return self.evalue
 
 
-class ClientClosedError(RemoteError):
-    """The client was closed; its engines are gone."""
+class ClientClosedError(RemoteError, RuntimeError):
+    """The client was closed; its engines are gone.
+
+    Also a ``RuntimeError``: what a closed client raised before, so that callers
+    catching that keep working.
+    """
 
     def __init__(self, message: str) -> None:
         super().__init__("ClientClosedError", message, "")
