@@ -220,6 +220,42 @@ def test_fixtures_in_a_generated_suite(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(["localpar: 2 engines for localpar_client"])
 
 
+LEFT_RUNNING = """
+import time
+
+SEEN = {}
+
+
+def publish_then_sleep():
+    from localpar.datapub import publish_data
+
+    publish_data({"running": True})
+    time.sleep(60)
+
+
+def test_leaves_a_task_running(localpar_view):
+    ar = localpar_view.apply_async(publish_then_sleep)
+    deadline = time.monotonic() + 20
+    while not all(ar.data) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert all(ar.data)
+    SEEN["ar"] = ar
+    SEEN["left"] = time.monotonic()
+
+
+def test_the_next_test_starts_soon(localpar_client):
+    waited = time.monotonic() - SEEN["left"]
+    assert waited < 4, waited
+    assert [e.ename for e in SEEN["ar"].exception(timeout=0).errors] == ["KeyboardInterrupt"] * 2
+"""
+
+
+def test_a_task_left_running_is_interrupted_within_the_default_settle_timeout(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_left=LEFT_RUNNING)  # no ini: the default localpar_settle_timeout
+    result = pytester.runpytest_subprocess(*INNER, "-v", timeout=110)
+    result.assert_outcomes(passed=2)
+
+
 @pytest.mark.parametrize(
     "ini, args, expected",
     [("localpar_engines = 1", [], 1), ("localpar_engines = 1", ["--localpar-engines", "3"], 3)],
