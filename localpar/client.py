@@ -39,7 +39,7 @@ from multiprocessing import spawn as mp_spawn
 from multiprocessing.context import BaseContext
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
-from . import namespace, sharedmem
+from . import limits, namespace, sharedmem
 from .asyncresult import AsyncResult
 from .balancer import Balancer
 from .datastore import DataStore
@@ -98,6 +98,10 @@ class Client:
 
     n
         How many engines to start (an int, at least 1; default: ``os.cpu_count()``).
+        More than 16 per usable CPU is refused with a ValueError (such a cluster mostly
+        exhausts memory) unless ``oversubscribe=True``. Each engine holds 5 file
+        descriptors in this process: a cluster that would pass ``ulimit -n`` is refused
+        with an ``OSError`` saying so, before anything starts.
     start_method
         How engine processes are made, as in `multiprocessing`: ``"fork"`` (the
         fastest start; used by default while this process runs no other thread),
@@ -111,13 +115,22 @@ class Client:
         still on ``ar.data`` after the engine dies. False saves that process (one
         fewer process and socket): publications still reach ``ar.data``, but what
         a dying engine had not yet sent is lost.
+    oversubscribe
+        True allows more than 16 engines per usable CPU (here and in `add_engines`).
     """
 
-    def __init__(self, n: Optional[int] = None, *, start_method: Optional[str] = None, datastore: bool = True) -> None:
-        if n is None:
-            n = os.cpu_count() or 1
-        if n < 1:
-            raise ValueError(f"a cluster needs at least one engine, got n={n}")
+    def __init__(
+        self,
+        n: Optional[int] = None,
+        *,
+        start_method: Optional[str] = None,
+        datastore: bool = True,
+        oversubscribe: bool = False,
+    ) -> None:
+        # Checked before anything starts: a refused cluster leaves nothing behind.
+        n = (os.cpu_count() or 1) if n is None else limits.engine_count(n, oversubscribe=oversubscribe)
+        limits.check_descriptors(n)
+        self._oversubscribe = oversubscribe
         self.start_method = start_method or default_start_method()
         self._ctx: BaseContext = multiprocessing.get_context(self.start_method)
         self.cluster_id = secrets.token_hex(4)
@@ -246,6 +259,9 @@ class Client:
     def add_engines(self, n: int = 1) -> List[int]:
         """Start `n` more engines; returns their ids."""
         self._check_open()
+        n = limits.engine_count(n, oversubscribe=True)
+        limits.engine_count(len(self.ids) + n, oversubscribe=self._oversubscribe, name="the engine count")
+        limits.check_descriptors(n, new_cluster=False)
         first = max(self._router.engines, default=-1) + 1
         new = list(range(first, first + n))
         for engine_id in new:
