@@ -19,7 +19,7 @@ from concurrent.futures import _base as futures_base
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Dict, Generator, Iterator, List, Optional, Union
 
-from .errors import CompositeError
+from .errors import CompositeError, not_picklable
 
 if TYPE_CHECKING:
     from .client import Client
@@ -53,6 +53,9 @@ class AsyncResult(Future):
         self._watchers: List[Callable[[Data], None]] = []
         self._segments: List[Any] = []  # shared memory sent with the call; freed when done
         self._submitted = time.time()
+
+    def __reduce__(self) -> Any:
+        raise not_picklable(self, "its results arrive in this process only; send the value of get() instead")
 
     def __repr__(self) -> str:
         state = "finished" if self.done() else "pending"

@@ -44,7 +44,7 @@ from .asyncresult import AsyncResult
 from .balancer import Balancer
 from .datastore import DataStore
 from .engine import STOP, EngineSpec, run_engine
-from .errors import ClientClosedError, NoEnginesError
+from .errors import ClientClosedError, NoEnginesError, not_picklable
 from .handles import EngineHandle, TaskRecord
 from .lifeline import Lifeline
 from .pubqueue import PublicationQueue
@@ -229,6 +229,9 @@ class Client:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def __reduce__(self) -> Any:
+        raise not_picklable(self, "it owns its engine processes and their pipes, which live in this process only")
 
     def __repr__(self) -> str:
         n = 0 if self._closed else len(self.ids)

@@ -139,6 +139,12 @@ class EngineError(RemoteError):
         return self.evalue
 
 
+def not_picklable(obj: object, why: str) -> TypeError:
+    """The error of pickling `obj`, an object that lives in the client's process only."""
+    public = next(k.__name__ for k in type(obj).__mro__ if not k.__name__.startswith("_"))
+    return TypeError(f"a localpar {public} cannot be pickled or sent to engines: {why}")
+
+
 class SerializationError(LocalparError, TypeError):
     """An object could not be pickled or unpickled; the message names it."""
 
