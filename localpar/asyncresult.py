@@ -28,7 +28,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Dict, Generator, Iterator, List, Optional, Tuple, Union
 
 from . import chaos
-from .errors import CompositeError
+from .errors import CompositeError, not_picklable
 
 if TYPE_CHECKING:
     from .client import Client
@@ -65,6 +65,9 @@ class AsyncResult(Future):
         self._watchers: List[Callable[[Data], None]] = []
         self._segments: List[Any] = []  # shared memory sent with the call; freed when done
         self._submitted = time.time()
+
+    def __reduce__(self) -> Any:
+        raise not_picklable(self, "its results arrive in this process only; send the value of get() instead")
 
     def __repr__(self) -> str:
         state = "finished" if self.done() else "pending"

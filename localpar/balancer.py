@@ -84,8 +84,7 @@ class Balancer:
                     self._queue.appendleft((ar, record, call, allowed))
                     del load[least]
         for handle, record, call in to_send:
-            if handle.send_task(record.seq, call):
-                self._ledger.watch_again()
+            handle.send_task(record.seq, call)
         for record, error, status in to_fail:
             self._ledger.fail(record, error, status)
 

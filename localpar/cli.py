@@ -1,4 +1,4 @@
-"""Command line: ``python -m localpar demo`` and ``python -m localpar info``.
+"""Command line: ``localpar demo`` and ``localpar info`` (or ``python -m localpar ...``).
 
 ``demo`` replays the data publication workflow with a live text view;
 ``info`` shows what a cluster started here would use, for bug reports.
@@ -32,11 +32,16 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def program_name() -> str:
+    """How the user called us: ``python -m localpar`` or the ``localpar`` console script."""
+    return "python -m localpar" if os.path.basename(sys.argv[0]) == "__main__.py" else "localpar"
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
     parser = argparse.ArgumentParser(
-        prog="python -m localpar", description="localpar: an IPython.parallel-style cluster on one machine."
+        prog=program_name(), description="localpar: an IPython.parallel-style cluster on one machine."
     )
     parser.add_argument("--version", action="version", version=f"localpar {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

@@ -41,13 +41,13 @@ import weakref
 from multiprocessing.context import BaseContext
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
-from . import launch, namespace, sharedmem
+from . import launch, limits, namespace, sharedmem
 from .asyncresult import AsyncResult
 from .balancer import Balancer
 from .collector import Collector
 from .datastore import DataStore
 from .engine import EngineSpec, run_engine
-from .errors import ClientClosedError, EngineError, NoEnginesError
+from .errors import ClientClosedError, EngineError, NoEnginesError, not_picklable
 from .handles import EngineHandle, TaskRecord
 from .ledger import Ledger
 from .lifeline import Lifeline
@@ -67,13 +67,44 @@ class Client:
 
     Use it as a context manager, or call `close()`; it is also closed when
     garbage-collected and at interpreter exit.
+
+    Arguments:
+
+    n
+        How many engines to start (an int, at least 1; default: ``os.cpu_count()``).
+        More than 16 per usable CPU is refused with a ValueError (such a cluster mostly
+        exhausts memory) unless ``oversubscribe=True``. Each engine holds 5 file
+        descriptors in this process: a cluster that would pass ``ulimit -n`` is refused
+        with an ``OSError`` saying so, before anything starts.
+    start_method
+        How engine processes are made, as in `multiprocessing`: ``"fork"`` (the
+        fastest start; used by default while this process runs no other thread),
+        ``"forkserver"`` (the default once threads run, as in Jupyter or after a
+        first Client; functions still travel by value, so no ``__main__`` guard is
+        needed) or ``"spawn"`` (a fresh interpreter per engine, the slowest).
+        None picks the default; ``python -m localpar info`` shows it.
+    datastore
+        True (the default) also starts a ``multiprocessing.Manager`` process that
+        keeps each engine's latest published data, so what an engine published is
+        still on ``ar.data`` after the engine dies. False saves that process (one
+        fewer process and socket): publications still reach ``ar.data``, but what
+        a dying engine had not yet sent is lost.
+    oversubscribe
+        True allows more than 16 engines per usable CPU (here and in `add_engines`).
     """
 
-    def __init__(self, n: Optional[int] = None, *, start_method: Optional[str] = None, datastore: bool = True) -> None:
-        if n is None:
-            n = os.cpu_count() or 1
-        if n < 1:
-            raise ValueError(f"a cluster needs at least one engine, got n={n}")
+    def __init__(
+        self,
+        n: Optional[int] = None,
+        *,
+        start_method: Optional[str] = None,
+        datastore: bool = True,
+        oversubscribe: bool = False,
+    ) -> None:
+        # Checked before anything starts: a refused cluster leaves nothing behind.
+        n = (os.cpu_count() or 1) if n is None else limits.engine_count(n, oversubscribe=oversubscribe)
+        limits.check_descriptors(n)
+        self._oversubscribe = oversubscribe
         self.start_method = start_method or launch.default_start_method()
         self._ctx: BaseContext = launch.get_context(self.start_method)
         self.cluster_id = secrets.token_hex(4)
@@ -131,7 +162,7 @@ class Client:
                 signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             for conn in (task_r, control_r, events_w):
                 conn.close()
-            handle = EngineHandle(engine_id, process, task_w, control_w, events_r)
+            handle = EngineHandle(engine_id, process, task_w, control_w, events_r, self._ledger.watch_again)
             self._ledger.add_engine(handle)
         store = self._collector.store
         if store is not None and self._collector.store_error is None:
@@ -163,8 +194,12 @@ class Client:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def __reduce__(self) -> Any:
+        raise not_picklable(self, "it owns its engine processes and their pipes, which live in this process only")
+
     def __repr__(self) -> str:
-        state = "closed" if self._cluster.closed else f"{len(self.ids)} engines"
+        n = 0 if self.closed else len(self.ids)
+        state = "closed" if self.closed else f"{n} engine{'' if n == 1 else 's'}"
         return f"<localpar.Client {self.cluster_id}: {state}, {self.start_method}>"
 
     @property
@@ -212,6 +247,9 @@ class Client:
         """Start `n` more engines; returns their ids.  All or nothing: if one cannot
         start, those already started are stopped again and the error is raised."""
         self._check_open()
+        n = limits.engine_count(n, oversubscribe=True)
+        limits.engine_count(len(self.ids) + n, oversubscribe=self._oversubscribe, name="the engine count")
+        limits.check_descriptors(n, new_cluster=False)
         new = self._ledger.reserve_ids(n)
         started: List[EngineHandle] = []
         try:

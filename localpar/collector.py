@@ -4,7 +4,7 @@
     engine i ── pidfd i (death) ──┤                    │   times, output; then complete
     all engines ── pub queue ─────┼─► Collector._run ──┼─► AsyncResult.data (dict.update)
     Manager ── pidfd (death) ─────┤   (poll, apply)    ├─► EngineError for a dead engine's
-    task pipe i, if backlogged ───┤                    │   pending tasks; DataStoreError
+    task/control pipe i, if full ─┤                    │   pending tasks; DataStoreError
     Ledger.doorbell ──────────────┘                    └─► balancer: engines have room
 
 Callers never read: they wait on their AsyncResult (a Future), or in
@@ -138,13 +138,14 @@ class Collector:
         fdmap[self.queue.reader_fd] = ("queue", None)
         for h in handles:
             fdmap[h.death_fd] = ("death", h)
-            if h.outbox:
-                fdmap[h.tasks_fd] = ("tasks", h)
+            for kind, outbox in (("tasks", h.tasks), ("control", h.control)):
+                if outbox.backlog:
+                    fdmap[outbox.fd] = (kind, h)
         if store is not None:
             fdmap[store.death_fd] = ("store", None)
         poller = select.poll()
         for fd, (kind, _) in fdmap.items():
-            poller.register(fd, select.POLLOUT if kind == "tasks" else select.POLLIN)
+            poller.register(fd, select.POLLOUT if kind in ("tasks", "control") else select.POLLIN)
         self._poller, self._fdmap = poller, fdmap
 
     def _handle(self, ready: List[Tuple[int, int]]) -> None:
@@ -159,8 +160,8 @@ class Collector:
                 self._drain_queue()
             elif kind == "death":
                 self._engine_died(handle)  # after its events: whatever it sent is applied first
-            elif kind == "tasks":
-                if handle.flush_tasks():
+            elif kind in ("tasks", "control"):
+                if (handle.tasks if kind == "tasks" else handle.control).flush():
                     self.ledger.watch_again()
             elif kind == "store":
                 self._store_died()

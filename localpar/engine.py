@@ -59,7 +59,7 @@ class EngineSpec(NamedTuple):
     cluster_id: str
     authkey: bytes
     tasks: Connection  # client -> engine, frames of TASK_HEADER + call (see framing)
-    control: Connection  # client -> engine, messages.Control
+    control: Connection  # client -> engine, frames of messages.Control
     events: Connection  # engine -> client, frames of messages.Event
     publications: Connection  # write end of the shared publication queue
     lifeline: Connection  # read end of the client's lifeline
@@ -99,8 +99,7 @@ class Engine:
         self.running = False  # a task is between decoding and its result
         self.interrupt_pending = False  # SIGINT landed in localpar's code while a task ran
         self.next_control_poll = 0.0  # publish_data looks at the control pipe from then on
-        self._control_ready = select.poll()
-        self._control_ready.register(spec.control.fileno(), select.POLLIN)
+        self._control = FrameReader(spec.control.fileno())
         self._events_fd = spec.events.fileno()
         self.spin_hint = SpinHint(spec.spin_hint)
         self._task_ready = select.poll()
@@ -153,12 +152,12 @@ class Engine:
     # -- control messages ------------------------------------------------------
     def poll_control(self) -> None:
         """Apply the control messages that have arrived; the engine lock is held."""
-        control = self.spec.control
-        while self._control_ready.poll(0):
-            try:
-                message = control.recv()
-            except (EOFError, OSError):
-                return
+        try:
+            frames = self._control.read_frames()
+        except OSError:
+            return  # the client is gone: the lifeline ends this process
+        for frame in frames:
+            message = messages.decode(frame)
             if isinstance(message, Abort):
                 self.aborted.update(message.seqs)
             elif isinstance(message, Release):

@@ -139,6 +139,12 @@ class EngineError(RemoteError):
         return self.evalue
 
 
+def not_picklable(obj: object, why: str) -> TypeError:
+    """The error of pickling `obj`, an object that lives in the client's process only."""
+    public = next(k.__name__ for k in type(obj).__mro__ if not k.__name__.startswith("_"))
+    return TypeError(f"a localpar {public} cannot be pickled or sent to engines: {why}")
+
+
 class SerializationError(LocalparError, TypeError):
     """An object could not be pickled or unpickled; the message names it."""
 
@@ -160,7 +166,9 @@ class NoEnginesError(RemoteError):
 class ClientClosedError(RemoteError, RuntimeError):
     """The client was closed (its engines are gone), or belongs to another process.
 
-    A RuntimeError too, as using a closed client always was."""
+    Also a ``RuntimeError``: what a closed client raised before, so that callers
+    catching that keep working.
+    """
 
     def __init__(self, message: str) -> None:
         super().__init__("ClientClosedError", message, "")

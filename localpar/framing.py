@@ -3,14 +3,21 @@
 The reader takes everything that has arrived in one ``read`` and returns every
 complete frame, keeping a partial one for next time; so a burst of results or
 publications costs one system call, not two per message plus a poll.  The
-publication queue and each engine's event pipe use it.
+outbox writes without ever blocking: what a full pipe cannot take waits in it
+until the collector sees room.  Every pipe between client and engines but the
+publication queue (atomic frames, see ``pubqueue``) uses one of each.
 """
 
 from __future__ import annotations
 
+import collections
 import os
 import struct
-from typing import List
+import threading
+from multiprocessing.connection import Connection
+from typing import Deque, List
+
+from . import chaos
 
 LENGTH = struct.Struct("<I")
 _CHUNK = 1 << 18  # bytes read per system call
@@ -75,3 +82,68 @@ class FrameReader:
             if got < _CHUNK:
                 break
         return frames
+
+
+class Outbox:
+    """The writing end of a pipe of frames that never blocks its writers.
+
+    `lock` guards the waiting frames and the descriptor; nothing under it blocks,
+    so any thread may send, the collector included.
+    """
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self.fd = conn.fileno()
+        os.set_blocking(self.fd, False)
+        self.lock = threading.Lock()
+        self._frames: Deque[memoryview] = collections.deque()
+
+    @property
+    def backlog(self) -> bool:
+        """Frames are waiting for room in the pipe."""
+        return bool(self._frames)
+
+    def send(self, payload: bytes) -> bool:
+        """Write a frame, or keep it if the pipe is full; True if this started a backlog."""
+        with self.lock:
+            if chaos.ENABLED:
+                chaos.pause()
+            if self._conn.closed:
+                return False
+            idle = not self._frames
+            self._frames.append(memoryview(frame(payload)))
+            if idle:
+                self._write()
+            return idle and bool(self._frames)
+
+    def flush(self) -> bool:
+        """Write as much of the backlog as the pipe takes; True once it is empty."""
+        with self.lock:
+            if not self._conn.closed:
+                self._write()
+            return not self._frames
+
+    def _write(self) -> None:
+        frames = self._frames
+        try:
+            while frames:
+                head = frames[0]
+                written = os.write(self.fd, head)
+                if written < len(head):  # the rest of this frame goes first next time
+                    frames[0] = head[written:]
+                    return
+                frames.popleft()
+        except BlockingIOError:
+            return
+        except OSError:
+            frames.clear()  # the reader is gone (a dead engine: the collector hears of it)
+
+    def close(self) -> None:
+        """Under the lock, so that no thread writes to a descriptor number reused since."""
+        with self.lock:
+            self._frames.clear()
+            self._conn.close()
+
+    def close_in_child(self) -> None:
+        """In a forked child: no lock is safe to take there."""
+        self._conn.close()

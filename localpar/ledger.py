@@ -119,7 +119,7 @@ class Ledger:
             return [self.records[s] for s in sorted(handle.pending) if s in self.records]
 
     def watch_again(self) -> None:
-        """The collector must rebuild what it polls (a backlog appeared or drained)."""
+        """The collector must rebuild what it polls (a pipe's backlog began or drained)."""
         with self.lock:
             self.version += 1
         self.doorbell.ring()
@@ -143,8 +143,7 @@ class Ledger:
         if not self.register(record):
             self.fail(record, EngineError(record.engine_id, handle.exitcode, record.msg_id))
             return
-        if handle.send_task(record.seq, call):
-            self.watch_again()  # a backlog began: the collector flushes it as the engine reads
+        handle.send_task(record.seq, call)
 
     def complete(self, record: TaskRecord) -> None:
         """`record` has its outcome: count it off its AsyncResult, finishing it if last."""

@@ -1,9 +1,11 @@
 """Progress display for ``AsyncResult.wait_interactive()``.
 
-Two renderers share one polling loop: with tqdm installed, ``tqdm.auto`` bars
-(a widget in a notebook, text on a terminal), one for finished/total tasks plus
-one per task that reports its own progress with ``report_progress(done, total)``;
-without tqdm, a single line on stdout rewritten in place with ``\\r``::
+Three renderers share one polling loop: with tqdm installed, ``tqdm.auto`` bars
+(a widget in a notebook that has ipywidgets, text on a terminal), one for
+finished/total tasks plus one per task that reports its own progress with
+``report_progress(done, total)``; otherwise a single status line, rewritten in
+place with ``\\r`` on a terminal, or in a Jupyter kernel a plain-text display
+updated in place (no widgets, no terminal control codes)::
 
       3/8 tasks done | engine 0: 40% | engine 1: 70% | 1.2 s
 """
@@ -28,6 +30,27 @@ def _load_tqdm() -> Any:
     except ImportError:
         return None
     return tqdm
+
+
+def _in_notebook() -> bool:
+    """True inside a Jupyter kernel, where a display can be updated in place (tqdm's own test)."""
+    ipython = sys.modules.get("IPython")
+    if ipython is None:
+        return False
+    try:
+        shell = ipython.get_ipython()
+        return shell is not None and "IPKernelApp" in shell.config
+    except Exception:
+        return False
+
+
+def _has_widgets() -> bool:
+    """Whether ipywidgets, which tqdm's notebook bars need, can be imported."""
+    try:
+        import ipywidgets  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def task_labels(ar: AsyncResult) -> List[str]:
@@ -55,12 +78,23 @@ def wait_interactive(
 ) -> None:
     """Wait for `ar` while showing its progress; raise ``TimeoutError`` after `timeout` seconds.
 
-    `widget`: None uses tqdm when installed, True requires it, False forces the text line.
+    `widget`: None uses tqdm when installed (in Jupyter, when ipywidgets is too), True
+    requires it, False forces the status line.
     """
+    notebook = _in_notebook()
+    if notebook and widget is not False and not _has_widgets():
+        # tqdm.auto would warn (TqdmWarning) and fall back to terminal bars full of control codes.
+        if widget:
+            raise ImportError("wait_interactive(widget=True) in Jupyter needs ipywidgets: pip install ipywidgets")
+        widget = False
     tqdm = None if widget is False else _load_tqdm()
     if widget and tqdm is None:
         raise ImportError("wait_interactive(widget=True) needs tqdm: pip install tqdm")
-    display: _Display = _Bars(ar, tqdm) if tqdm is not None else _TextLine(ar)
+    display: _Display
+    if tqdm is not None:
+        display = _Bars(ar, tqdm)
+    else:
+        display = _NotebookLine(ar) if notebook else _TextLine(ar)
     deadline = None if timeout is None else time.monotonic() + timeout
     finished = False
     try:
@@ -105,6 +139,26 @@ class _TextLine(_Display):
     def close(self, finished: bool) -> None:
         sys.stdout.write("\n")
         sys.stdout.flush()
+
+
+class _NotebookLine(_Display):
+    """The status line as one plain-text display output, updated in place by its display id."""
+
+    def __init__(self, ar: AsyncResult) -> None:
+        from IPython.display import display
+
+        super().__init__(ar)
+        self.shown = status_line(ar).strip()  # no padding: nothing of an older line to blank out
+        self.handle = display({"text/plain": self.shown}, raw=True, display_id=True)
+
+    def update(self) -> None:
+        line = status_line(self.ar).strip()
+        if line != self.shown:
+            self.handle.update({"text/plain": line}, raw=True)
+            self.shown = line
+
+    def close(self, finished: bool) -> None:
+        pass  # the last update stays as the cell's output
 
 
 class _Bars(_Display):

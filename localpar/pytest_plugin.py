@@ -3,8 +3,9 @@
 - ``localpar_client``: one Client for the whole session (``--localpar-engines N`` or the
   ini option ``localpar_engines``, default 2), closed at session end whatever happened.
 - ``localpar_view``: a fresh non-blocking ``DirectView`` on all engines; after the test,
-  its unfinished work is aborted, waited for, interrupted if need be, and dead engines
-  are replaced, so that one test cannot leak work or missing engines into the next.
+  its unfinished work is aborted, waited for (``localpar_settle_timeout`` seconds, default
+  1), interrupted if need be, and dead engines are replaced, so that one test cannot leak
+  work or missing engines into the next.
 - ``localpar_cluster``: a factory, ``localpar_cluster(n=2, **kwargs) -> Client``, for tests
   that need their own cluster; every Client it made is closed at teardown.
 
@@ -23,7 +24,8 @@ if TYPE_CHECKING:
     from .view import DirectView
 
 DEFAULT_ENGINES = 2
-DEFAULT_SETTLE_TIMEOUT = 10.0
+DEFAULT_SETTLE_TIMEOUT = 1.0
+"""Seconds a test's running tasks get after it ends before they are interrupted (ini: localpar_settle_timeout)."""
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -41,7 +43,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     parser.addini(
         "localpar_settle_timeout",
-        help="seconds localpar_view waits for a test's unfinished tasks before interrupting them",
+        help=f"seconds localpar_view waits for a test's unfinished tasks before interrupting them "
+        f"(default: {DEFAULT_SETTLE_TIMEOUT:g})",
         default=str(DEFAULT_SETTLE_TIMEOUT),
     )
 

@@ -9,7 +9,8 @@ sequential ``apply_sync`` loop then answers at once, while a client busy
 submitting a burst, or running the user's code, keeps its CPU.  Every spin is
 bounded, so an idle cluster uses no CPU; with one usable CPU there is no spin,
 as the spinner would only delay the process it waits for.  On a machine shared
-with others, ``LOCALPAR_SPIN_US=0`` turns it off (or sets another bound).
+with others, ``LOCALPAR_SPIN_US=0`` turns it off (or sets another bound, at most
+10 ms; a value that is not a number is ignored with a warning).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import os
 import select
 import struct
 import time
+import warnings
 from typing import Optional
 
 from . import sharedmem
@@ -33,18 +35,45 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def _spin_seconds() -> float:
-    """100 µs, or ``LOCALPAR_SPIN_US`` microseconds (0 turns spinning off); none on one CPU."""
-    configured = os.environ.get(SPIN_ENV)
-    if configured is not None:
-        try:
-            return max(0.0, float(configured)) / 1e6
-        except ValueError:
-            raise ValueError(f"{SPIN_ENV} must be a number of microseconds, got {configured!r}") from None
+def _default_spin_seconds() -> float:
+    """100 µs; none on one CPU, where the spinner would only delay the process it waits for."""
     return 100e-6 if usable_cpus() > 1 else 0.0
 
 
+def _spin_seconds() -> float:
+    """The default, or ``LOCALPAR_SPIN_US`` microseconds (0 turns spinning off; capped at ``MAX_SPIN_US``).
+
+    A bad value must not make ``import localpar`` fail: it is named in a warning and the
+    default is used.  A huge one (``inf``) would burn a core for as long as ``get()`` waits.
+    """
+    configured = os.environ.get(SPIN_ENV)
+    if configured is None:
+        return _default_spin_seconds()
+    try:
+        micros = float(configured)
+    except ValueError:
+        micros = math.nan
+    if math.isnan(micros):
+        default = _default_spin_seconds() * 1e6
+        warnings.warn(
+            f"{SPIN_ENV} must be a number of microseconds, got {configured!r}; using the default ({default:g} µs)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return default / 1e6
+    if micros > MAX_SPIN_US:
+        warnings.warn(
+            f"{SPIN_ENV}={configured.strip()} is capped at {MAX_SPIN_US} µs ({MAX_SPIN_US // 1000} ms): "
+            "a longer spin only burns a CPU",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        micros = MAX_SPIN_US
+    return max(0.0, micros) / 1e6
+
+
 SPIN_ENV = "LOCALPAR_SPIN_US"
+MAX_SPIN_US = 10_000  # 10 ms: past that, blocking costs nothing measurable
 SPIN_SECONDS = _spin_seconds()
 MAX_SPINNERS = usable_cpus() - 1  # engines spinning at once: one CPU stays for the client
 HOT_AFTER_WAIT_SECONDS = 200e-6  # a caller that just got its result soon sends the next call

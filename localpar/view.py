@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional,
 
 from . import namespace
 from .asyncresult import AsyncMapResult, AsyncResult
+from .errors import not_picklable
 
 if TYPE_CHECKING:
     from .client import Client
@@ -37,6 +38,9 @@ class View:
     @property
     def targets(self) -> Targets:
         return self._targets
+
+    def __reduce__(self) -> Any:
+        raise not_picklable(self, "it belongs to its Client, which lives in this process only")
 
     def __repr__(self) -> str:
         text = str(self._targets)

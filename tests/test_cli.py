@@ -80,6 +80,25 @@ def test_usage_error_exit_code_from_the_command_line(tmp_path):
     assert proc.stderr.startswith("usage: python -m localpar")
 
 
+def console_script() -> Path:
+    """The ``localpar`` command installed next to this interpreter (by the console_scripts entry point)."""
+    return Path(sys.executable).parent / "localpar"
+
+
+def test_the_localpar_command_is_installed(tmp_path):
+    script = console_script()
+    assert script.exists(), f"no {script}: reinstall with pip install -e ."
+    proc = subprocess.run([str(script), "--version"], cwd=tmp_path, capture_output=True, text=True, timeout=90)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"localpar {localpar.__version__}"
+    proc = subprocess.run([str(script), "info"], cwd=tmp_path, capture_output=True, text=True, timeout=90)
+    assert proc.returncode == 0, proc.stderr
+    assert info_rows(proc.stdout)["localpar"].strip() == localpar.__version__
+    proc = subprocess.run([str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=90)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("usage: localpar ")  # named as the user typed it
+
+
 def test_demo(tmp_path):
     proc = run(["demo", "--engines", "2", "--steps", "3", "--interval", "0.05", "--no-plot"], tmp_path)
     assert proc.returncode == 0, proc.stderr

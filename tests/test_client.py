@@ -70,6 +70,30 @@ def test_context_manager_and_idempotent_close():
         client[:].apply_async(lambda: 1)
 
 
+def test_a_closed_client_raises_client_closed_error_everywhere():
+    client = Client(1)
+    view = client[:]
+    client.close()
+    for call in (lambda: view.apply_async(abs, -1), lambda: client.add_engines(1), lambda: client.restart_engine(0)):
+        with pytest.raises(ClientClosedError, match="this Client is closed"):
+            call()
+    with pytest.raises(RuntimeError):  # what callers caught before ClientClosedError was raised here
+        client.clear()
+
+
+@pytest.mark.parametrize("n, word", [(1, "1 engine,"), (2, "2 engines,")])
+def test_client_repr_counts_engines_in_good_english(n, word):
+    with Client(n) as client:
+        assert word in repr(client), repr(client)
+    assert "closed" in repr(client)
+
+
+def test_help_explains_the_constructor_arguments():
+    doc = Client.__doc__ or ""
+    for word in ("start_method", "fork", "forkserver", "spawn", "datastore", "Manager"):
+        assert word in doc, word
+
+
 def test_targeting_a_missing_engine_is_a_clear_error(c):
     with pytest.raises(NoEnginesError, match="not alive"):
         c.direct_view([0, 7]).apply_async(lambda: 1)

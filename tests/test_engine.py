@@ -46,13 +46,14 @@ def test_interrupts_landing_inside_publish_data_never_tear_a_message(c):
     stop = threading.Event()
     sent = [0]
     engine = c._ledger.engines[0]  # white box: widen the window a torn read would need
-    unknown = Release([f"localpar-none-0-{i}" for i in range(5000)])  # ~120 KB: read in several chunks
+    unknown = Release(["localpar-none-0-0"])  # a segment the engine does not have: ignored
 
     def flood() -> None:
         while not stop.is_set():
             c.interrupt(0)
-            if sent[0] % 100 == 0:
-                engine.send_control(unknown)
+            if sent[0] % 25 == 0:  # bursts of control frames: long to parse once read
+                for _ in range(1000):
+                    engine.send_control(unknown)
             sent[0] += 1
             time.sleep(0.0003)
 

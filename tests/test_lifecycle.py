@@ -64,7 +64,7 @@ def test_close_releases_everything_even_while_the_client_object_lives() -> None:
     c.close()  # idempotent
     assert not wait_pids_gone(pids)
     checker.assert_clean(before)  # `c` is still referenced here: close() alone must free it all
-    with pytest.raises(RuntimeError, match="closed"):
+    with pytest.raises(ClientClosedError, match="closed"):
         c[:].apply_async(quick, 1)
 
 

@@ -169,3 +169,35 @@ def test_a_map_counts_its_tasks_not_its_items(client: Client, capsys: pytest.Cap
     ar = client[:].map_async(abs, range(10))  # 10 items in 2 tasks, one per engine
     ar.wait_interactive(widget=False, timeout=30)
     assert "2/2 tasks done" in capsys.readouterr().out
+
+
+NOTEBOOK_CELLS = [
+    'import sys\nsys.modules["ipywidgets"] = None  # as on a machine with tqdm but without ipywidgets\n'
+    "import time\nfrom localpar import Client\nc = Client(1)",
+    "ar = c[0].apply_async(time.sleep, 1)\nar.wait_interactive(interval=0.05, timeout=30)",
+    "ar.get(timeout=10), c.close()",
+]
+
+
+@pytest.mark.timeout(120)
+def test_jupyter_without_ipywidgets_shows_one_clean_updating_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """In a real kernel: no TqdmWarning, no text bars with terminal control codes, one line updated in place."""
+    import json
+
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    pytest.importorskip("ipykernel")
+    pytest.importorskip("tqdm")  # the case at hand: tqdm is there, its widgets are not
+    spec_dir = tmp_path / "jupyter" / "kernels" / "python3"  # a kernel on this interpreter
+    spec_dir.mkdir(parents=True)
+    spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"], "language": "python"}
+    (spec_dir / "kernel.json").write_text(json.dumps(spec))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in NOTEBOOK_CELLS])
+    nbclient.NotebookClient(nb, timeout=60, kernel_name="python3").execute()
+
+    outputs = nb.cells[1].outputs
+    assert [o["output_type"] for o in outputs] == ["display_data"], outputs  # nothing on stderr, no warning
+    line = outputs[0]["data"]["text/plain"]
+    assert re.fullmatch(r"1/1 tasks done \| \d+\.\d s", line), line  # the last update, in place
+    assert "\x1b" not in json.dumps(nb.cells[1].outputs) and "\r" not in line

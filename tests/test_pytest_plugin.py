@@ -11,6 +11,11 @@ import pytest
 pytest_plugins = ["pytester"]
 pytestmark = pytest.mark.timeout(120)
 
+INNER = ("-p", "no:cacheprovider", "-p", "no:randomly")
+"""Options of every inner run. The generated suites check what one test leaves to the next,
+so they must run in file order: an installed pytest-randomly would shuffle them (the inner
+run loads the same plugins as this one); ``-p no:randomly`` is harmless without it."""
+
 SUITE = '''
 import os
 import signal
@@ -210,9 +215,45 @@ def alive(pids: List[Tuple[int, float]]) -> List[int]:
 def test_fixtures_in_a_generated_suite(pytester: pytest.Pytester) -> None:
     pytester.makeini("[pytest]\nlocalpar_settle_timeout = 0.5\n")
     pytester.makepyfile(test_suite=SUITE)
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-v", timeout=110)
+    result = pytester.runpytest_subprocess(*INNER, "-v", timeout=110)
     result.assert_outcomes(passed=10)
     result.stdout.fnmatch_lines(["localpar: 2 engines for localpar_client"])
+
+
+LEFT_RUNNING = """
+import time
+
+SEEN = {}
+
+
+def publish_then_sleep():
+    from localpar.datapub import publish_data
+
+    publish_data({"running": True})
+    time.sleep(60)
+
+
+def test_leaves_a_task_running(localpar_view):
+    ar = localpar_view.apply_async(publish_then_sleep)
+    deadline = time.monotonic() + 20
+    while not all(ar.data) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert all(ar.data)
+    SEEN["ar"] = ar
+    SEEN["left"] = time.monotonic()
+
+
+def test_the_next_test_starts_soon(localpar_client):
+    waited = time.monotonic() - SEEN["left"]
+    assert waited < 4, waited
+    assert [e.ename for e in SEEN["ar"].exception(timeout=0).errors] == ["KeyboardInterrupt"] * 2
+"""
+
+
+def test_a_task_left_running_is_interrupted_within_the_default_settle_timeout(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_left=LEFT_RUNNING)  # no ini: the default localpar_settle_timeout
+    result = pytester.runpytest_subprocess(*INNER, "-v", timeout=110)
+    result.assert_outcomes(passed=2)
 
 
 @pytest.mark.parametrize(
@@ -225,14 +266,14 @@ def test_engine_count_from_ini_and_command_line(
     monkeypatch.setenv("EXPECTED", str(expected))
     pytester.makeini(f"[pytest]\n{ini}\n")
     pytester.makepyfile(test_count=COUNT)
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", *args, timeout=110)
+    result = pytester.runpytest_subprocess(*INNER, *args, timeout=110)
     result.assert_outcomes(passed=1)
 
 
 @pytest.mark.parametrize("args", [["--localpar-engines", "0"], ["-o", "localpar_engines=many"]])
 def test_bad_engine_count_is_a_usage_error(pytester: pytest.Pytester, args: List[str]) -> None:
     pytester.makepyfile(test_count=COUNT)
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", *args, timeout=110)
+    result = pytester.runpytest_subprocess(*INNER, *args, timeout=110)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*localpar*engine*"])
 
@@ -241,7 +282,7 @@ def test_failing_tests_leave_no_processes(pytester: pytest.Pytester) -> None:
     pytester.makeini("[pytest]\nlocalpar_settle_timeout = 0.5\n")
     pytester.makepyfile(test_failing=FAILING)
     pytester.makeconftest(CONFTEST)
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=110)
+    result = pytester.runpytest_subprocess(*INNER, timeout=110)
     result.assert_outcomes(failed=2, passed=1, errors=1)
     lines = (pytester.path / "pids.jsonl").read_text().splitlines()
     pids = [tuple(json.loads(line)) for line in lines]

@@ -7,6 +7,7 @@ import select
 import time
 
 import psutil
+import pytest
 
 from localpar import spin
 from localpar.spin import spin_until_ready
@@ -129,7 +130,29 @@ def test_spinning_can_be_turned_off_and_the_cluster_still_works():
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
 
 
-def test_a_bad_spin_setting_is_named_in_the_error():
-    done = _run_with_spin_env("fast", "import localpar")
-    assert done.returncode != 0
-    assert "LOCALPAR_SPIN_US must be a number of microseconds, got 'fast'" in done.stderr
+SHOW_SPIN = "import localpar, localpar.spin as s; print(repr(s.SPIN_SECONDS), repr(s._default_spin_seconds()))"
+
+
+@pytest.mark.parametrize("value", ["fast", "abc", "", "0x10", "nan", "1 ms"])
+def test_a_bad_spin_setting_warns_and_falls_back_to_the_default(value):
+    done = _run_with_spin_env(value, SHOW_SPIN)
+    assert done.returncode == 0, done.stderr  # `import localpar` must not fail over it
+    used, default = done.stdout.split()
+    assert used == default
+    assert f"LOCALPAR_SPIN_US must be a number of microseconds, got {value!r}" in done.stderr
+    assert "RuntimeWarning" in done.stderr and "default" in done.stderr
+
+
+@pytest.mark.parametrize("value", ["inf", "1e12", "10001"])
+def test_a_huge_spin_setting_is_capped_at_10_ms(value):
+    done = _run_with_spin_env(value, SHOW_SPIN)
+    assert done.returncode == 0, done.stderr
+    assert float(done.stdout.split()[0]) == 0.01
+    assert "capped at 10000 µs (10 ms)" in done.stderr
+
+
+@pytest.mark.parametrize("value, seconds", [("5000", 0.005), ("10000", 0.01), (" 250 ", 0.00025), ("-3", 0.0)])
+def test_a_sane_spin_setting_is_used_silently(value, seconds):
+    done = _run_with_spin_env(value, SHOW_SPIN)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert float(done.stdout.split()[0]) == pytest.approx(seconds)
