@@ -7,6 +7,9 @@ with Client(4) as c:
     ar.get()    # the results, in target order
 """
 
+from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION
+
+from . import error
 from .asyncresult import AsyncMapResult, AsyncResult
 from .client import Client
 from .errors import (
@@ -17,15 +20,27 @@ from .errors import (
     LocalparError,
     NoEnginesError,
     RemoteError,
+    RemoteTraceback,
     SerializationError,
     TaskAborted,
 )
+from .execreply import ExecuteReply
 from .namespace import interactive
-from .view import DirectView, LoadBalancedView
+from .reference import Reference
+from .view import DirectView, LoadBalancedView, parallel, remote
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ALL_COMPLETED",
+    "FIRST_COMPLETED",
+    "FIRST_EXCEPTION",
+    "ExecuteReply",
+    "Reference",
+    "RemoteTraceback",
+    "error",
+    "parallel",
+    "remote",
     "AsyncMapResult",
     "AsyncResult",
     "Client",
