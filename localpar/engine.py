@@ -27,7 +27,7 @@ import traceback
 from multiprocessing.connection import Connection
 from typing import Any, Dict, List, NamedTuple, Optional, Set, Tuple
 
-from . import datapub, lifeline, namespace, sharedmem
+from . import compat, datapub, lifeline, namespace, sharedmem
 from .errors import DataStoreError, SerializationError
 from .framing import FrameReader, write_frame
 from .pubqueue import MAX_PAYLOAD, PublicationWriter
@@ -63,6 +63,7 @@ def run_engine(spec: EngineSpec) -> None:
     import multiprocessing
 
     multiprocessing.current_process().authkey = spec.authkey
+    compat.install()  # ipyparallel's and IPython's datapub names reach localpar's publish_data
     engine = Engine(spec)
     signal.signal(signal.SIGINT, engine.on_sigint)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked by the client during start
