@@ -377,16 +377,18 @@ class AsyncResult(Future):
 
     @property
     def wall_time(self) -> float:
-        """Seconds from the first start to the last completion on the engines."""
-        self.wait()
+        """Seconds from the first start to the last completion on the engines. Raises ``TimeoutError`` before the call has finished, as ipyparallel does."""
+        if not self.ready():
+            raise TimeoutError("Result not ready.")
         starts = [r.started for r in self._records if r.started is not None]
         ends = [r.completed for r in self._records if r.completed is not None]
         return (max(ends) - min(starts)) if starts and ends else 0.0
 
     @property
     def serial_time(self) -> float:
-        """Sum of the tasks' compute times: what it would take on one engine."""
-        self.wait()
+        """Sum of the tasks' compute times: what it would take on one engine. Raises ``TimeoutError`` before the call has finished, as ipyparallel does."""
+        if not self.ready():
+            raise TimeoutError("Result not ready.")
         return sum(
             (r.completed - r.started) for r in self._records if r.started is not None and r.completed is not None
         )
@@ -573,3 +575,9 @@ class AsyncMapResult(AsyncResult):
 
     def __len__(self) -> int:
         return sum(self._chunks)
+
+    @property
+    def progress(self) -> int:
+        """How many items are computed (finished tasks' chunks), as ipyparallel counts."""
+        self._router.pump_nowait()
+        return sum(n for r, n in zip(self._records, self._chunks) if r.done)

@@ -93,6 +93,7 @@ class CompositeError(RemoteError):
 
     def __init__(self, message: str, errors: List[RemoteError]) -> None:
         self.message = message
+        self.method = message.rpartition("raised in: ")[2] if "raised in: " in message else ""
         self.errors = list(errors)
         self.elist = [(e.ename, e.evalue, e.traceback, e.engine_info) for e in self.errors]
         tb = "\n\n".join(f"[{e.engine_id}:{e.ename}] {e.traceback or e}" for e in self.errors)
@@ -120,7 +121,7 @@ class CompositeError(RemoteError):
                 raise IndexError(f"an exception with index {excid} does not exist") from None
         lines: List[str] = []
         for e in errors:
-            lines.append(f"[{e.engine_id}:{e.ename}]: ")
+            lines.append(f"[{e.engine_id}:{self.method or e.ename}]: ")
             lines += e.render_traceback()
             lines.append("")
         return lines + (self._more() if excid is None else [])

@@ -51,8 +51,8 @@ def _execution_options(f: Callable[..., Any]) -> Callable[..., Any]:
 def _output_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """The options of ``%pxresult`` and ``%%px`` that choose how results are shown."""
     options: List[Tuple[Tuple[str, ...], Dict[str, Any]]] = [
-        (("-r",), dict(action="store_const", dest="groupby", const="order", help="group outputs in order")),
-        (("-e",), dict(action="store_const", dest="groupby", const="engine", help="group outputs by engine")),
+        (("-r",), dict(action="store_const", dest="groupby", const="order", default="type", help="group in order")),
+        (("-e",), dict(action="store_const", dest="groupby", const="engine", default="type", help="group by engine")),
         (
             ("--group-outputs",),
             dict(dest="groupby", type=str, choices=["engine", "order", "type"], default="type", help="grouping"),
@@ -163,15 +163,15 @@ class ParallelMagics(Magics):
             return ar
         try:
             ar.wait()
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # Ctrl-C: signal the engines, show what finished, do not raise
             sig = self.signal_on_interrupt if signal_on_interrupt is None else signal_on_interrupt
             print(f"Received Keyboard Interrupt. Sending signal {sig} to engines...", file=sys.stderr)
             self._send_signal(sig)
-            ar.wait(10)
-        finally:
-            ar.display_outputs(groupby)
-        if ar.done():
-            ar.get()
+            if ar.wait(1):
+                ar.display_outputs(groupby)
+            return None
+        ar.display_outputs(groupby)
+        ar.get()
         return None
 
     def _send_signal(self, sig: Union[str, int]) -> None:

@@ -156,9 +156,8 @@ def _sequences(sequences: Tuple[Sequence[Any], ...]) -> List[Sequence[Any]]:
     if not sequences:
         raise TypeError("map needs at least one sequence")
     seqs = [s if hasattr(s, "__getitem__") and hasattr(s, "__len__") else list(s) for s in sequences]
-    if len({len(s) for s in seqs}) > 1:
-        raise ValueError(f"sequences of different lengths: {[len(s) for s in seqs]}")
-    return seqs
+    shortest = min(len(s) for s in seqs)
+    return [s if len(s) == shortest else s[:shortest] for s in seqs]  # as builtin map: zip to the shortest
 
 
 class DirectView(View):
@@ -364,11 +363,12 @@ def join_parts(parts: List[Any]) -> Any:
     return list(parts)
 
 
-class _JoinedResult(AsyncResult):
+class _JoinedResult(AsyncMapResult):
     """One AsyncResult whose value is its parts' results joined (gather, parallel)."""
 
     def __init__(self, parts: AsyncResult) -> None:
-        super().__init__(parts._client, parts._fname)
+        AsyncResult.__init__(self, parts._client, parts._fname)
+        self._chunks = [1] * len(parts._records)
         self._records = parts._records
         self._data = parts._data
         self._parts = parts
