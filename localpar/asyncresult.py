@@ -377,7 +377,10 @@ class AsyncResult(Future):
 
     @property
     def wall_time(self) -> float:
-        """Seconds from the first start to the last completion on the engines. Raises ``TimeoutError`` before the call has finished, as ipyparallel does."""
+        """Seconds from the first start to the last completion on the engines.
+
+        Raises ``TimeoutError`` before the call has finished, as ipyparallel does.
+        """
         if not self.ready():
             raise TimeoutError("Result not ready.")
         starts = [r.started for r in self._records if r.started is not None]
@@ -386,7 +389,10 @@ class AsyncResult(Future):
 
     @property
     def serial_time(self) -> float:
-        """Sum of the tasks' compute times: what it would take on one engine. Raises ``TimeoutError`` before the call has finished, as ipyparallel does."""
+        """Sum of the tasks' compute times: what it would take on one engine.
+
+        Raises ``TimeoutError`` before the call has finished, as ipyparallel does.
+        """
         if not self.ready():
             raise TimeoutError("Result not ready.")
         return sum(

@@ -77,7 +77,8 @@ def wait_interactive(
                 return
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
-                raise TimeoutError(f"{ar!r} not ready after {timeout} s ({_tasks_done(ar)}/{len(ar._records)} tasks done)")
+                done = f"{_tasks_done(ar)}/{len(ar._records)} tasks done"
+                raise TimeoutError(f"{ar!r} not ready after {timeout} s ({done})")
             ar.wait(interval if remaining is None else min(interval, remaining))
     finally:
         display.close(finished)
