@@ -250,7 +250,7 @@ class ParallelMagics(Magics):
     def _pxrun_nodes(self, *args: Any, **kwargs: Any) -> bool:
         """Run the raw cell on the engines instead of its parsed nodes here."""
         cell = self._px_cell
-        if re.search(r"^\s*%autopx\b", cell):
+        if re.search(rf"^\s*%autopx{re.escape(self.suffix)}\b", cell):
             self._disable_autopx()
             return False
         try:

@@ -251,7 +251,9 @@ class DirectView(View):
         view = self._on(targets)
         if silent:
             return self._result(view.apply_async(namespace.execute, code), block)
-        return self._result(view.apply_async(namespace.execute_interactive, code), block)
+        ar = view.apply_async(namespace.execute_interactive, code)
+        ar._fname = "execute"
+        return self._result(ar, block)
 
     def run(
         self, filename: str, targets: Targets = None, block: Optional[bool] = None, label: Optional[str] = None
