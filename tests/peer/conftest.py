@@ -159,7 +159,7 @@ def ipython() -> Iterator[Any]:
     config.TerminalInteractiveShell.autocall = 0
     config.TerminalInteractiveShell.simple_prompt = True
     with tempfile.TemporaryDirectory(suffix=".ipython") as ipython_dir:
-        config.HistoryManager.hist_file = os.path.join(ipython_dir, "test_hist.sqlite")
+        config.HistoryManager.hist_file = ":memory:"
         old = os.environ.get("IPYTHONDIR")
         os.environ["IPYTHONDIR"] = ipython_dir
         shell = TerminalInteractiveShell.instance(config=config)
