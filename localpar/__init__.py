@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from . import error
 from .errors import (
     ClientClosedError,
     CompositeError,
@@ -24,17 +25,26 @@ from .errors import (
     LocalparError,
     NoEnginesError,
     RemoteError,
+    RemoteTraceback,
     SerializationError,
     TaskAborted,
 )
+from .execreply import ExecuteReply
 from .namespace import interactive
+from .reference import Reference
 
 if TYPE_CHECKING:
     from .asyncresult import AsyncMapResult, AsyncResult
     from .client import Client
-    from .view import DirectView, LoadBalancedView
+    from .view import DirectView, LoadBalancedView, parallel, remote
 
 __version__ = "0.1.0"
+
+# For wait(return_when=...): the same values as concurrent.futures', without importing it
+# (and logging with it) into task code.
+FIRST_COMPLETED = "FIRST_COMPLETED"
+FIRST_EXCEPTION = "FIRST_EXCEPTION"
+ALL_COMPLETED = "ALL_COMPLETED"
 
 _LAZY = {
     "AsyncMapResult": "asyncresult",
@@ -42,6 +52,8 @@ _LAZY = {
     "Client": "client",
     "DirectView": "view",
     "LoadBalancedView": "view",
+    "parallel": "view",
+    "remote": "view",
 }
 
 
@@ -56,6 +68,15 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "ALL_COMPLETED",
+    "FIRST_COMPLETED",
+    "FIRST_EXCEPTION",
+    "ExecuteReply",
+    "Reference",
+    "RemoteTraceback",
+    "error",
+    "parallel",
+    "remote",
     "AsyncMapResult",
     "AsyncResult",
     "Client",

@@ -65,6 +65,7 @@ class AsyncResult(Future):
         self._watchers: List[Callable[[Data], None]] = []
         self._segments: List[Any] = []  # shared memory sent with the call; freed when done
         self._submitted = time.time()
+        self._return_exceptions = False  # ipyparallel's map(return_exceptions=True)
 
     def __reduce__(self) -> Any:
         raise not_picklable(self, "its results arrive in this process only; send the value of get() instead")
@@ -169,8 +170,17 @@ class AsyncResult(Future):
     def _changed_since(self, version: int) -> bool:
         return self._data_version != version or self.done()
 
-    def wait(self, timeout: Optional[float] = -1) -> bool:
-        """Wait up to `timeout` seconds (forever if None or negative); True if done."""
+    def wait(self, timeout: Optional[float] = -1, return_when: Optional[str] = None) -> Any:
+        """Wait up to `timeout` seconds (forever if None or negative); True if done.
+
+        With `return_when` (``concurrent.futures.FIRST_COMPLETED``, ``FIRST_EXCEPTION``
+        or ``ALL_COMPLETED``), return ``(done, pending)``: sets of one-task AsyncResults
+        (see `split`), as ``concurrent.futures.wait`` does.
+        """
+        if return_when is not None:
+            from .split import wait_split
+
+            return wait_split(self, timeout, return_when)
         if self.done():
             return True
         self._ledger.check_can_wait()
@@ -193,14 +203,31 @@ class AsyncResult(Future):
             raise RuntimeError("Cannot check successful() if not done.")
         return self.exception(timeout=0) is None
 
-    def get(self, timeout: Optional[float] = -1) -> Any:
+    def get(
+        self, timeout: Optional[float] = -1, return_exceptions: Optional[bool] = None, return_when: Any = None
+    ) -> Any:
         """The result (a list in target order, or a bare value for one int target).
 
         Raises the builtin ``TimeoutError`` if not ready in time; the task keeps running.
+        With ``return_exceptions=True``, each failed task's `RemoteError` takes the place
+        of its result instead of being raised.  ``return_when=FIRST_EXCEPTION`` raises the
+        first failure without waiting for the other tasks.
         """
+        if return_when is not None and str(return_when) == "FIRST_EXCEPTION" and not self.done():
+            done, _ = self.wait(timeout, return_when=return_when)
+            for child in done:
+                if child._records[0].error is not None:
+                    return child.get(0, return_exceptions=return_exceptions)
         if not self.wait(timeout):
             raise TimeoutError(f"result of {self._fname} not ready after {timeout} s")
+        if (self._return_exceptions if return_exceptions is None else return_exceptions) and self._exception:
+            return self._with_exceptions()
         return self._outcome()
+
+    def _with_exceptions(self) -> Any:
+        """The results with each failed task's error in its place."""
+        values = [r.error if r.error is not None else r.value for r in self._records]
+        return values[0] if self._single else values
 
     def result(self, timeout: Optional[float] = None) -> Any:  # the Future API
         return self.get(timeout)
@@ -261,9 +288,9 @@ class AsyncResult(Future):
             return
         for record in self._records:
             self._wait_for_record(record)
-            if record.error is not None:
+            if record.error is not None and not self._return_exceptions:
                 raise record.error
-            yield record.value
+            yield record.value if record.error is None else record.error
 
     # -- published data ------------------------------------------------------------------
     def _snapshot(self) -> Data:
@@ -393,37 +420,162 @@ class AsyncResult(Future):
 
     @property
     def wall_time(self) -> float:
-        """Seconds from the first start to the last completion on the engines."""
-        self.wait()
+        """Seconds from the first start to the last completion on the engines.
+
+        Raises ``TimeoutError`` before the call has finished, as ipyparallel does.
+        """
+        if not self.ready():
+            raise TimeoutError("Result not ready.")
         starts = [r.started for r in self._records if r.started is not None]
         ends = [r.completed for r in self._records if r.completed is not None]
         return (max(ends) - min(starts)) if starts and ends else 0.0
 
     @property
     def serial_time(self) -> float:
-        """Sum of the tasks' compute times: what it would take on one engine."""
-        self.wait()
+        """Sum of the tasks' compute times: what it would take on one engine.
+
+        Raises ``TimeoutError`` before the call has finished, as ipyparallel does.
+        """
+        if not self.ready():
+            raise TimeoutError("Result not ready.")
         return sum(
             (r.completed - r.started) for r in self._records if r.started is not None and r.completed is not None
         )
 
-    def display_outputs(self) -> None:
-        """Print each task's captured stdout and stderr, labelled by engine."""
+    def display_outputs(self, groupby: str = "type", result_only: bool = False) -> None:
+        """Print each task's captured stdout and stderr, labelled by engine (a single-target
+        result without label), then each ``execute(silent=False)`` result as ``Out[engine:n]``.
+
+        `groupby`: ``'type'`` or ``'order'`` (all stdout, then all stderr, then results) or
+        ``'engine'`` (each engine's outputs together), as ipyparallel's.
+        """
+        if groupby not in ("type", "engine", "order"):
+            raise ValueError(f"groupby must be one of 'type', 'engine', 'order', not {groupby!r}")
         self.wait()
+
+        def stream(r: TaskRecord, name: str, file: Any) -> None:
+            text = getattr(r, name)
+            if not text or result_only:
+                return
+            label = "" if self._single else f"[{name}:{r.engine_id}]"
+            if label and "\n" in text.rstrip():
+                label += "\n"
+            elif label:
+                label += " "
+            print(label + text, end="" if text.endswith("\n") else "\n", file=file)
+
+        def result(r: TaskRecord) -> None:
+            out = getattr(r.value, "execute_result", None) if r.done else None
+            if out is not None:
+                count = out.get("execution_count", 0)
+                print(f"Out[{r.engine_id}:{count}]: {out['data'].get('text/plain', '')}")
+
+        if groupby == "engine":
+            for r in self._records:
+                stream(r, "stdout", sys.stdout)
+                stream(r, "stderr", sys.stderr)
+                result(r)
+            return
         for r in self._records:
-            if r.stdout:
-                print(f"[stdout:{r.engine_id}] {r.stdout}", end="" if r.stdout.endswith("\n") else "\n")
-            if r.stderr:
-                end = "" if r.stderr.endswith("\n") else "\n"
-                print(f"[stderr:{r.engine_id}] {r.stderr}", end=end, file=sys.stderr)
+            stream(r, "stdout", sys.stdout)
+        for r in self._records:
+            stream(r, "stderr", sys.stderr)
+        for r in self._records:
+            result(r)
 
     def wait_interactive(
-        self, interval: float = 0.1, timeout: Optional[float] = None, widget: Optional[bool] = None
+        self,
+        interval: float = 0.1,
+        timeout: Optional[float] = None,
+        widget: Optional[bool] = None,
+        return_when: Optional[str] = None,
     ) -> None:
-        """Wait while showing progress: tqdm bars if installed, one text line otherwise."""
+        """Wait while showing progress: tqdm bars if installed, one text line otherwise.
+
+        ``return_when=FIRST_EXCEPTION`` (or ``FIRST_COMPLETED``) stops waiting early, as
+        ``wait(return_when=...)`` does.
+        """
         from .progress import wait_interactive
 
-        wait_interactive(self, interval=interval, timeout=timeout, widget=widget)
+        if timeout is not None and timeout < 0:
+            timeout = None
+        if return_when is None or return_when == "ALL_COMPLETED":
+            wait_interactive(self, interval=interval, timeout=timeout, widget=widget)
+            return
+        from .split import wait_split
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            done, pending = wait_split(self, interval, return_when)
+            if not pending or (return_when == "FIRST_COMPLETED" and done):
+                return
+            if return_when == "FIRST_EXCEPTION" and any(p._exception is not None for p in done):
+                return
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"{self._fname} not done after {timeout} s")
+
+    # -- ipyparallel's metadata access and extras -----------------------------------------
+    _METADATA_KEYS = frozenset(
+        {"msg_id", "engine_id", "submitted", "started", "completed", "received", "status", "error", "stdout",
+         "stderr", "data", "progress", "execute_result"}
+    )  # fmt: skip
+
+    def __getitem__(self, key: Union[int, slice, str]) -> Any:
+        """``ar['completed']``: a metadata field (a list for many tasks); ``ar[0]``, ``ar[1:]``: results.
+
+        Results need the call to be finished (``TimeoutError`` otherwise); metadata does not.
+        """
+        if isinstance(key, str):
+            if key not in self._METADATA_KEYS:
+                raise KeyError(key)
+            if key == "execute_result":
+                return self.execute_result
+            metadata = self.metadata
+            return metadata[key] if isinstance(metadata, dict) else [md[key] for md in metadata]
+        if isinstance(key, (int, slice)):
+            if not self.ready():
+                raise TimeoutError("Result not ready.")
+            values = self._with_exceptions()
+            if self._single:
+                values = [values]
+            part = values[key]
+            for value in part if isinstance(key, slice) else [part]:
+                if isinstance(value, BaseException):
+                    raise value
+            return part
+        raise TypeError(f"Invalid key type {type(key)!r}, must be 'int', 'slice', or 'str'")
+
+    def __getattr__(self, key: str) -> Any:
+        """Metadata fields as attributes: ``ar.completed``, ``ar.started``, ``ar.status``..."""
+        if key.startswith("_") or key not in AsyncResult._METADATA_KEYS:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {key!r}")
+        return self[key]
+
+    def __dir__(self) -> List[str]:
+        return sorted(set(super().__dir__()) | self._METADATA_KEYS)
+
+    @property
+    def execute_result(self) -> Any:
+        """``execute(code, silent=False)``: each engine's ``{'data': {'text/plain': ...}}`` of the
+        last expression (None elsewhere); one value for an int target."""
+        return self._per_task([getattr(r.value, "execute_result", None) if r.done else None for r in self._records])
+
+    def wait_for_send(self, timeout: Optional[float] = -1) -> None:
+        """ipyparallel waits for ZeroMQ to copy the message; a localpar call owns its own copy once
+        submitted (pickled, or in shared memory), so there is nothing left to wait for."""
+
+    def split(self) -> tuple:
+        """One AsyncResult per task (itself when it has one), e.g. for ``concurrent.futures.wait``."""
+        from .split import split
+
+        return split(self)
+
+    @classmethod
+    def join(cls, *async_results: AsyncResult) -> AsyncResult:
+        """The inverse of `split`: one AsyncResult over the tasks of several."""
+        from .split import join
+
+        return join(*async_results)
 
 
 class AsyncMapResult(AsyncResult):
@@ -450,8 +602,26 @@ class AsyncMapResult(AsyncResult):
         for record in self._records:
             self._wait_for_record(record)
             if record.error is not None:
-                raise record.error
+                if not self._return_exceptions:
+                    raise record.error
+                yield record.error
+                continue
             yield from record.value
+
+    def _with_exceptions(self) -> Any:
+        """The flat results; a failed task's error stands for its chunk (as ipyparallel does)."""
+        flat: List[Any] = []
+        for r in self._records:
+            if r.error is not None:
+                flat.append(r.error)
+            else:
+                flat.extend(r.value)
+        return flat
 
     def __len__(self) -> int:
         return sum(self._chunks)
+
+    @property
+    def progress(self) -> int:
+        """How many items are computed (finished tasks' chunks), as ipyparallel counts."""
+        return sum(n for r, n in zip(self._records, self._chunks) if r.done)

@@ -31,15 +31,18 @@ be replaced.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import itertools
 import os
 import secrets
 import signal
+import sys
 import threading
 import time
 import weakref
+from concurrent.futures import Future
 from multiprocessing.context import BaseContext
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from . import launch, limits, namespace, sharedmem
 from .asyncresult import AsyncResult
@@ -134,6 +137,10 @@ class Client:
         except BaseException:
             self._finalizer()
             raise
+        if "IPython" in sys.modules:  # inside IPython, %px runs on this cluster (as in ipyparallel)
+            from .magics import activate_default
+
+            activate_default(self)
 
     # -- engines ---------------------------------------------------------------------------
     def _start_engine(self, engine_id: int, ctx: Optional[BaseContext] = None) -> EngineHandle:
@@ -268,6 +275,20 @@ class Client:
         handle = self._ledger.engines[engine_id]
         return self._ledger.wait_until(lambda: not handle.alive or self._cluster.closed, timeout)
 
+    def send_signal(self, sig: Union[int, str], targets: Targets = None, block: Optional[bool] = None) -> None:
+        """Send signal `sig` (a number or a name like ``'SIGINT'``) to the engines of `targets`.
+
+        SIGINT raises KeyboardInterrupt in the running tasks (see `interrupt`); another signal
+        acts on the engine process itself (SIGKILL ends it: its tasks fail with EngineError).
+        """
+        signum = getattr(signal, sig) if isinstance(sig, str) else int(sig)
+        if signum == signal.SIGINT:
+            self.interrupt(targets)
+            return
+        for engine_id in self._resolve(targets):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._ledger.engines[engine_id].pid, signum)
+
     def interrupt(self, targets: Targets = None) -> None:
         """Raise KeyboardInterrupt inside the tasks running on `targets` (default: all)."""
         ids = self._resolve(targets)
@@ -281,8 +302,12 @@ class Client:
 
     # -- views -----------------------------------------------------------------------------
     def __getitem__(self, key: Union[int, slice, Sequence[int]]) -> DirectView:
+        if not isinstance(key, (int, slice, tuple, list, range)):
+            raise TypeError(f"key by int/slice/iterable of ints only, not {type(key)}")
         live = self.ids  # read once
         if isinstance(key, int):
+            if key < 0 and -key <= len(live):  # c[-1]: the last live engine, as in ipyparallel
+                key = live[key]
             if key not in live:
                 raise IndexError(f"no live engine {key}; live engines: {live}")
             return DirectView(self, key)
@@ -294,11 +319,43 @@ class Client:
             raise IndexError(f"no live engines {missing}; live engines: {live}")
         return DirectView(self, targets)
 
+    def __iter__(self) -> Iterator[DirectView]:
+        """One DirectView per live engine."""
+        for engine_id in self.ids:
+            yield DirectView(self, engine_id)
+
     def direct_view(self, targets: Targets = "all") -> DirectView:
-        return DirectView(self, targets)
+        return DirectView(self, self._negative_targets(targets))
 
     def load_balanced_view(self, targets: Targets = None) -> LoadBalancedView:
+        if targets == "all":
+            targets = None
+        elif targets is not None:
+            targets = self._negative_targets(targets)
+            targets = [targets] if isinstance(targets, int) else targets
         return LoadBalancedView(self, targets)
+
+    def _negative_targets(self, targets: Targets) -> Targets:
+        """``-1`` (or ``[-1, 0]``, a slice) named by position among the live engines, as in ipyparallel."""
+        if isinstance(targets, slice):
+            return self.ids[targets]
+        if isinstance(targets, int) and targets < 0:
+            return self.ids[targets]
+        if isinstance(targets, (list, tuple, range)) and any(t < 0 for t in targets):
+            live = self.ids
+            return [live[t] if t < 0 else t for t in targets]
+        return targets
+
+    def activate(self, targets: Targets = "all", suffix: str = "") -> DirectView:
+        """A blocking DirectView on `targets` whose ``%px`` magics (``%px{suffix}``...) are registered."""
+        view = self.direct_view(targets)
+        view.block = True
+        view.activate(suffix)
+        return view
+
+    def executor(self, targets: Targets = None) -> Any:
+        """A ``concurrent.futures.Executor`` over a load-balanced view of `targets`."""
+        return self.load_balanced_view(targets).executor
 
     # -- submission ------------------------------------------------------------------------
     def _check_open(self) -> None:
@@ -405,34 +462,79 @@ class Client:
                     out[r.msg_id] = r.error if r.error is not None else r.value
         return out
 
-    def clear(self, targets: Targets = None, block: bool = False) -> Any:
+    block = False
+    """The default of ``block`` for the client's own calls (``clear``), as in ipyparallel."""
+
+    def clear(self, targets: Targets = None, block: Optional[bool] = None) -> Any:
         """Clear the engines' namespaces, as ipyparallel's ``clear`` does."""
         ar = self._submit([(i, (namespace.clear, (), {})) for i in self._resolve(targets)], "clear")
-        return ar.get() if block else ar
+        return ar.get() if (self.block if block is None else block) else ar
 
-    def purge_results(self, jobs: Union[str, Iterable[Union[AsyncResult, str]]] = "all") -> None:
-        """Forget finished results (``results``) kept by the client."""
+    def purge_results(self, jobs: Any = (), targets: Targets = ()) -> None:
+        """Forget finished results (``results``) kept by the client, as ipyparallel does:
+        `jobs` (``'all'``, msg_ids, AsyncResults) and/or every result of `targets`.
+
+        Raises ``ValueError`` if neither is given and ``RuntimeError`` if one is still running.
+        """
+        if not jobs and (targets is None or (not isinstance(targets, int) and not targets)):
+            raise ValueError("Must specify at least one of `targets` and `jobs`")
         if jobs == "all":
-            finished = [m for m, ar in self._results.items() if ar.done()]
+            msg_ids = [m for m, _ in self._results.items()]
         else:
-            finished = [m for job in jobs for m in (job.msg_ids if isinstance(job, AsyncResult) else [job])]
-        for msg_id in finished:
+            if isinstance(jobs, (str, AsyncResult)):
+                jobs = [jobs]
+            msg_ids = [m for job in jobs for m in (job.msg_ids if isinstance(job, AsyncResult) else [job])]
+        if not (targets is None or (not isinstance(targets, int) and not targets)):
+            engines = set(self._resolve(targets))
+            msg_ids += [r.msg_id for _, ar in self._results.items() for r in ar._records if r.engine_id in engines]
+        running = set(msg_ids) & self.outstanding
+        if running:
+            raise RuntimeError(f"Can't purge outstanding tasks: {sorted(running)}")
+        for msg_id in msg_ids:
             self._results.pop(msg_id, None)
 
-    def wait(self, jobs: Optional[Iterable[Union[AsyncResult, str]]] = None, timeout: Optional[float] = -1) -> bool:
-        """Wait for `jobs` (AsyncResults or msg_ids; default: everything outstanding)."""
+    purge_local_results = purge_results
+
+    def wait(self, jobs: Any = None, timeout: Optional[float] = -1) -> bool:
+        """Wait for `jobs`: an AsyncResult, a msg_id, a Future, or a list of them (default:
+        everything outstanding); True if all are done within `timeout` seconds."""
+        if jobs is None:
+            ars: List[Any] = [ar for ar in set(self._results.values()) if not ar.done()]
+        else:
+            if isinstance(jobs, (str, AsyncResult, Future)):
+                jobs = [jobs]
+            ars = []
+            for job in jobs:
+                if isinstance(job, (AsyncResult, Future)):
+                    ars.append(job)
+                else:
+                    try:
+                        ars.append(self._results[job])
+                    except KeyError:  # finished and forgotten, as ipyparallel treats unknown ids
+                        continue
+        for f in ars:
+            if not isinstance(f, AsyncResult):  # a plain Future: its completion must wake us too
+                f.add_done_callback(lambda _: self._ledger.notify_waiters())
+        if not all(f.done() for f in ars):
+            self._check_can_wait()
+        return self._ledger.wait_until(lambda: all(f.done() for f in ars), timeout)
+
+    def wait_interactive(self, jobs: Any = None, interval: float = 1.0, timeout: Optional[float] = -1) -> None:
+        """Wait for `jobs` (default: all outstanding) while showing progress."""
+        from .split import join
+
         if jobs is None:
             ars = [ar for ar in set(self._results.values()) if not ar.done()]
         else:
-            ars = []
-            for job in jobs:
-                ars.append(job if isinstance(job, AsyncResult) else self._results[job])
-        if not all(ar.done() for ar in ars):
-            self._check_can_wait()
-        return self._ledger.wait_until(lambda: all(ar.done() for ar in ars), timeout)
+            given = [jobs] if isinstance(jobs, (str, AsyncResult)) else list(jobs)
+            ars = [ar if isinstance(ar, AsyncResult) else self._results[ar] for ar in given]
+        if ars:
+            join(*ars).wait_interactive(interval=interval, timeout=timeout)
 
-    def abort(self, jobs: Union[AsyncResult, Iterable[Union[AsyncResult, str]], None] = None) -> None:
-        """Drop tasks that have not started (default: all outstanding)."""
+    def abort(self, jobs: Any = None, targets: Targets = None, block: Optional[bool] = None) -> None:
+        """Drop tasks that have not started (default: all outstanding, of `targets` if given)."""
+        if isinstance(jobs, str):
+            jobs = [jobs]
         if jobs is None:
             records = [r for ar in set(self._results.values()) for r in ar._records]
         elif isinstance(jobs, AsyncResult):
@@ -441,6 +543,9 @@ class Client:
             records = [
                 r for job in jobs for r in (job if isinstance(job, AsyncResult) else self._results[job])._records
             ]
+        if targets is not None and targets != "all":
+            engines = set(self._resolve(targets))
+            records = [r for r in records if r.engine_id in engines]
         dropped = self._balancer.drop({r.seq for r in records})  # not yet handed to an engine
         by_engine: Dict[int, List[int]] = {}
         for r in records:

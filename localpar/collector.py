@@ -175,7 +175,7 @@ class Collector:
             self._room = False
             if self.on_room is not None:
                 self.on_room()
-        self.ledger.batch_applied()
+        self.ledger.notify_waiters()
 
     # -- engine events ------------------------------------------------------------------------
     def _read_events(self, handle: EngineHandle) -> None:
@@ -354,7 +354,7 @@ class Collector:
     def _fail_all(self, make_error: Callable[[TaskRecord], RemoteError]) -> None:
         for record in self.ledger.pending_records():
             self.ledger.fail(record, make_error(record))
-        self.ledger.batch_applied()
+        self.ledger.notify_waiters()
 
 
 def _where(handle: EngineHandle, record: TaskRecord) -> Dict[str, Any]:

@@ -41,7 +41,7 @@ import traceback
 from multiprocessing.connection import Connection
 from typing import Any, Callable, Dict, NamedTuple, Optional, Set, Tuple
 
-from . import datapub, lifeline, messages, namespace, sharedmem
+from . import compat, datapub, lifeline, messages, namespace, sharedmem
 from .framing import FrameReader, write_frame
 from .messages import STOP, TASK_HEADER, Abort, Aborted, Ready, Release, Result, StoreLost, UseStore
 from .publishing import StoreWriter, TaskContext
@@ -72,6 +72,7 @@ def run_engine(spec: EngineSpec) -> None:
     import multiprocessing
 
     multiprocessing.current_process().authkey = spec.authkey
+    compat.install()  # ipyparallel's and IPython's datapub names reach localpar's publish_data
     engine = Engine(spec)
     signal.signal(signal.SIGINT, engine.on_sigint)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked by the client during start

@@ -30,6 +30,10 @@ class RemoteError(LocalparError):
         self.traceback = traceback
         self.engine_info: dict[str, Any] = dict(engine_info or {})
         super().__init__(ename, evalue, traceback, self.engine_info)
+        if traceback:
+            # An uncaught RemoteError in a script or pytest shows the engine-side frames too,
+            # as ProcessPoolExecutor does: Python prints a cause before the exception it caused.
+            self.__cause__ = RemoteTraceback(traceback)
 
     @property
     def engine_id(self) -> Optional[int]:
@@ -53,6 +57,17 @@ class RemoteError(LocalparError):
         print(self.traceback or str(self))
 
 
+class RemoteTraceback(Exception):
+    """The cause chained to a `RemoteError`: its text is the traceback printed on the engine."""
+
+    def __init__(self, tb: str) -> None:
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self) -> str:
+        return f'\n"""\n{self.tb.rstrip()}\n"""'
+
+
 class TaskAborted(RemoteError):
     """The task was aborted before it started."""
 
@@ -70,32 +85,49 @@ class CompositeError(RemoteError):
     """One or more engines failed in a multi-engine call.
 
     ``elist`` holds ``(ename, evalue, traceback, engine_info)`` tuples, as in
-    ipyparallel; ``errors`` holds the `RemoteError` objects themselves.
+    ipyparallel; ``errors`` holds the `RemoteError` objects themselves.  At most
+    ``tb_limit`` of them are drawn by ``str()`` and ``render_traceback()``.
     """
+
+    tb_limit = 4
 
     def __init__(self, message: str, errors: List[RemoteError]) -> None:
         self.message = message
+        self.method = message.rpartition("raised in: ")[2] if "raised in: " in message else ""
         self.errors = list(errors)
         self.elist = [(e.ename, e.evalue, e.traceback, e.engine_info) for e in self.errors]
         tb = "\n\n".join(f"[{e.engine_id}:{e.ename}] {e.traceback or e}" for e in self.errors)
         super().__init__("CompositeError", message, tb)
 
+    def _more(self) -> List[str]:
+        extra = len(self.errors) - self.tb_limit
+        return [f"... {extra} more exceptions ..."] if extra > 0 else []
+
     def __str__(self) -> str:
         lines = [self.message]
-        lines += [f"[{e.engine_id}:{e.ename}]: {e.evalue}" for e in self.errors]
-        return "\n".join(lines)
+        lines += [f"[{e.engine_id}:{e.ename}]: {e.evalue}" for e in self.errors[: self.tb_limit]]
+        return "\n".join(lines + self._more())
 
     def __repr__(self) -> str:
         return f"CompositeError({len(self.errors)} exceptions)"
 
     def render_traceback(self, excid: Optional[int] = None) -> List[str]:
-        errors = self.errors if excid is None else [self.errors[excid]]
+        if excid is None:
+            errors = self.errors[: self.tb_limit]
+        else:
+            try:
+                errors = [self.errors[excid]]
+            except IndexError:
+                raise IndexError(f"an exception with index {excid} does not exist") from None
         lines: List[str] = []
         for e in errors:
-            lines.append(f"[{e.engine_id}:{e.ename}]: ")
+            lines.append(f"[{e.engine_id}:{self.method or e.ename}]: ")
             lines += e.render_traceback()
             lines.append("")
-        return lines
+        return lines + (self._more() if excid is None else [])
+
+    def print_traceback(self, excid: Optional[int] = None) -> None:
+        print("\n".join(self.render_traceback(excid)))
 
     def raise_exception(self, excid: int = 0) -> None:
         """Raise the `excid`-th underlying exception."""

@@ -75,7 +75,8 @@ class Ledger:
         self._next_id = 0
         self.mean_task_seconds: Optional[float] = None  # moving average of run times (the balancer's hint)
         self._spin_hint = spin_hint
-        self._changed = threading.Condition(threading.Lock())
+        # Reentrant: a predicate may finish a Future, whose callbacks may wait in turn.
+        self._changed = threading.Condition(threading.RLock())
         self._generation = 0  # batches applied; guarded by _changed
         self._watchers = 0  # threads in wait_until; guarded by _changed
 
@@ -164,7 +165,7 @@ class Ledger:
             if chaos.ENABLED:
                 chaos.pause()
             result._finish()
-        self.batch_applied()  # also wakes wait_until callers when another thread completes
+        self.notify_waiters()  # also wakes wait_until callers when another thread completes
 
     def check_can_wait(self) -> None:
         """Refuse to block the collector thread: it would wait for itself."""
@@ -208,7 +209,7 @@ class Ledger:
             if last:
                 self._spin_hint.done_waiting()
 
-    def batch_applied(self) -> None:
+    def notify_waiters(self) -> None:
         """The collector applied a batch: wake every `wait_until` to look again."""
         if chaos.ENABLED:
             chaos.pause()

@@ -59,17 +59,42 @@ def _with_filename(code: types.CodeType, filename: str) -> types.CodeType:
 
 
 def push(values: Dict[str, Any]) -> None:
-    current_engine().namespace.update(values)
+    """Store `values` in the namespace; ``'a.b'`` sets an attribute of ``a``.
+
+    ``__main__`` functions among the values are rebuilt on the namespace, so they see the
+    names pushed beside them; the pushed names win over values the functions captured.
+    """
+    namespace = current_engine().namespace
+    bound: Dict[str, Any] = {}
+    for name, value in values.items():
+        bound[name], captured = bind_to_namespace(value, namespace)
+        namespace.update({k: v for k, v in captured.items() if k not in values})
+    for name, value in bound.items():
+        if "." in name:
+            owner, _, attr = name.rpartition(".")
+            setattr(_lookup(namespace, owner), attr, value)
+        else:
+            namespace[name] = value
+
+
+def _lookup(namespace: Dict[str, Any], name: str) -> Any:
+    head, *attrs = name.split(".")
+    if head not in namespace:
+        raise NameError(f"name {head!r} is not defined on engine {current_engine().id}")
+    value = namespace[head]
+    for attr in attrs:
+        value = getattr(value, attr)
+    return value
 
 
 def pull(names: Union[str, Sequence[str]]) -> Any:
     namespace = current_engine().namespace
-    missing = [n for n in ([names] if isinstance(names, str) else names) if n not in namespace]
+    missing = [n for n in ([names] if isinstance(names, str) else names) if n.split(".")[0] not in namespace]
     if missing:
         raise NameError(f"name(s) {missing} not defined on engine {current_engine().id}")
     if isinstance(names, str):
-        return namespace[names]
-    return [namespace[n] for n in names]
+        return _lookup(namespace, names)
+    return [_lookup(namespace, n) for n in names]
 
 
 def clear() -> None:
@@ -84,11 +109,59 @@ def execute(code: str, filename: str = "<execute>") -> None:
     exec(compile(code, filename, "exec"), current_engine().namespace)
 
 
-def map_chunk(f: Callable[..., Any], *chunks: Sequence[Any]) -> List[Any]:
+_execution_count = 0
+
+
+def execute_interactive(code: str, filename: str = "<execute>") -> Any:
+    """Run `code` like a notebook cell: the value of a final expression is the reply's result."""
+    import ast
+    import sys
+
+    from .execreply import ExecuteReply
+
+    global _execution_count
+    _execution_count += 1
     namespace = current_engine().namespace
+    tree = ast.parse(code, filename)
+    last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+    assert last is None or isinstance(last, ast.Expr)
+    exec(compile(tree, filename, "exec"), namespace)
+    result = None
+    if last is not None:
+        value = eval(compile(ast.Expression(last.value), filename, "eval"), namespace)
+        if value is not None:
+            result = {"data": {"text/plain": repr(value)}, "execution_count": _execution_count, "metadata": {}}
+    stdout = getattr(sys.stdout, "getvalue", lambda: "")()
+    return ExecuteReply(_execution_count, result, stdout)
+
+
+def _bound(f: Any, namespace: Dict[str, Any]) -> Any:
+    """`f` ready to run here, by the rule in ``engine``: the globals it captured set first."""
     f, captured = bind_to_namespace(f, namespace)
     namespace.update(captured)
+    return f
+
+
+def map_chunk(f: Callable[..., Any], *chunks: Sequence[Any]) -> List[Any]:
+    f = _bound(f, current_engine().namespace)
     return [f(*items) for items in zip(*chunks)]
+
+
+def call_with_references(f: Any, args: Sequence[Any], kwargs: Dict[str, Any]) -> Any:
+    """Call `f` with every `Reference` (in f, args, kwargs) looked up in the namespace."""
+    from .reference import resolve
+
+    namespace = current_engine().namespace
+    f = _bound(resolve(f, namespace), namespace)
+    return f(*resolve(list(args), namespace), **resolve(kwargs, namespace))
+
+
+def map_chunk_with_references(f: Any, *chunks: Sequence[Any]) -> List[Any]:
+    from .reference import resolve
+
+    namespace = current_engine().namespace
+    f = _bound(resolve(f, namespace), namespace)
+    return [f(*resolve(list(items), namespace)) for items in zip(*chunks)]
 
 
 def engine_id() -> int:

@@ -53,6 +53,12 @@ def _has_widgets() -> bool:
     return True
 
 
+def _tasks_done(ar: AsyncResult) -> int:
+    """Finished tasks (``ar.progress`` of a map counts items, as in ipyparallel)."""
+    ar.ready()
+    return sum(r.done for r in ar._records)
+
+
 def task_labels(ar: AsyncResult) -> List[str]:
     """``engine i`` when each task has its own engine, else ``task k`` (e.g. a load-balanced map)."""
     ids = [r.engine_id for r in ar._records]
@@ -63,7 +69,7 @@ def task_labels(ar: AsyncResult) -> List[str]:
 
 def status_line(ar: AsyncResult) -> str:
     """The one-line text view: finished/total, each running task's reported share, seconds since submission."""
-    parts = [f"{ar.progress:>3}/{len(ar._records)} tasks done"]
+    parts = [f"{_tasks_done(ar):>3}/{len(ar._records)} tasks done"]
     finished = [r.done for r in ar._records]
     for label, progress, done in zip(task_labels(ar), ar.task_progress, finished):
         if progress is not None and not done:
@@ -105,7 +111,8 @@ def wait_interactive(
                 return
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
-                raise TimeoutError(f"{ar!r} not ready after {timeout} s ({ar.progress}/{len(ar._records)} tasks done)")
+                done = f"{_tasks_done(ar)}/{len(ar._records)} tasks done"
+                raise TimeoutError(f"{ar!r} not ready after {timeout} s ({done})")
             ar.wait(interval if remaining is None else min(interval, remaining))
     finally:
         display.close(finished)
@@ -171,7 +178,7 @@ class _Bars(_Display):
         self.tasks: Dict[int, Any] = {}
 
     def update(self) -> None:
-        done = self.ar.progress
+        done = _tasks_done(self.ar)
         if done > self.main.n:
             self.main.update(done - self.main.n)
         labels = task_labels(self.ar)

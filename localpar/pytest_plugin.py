@@ -111,7 +111,7 @@ def settle(client: Client, expected: List[int], timeout: float) -> None:
                 client.wait(timeout=5.0)
     for engine_id in sorted(set(expected) - set(client.ids)):
         client.restart_engine(engine_id)
-    client.purge_results()
+    client.purge_results("all")
 
 
 def busy_engines(client: Client) -> Set[int]:

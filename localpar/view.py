@@ -39,6 +39,10 @@ class View:
     def targets(self) -> Targets:
         return self._targets
 
+    @targets.setter
+    def targets(self, targets: Targets) -> None:
+        self._targets = self.client._negative_targets(targets)
+
     def __reduce__(self) -> Any:
         raise not_picklable(self, "it belongs to its Client, which lives in this process only")
 
@@ -69,7 +73,7 @@ class View:
 
     def set_flags(self, **flags: Any) -> None:
         for key, value in flags.items():
-            if key != "block":
+            if key not in ("block", "targets"):
                 raise KeyError(f"unknown flag {key!r}")
             setattr(self, key, value)
 
@@ -87,7 +91,10 @@ class View:
     def map(
         self, f: Callable[..., Any], *sequences: Sequence[Any], block: Optional[bool] = None, **options: Any
     ) -> Any:
-        """Like builtin map, in parallel; honours ``block`` like ``apply``."""
+        """Like builtin map, in parallel; honours ``block`` like ``apply``.
+
+        ``return_exceptions=True`` puts each failed task's error in place of its results.
+        """
         return self._result(self.map_async(f, *sequences, **options), block)
 
     def map_sync(self, f: Callable[..., Any], *sequences: Sequence[Any], **options: Any) -> List[Any]:
@@ -99,29 +106,62 @@ class View:
     def wait(self, jobs: Any = None, timeout: Optional[float] = -1) -> bool:
         return self.client.wait(jobs, timeout)
 
-    def abort(self, jobs: Any = None) -> None:
-        self.client.abort(jobs)
+    def abort(self, jobs: Any = None, targets: Targets = None, block: Optional[bool] = None) -> None:
+        """Drop tasks not yet started: `jobs` (default: all outstanding) on `targets` (default: this view's)."""
+        self.client.abort(jobs, self._targets if targets is None else targets)
 
     def interrupt(self) -> None:
         """Raise KeyboardInterrupt inside the tasks running on this view's engines."""
         self.client.interrupt(self._targets)
 
-    def remote(self, block: Optional[bool] = None) -> Callable[[Callable[..., Any]], RemoteFunction]:
+    def remote(self, block: Optional[bool] = None, **flags: Any) -> Callable[[Callable[..., Any]], RemoteFunction]:
         """Decorator: calling the function runs it on this view."""
-        return lambda f: RemoteFunction(self, f, block)
+        return lambda f: RemoteFunction(self, f, block, **flags)
 
-    def parallel(self, block: Optional[bool] = None) -> Callable[[Callable[..., Any]], ParallelFunction]:
-        """Decorator: calling the function maps it over its sequence arguments on this view."""
-        return lambda f: ParallelFunction(self, f, block)
+    def parallel(
+        self, dist: str = "b", block: Optional[bool] = None, **flags: Any
+    ) -> Callable[[Callable[..., Any]], ParallelFunction]:
+        """Decorator: calling the function maps it over its sequence arguments on this view.
+
+        `dist` is ipyparallel's partitioning; only ``'b'`` (contiguous blocks) exists here.
+        """
+        _check_dist(dist)
+        return lambda f: ParallelFunction(self, f, block, **flags)
+
+    @property
+    def executor(self) -> Any:
+        """A ``concurrent.futures.Executor`` running on this view (``submit`` is ``apply_async``)."""
+        from .executor import ViewExecutor
+
+        return ViewExecutor(self)
+
+    def register_joblib_backend(self, name: str = "ipyparallel", make_default: bool = False) -> None:
+        """Register this view as joblib's parallel backend `name` (needs joblib)."""
+        from .joblib_backend import register
+
+        register(self, name, make_default)
+
+
+def _check_dist(dist: str) -> None:
+    if dist != "b":
+        raise NotImplementedError(f"dist={dist!r}: localpar partitions in contiguous blocks only (dist='b')")
+
+
+def _with_references(call: Tuple[Any, Tuple[Any, ...], Dict[str, Any]]) -> Tuple[Any, Tuple[Any, ...], Dict[str, Any]]:
+    """A call whose `Reference` arguments (or function) are looked up in the engine's namespace."""
+    from .reference import Reference, contains_reference
+
+    if Reference.used and contains_reference(call):
+        return (namespace.call_with_references, call, {})
+    return call
 
 
 def _sequences(sequences: Tuple[Sequence[Any], ...]) -> List[Sequence[Any]]:
     if not sequences:
         raise TypeError("map needs at least one sequence")
     seqs = [s if hasattr(s, "__getitem__") and hasattr(s, "__len__") else list(s) for s in sequences]
-    if len({len(s) for s in seqs}) > 1:
-        raise ValueError(f"sequences of different lengths: {[len(s) for s in seqs]}")
-    return seqs
+    shortest = min(len(s) for s in seqs)
+    return [s if len(s) == shortest else s[:shortest] for s in seqs]  # as builtin map: zip to the shortest
 
 
 class DirectView(View):
@@ -132,34 +172,65 @@ class DirectView(View):
 
     def apply_async(self, f: Callable[..., Any], /, *args: Any, **kwargs: Any) -> AsyncResult:
         """Run ``f(*args, **kwargs)`` on every target; never blocks."""
-        call = (f, args, kwargs)
+        call = _with_references((f, args, kwargs))
         single = isinstance(self._targets, int)
         fname = getattr(f, "__name__", "f")
         return self.client._submit([(i, call) for i in self._resolved()], fname, single)
 
-    def map_async(self, f: Callable[..., Any], *sequences: Sequence[Any], **options: Any) -> AsyncMapResult:
+    def map_async(
+        self, f: Callable[..., Any], *sequences: Sequence[Any], return_exceptions: bool = False, **options: Any
+    ) -> AsyncMapResult:
         """Split the sequences into one contiguous chunk per target; results in order."""
+        options.pop("label", None)  # ipyparallel's task label: accepted, not recorded
         if options:
             raise TypeError(f"unexpected options for DirectView.map: {sorted(options)}")
         seqs = _sequences(sequences)
         targets = self._resolved()
         bounds = _split(len(seqs[0]), len(targets))
         ar = AsyncMapResult(self.client, getattr(f, "__name__", "f"), [b - a for a, b in bounds])
+        ar._return_exceptions = return_exceptions
+        chunk = _map_chunk_function(f, seqs)
         calls: List[Tuple[int, Any]] = [
-            (engine, (namespace.map_chunk, (f, *[s[a:b] for s in seqs]), {}))
+            (engine, (chunk, (f, *[s[a:b] for s in seqs]), {}))
             for engine, (a, b) in zip(targets, bounds)
         ]  # fmt: skip
         self.client._submit(calls, ar._fname, ar=ar)
         return ar
 
     # -- the engine namespace ----------------------------------------------------------------
-    def push(self, ns: Dict[str, Any], block: Optional[bool] = None) -> Any:
-        """Update each engine's namespace with `ns`."""
-        return self._result(self.apply_async(namespace.push, ns), block)
+    def _on(self, targets: Targets) -> DirectView:
+        """This view, or one on `targets` for a single call (ipyparallel's ``targets=`` argument)."""
+        if targets is None:
+            return self
+        view = DirectView(self.client, self.client._negative_targets(targets))
+        view.block = self.block
+        return view
 
-    def pull(self, names: Union[str, Sequence[str]], block: Optional[bool] = None) -> Any:
-        """Get name(s) from each engine's namespace."""
-        return self._result(self.apply_async(namespace.pull, names), block)
+    def push(
+        self, ns: Dict[str, Any], targets: Targets = None, block: Optional[bool] = None, track: Optional[bool] = None
+    ) -> Any:
+        """Update each engine's namespace with `ns`.
+
+        Functions defined in ``__main__`` among the values get the engine namespace as their
+        globals, so they see the names pushed beside them.
+        """
+        return self._result(self._on(targets).apply_async(namespace.push, ns), block)
+
+    def update(self, ns: Dict[str, Any]) -> Any:
+        """``push(ns)`` (ipyparallel's alias)."""
+        return self.push(ns)
+
+    def pull(self, names: Union[str, Sequence[str]], targets: Targets = None, block: Optional[bool] = None) -> Any:
+        """Get name(s) from each engine's namespace (``'a.b'`` reads an attribute)."""
+        return self._result(self._on(targets).apply_async(namespace.pull, names), block)
+
+    def get(self, names: Union[str, Sequence[str]]) -> Any:
+        """``pull(names, block=True)`` (ipyparallel's alias)."""
+        return self.pull(names, block=True)
+
+    def clear(self, targets: Targets = None, block: Optional[bool] = None) -> Any:
+        """Empty the namespaces of this view's engines (or of `targets`)."""
+        return self.client.clear(self._targets if targets is None else targets, self.block if block is None else block)
 
     def __setitem__(self, name: str, value: Any) -> None:
         self.push({name: value}, block=True)
@@ -167,15 +238,34 @@ class DirectView(View):
     def __getitem__(self, name: str) -> Any:
         return self.pull(name, block=True)
 
-    def execute(self, code: str, block: Optional[bool] = None) -> Any:
-        """Run Python source in each engine's namespace."""
-        return self._result(self.apply_async(namespace.execute, code), block)
+    def execute(
+        self,
+        code: str,
+        silent: bool = True,
+        targets: Targets = None,
+        block: Optional[bool] = None,
+        label: Optional[str] = None,
+    ) -> Any:
+        """Run Python source in each engine's namespace.
 
-    def run(self, filename: str, block: Optional[bool] = None) -> Any:
+        With ``silent=False`` the value of a final expression is returned per engine as an
+        `ExecuteReply` (``ar.execute_result`` holds its ``{'data': {'text/plain': ...}}``).
+        `label` (ipyparallel's task label) is accepted and not recorded.
+        """
+        view = self._on(targets)
+        if silent:
+            return self._result(view.apply_async(namespace.execute, code), block)
+        ar = view.apply_async(namespace.execute_interactive, code)
+        ar._fname = "execute"
+        return self._result(ar, block)
+
+    def run(
+        self, filename: str, targets: Targets = None, block: Optional[bool] = None, label: Optional[str] = None
+    ) -> Any:
         """Run a local Python file in each engine's namespace."""
         with open(filename) as f:
-            code = f.read()
-        return self._result(self.apply_async(namespace.execute, code, filename), block)
+            code = f.read() + "\n"  # a trailing indented line would not compile otherwise
+        return self._result(self._on(targets).apply_async(namespace.execute, code, filename), block)
 
     def _split_calls(self, f: Callable[..., Any], sequences: Sequence[Sequence[Any]]) -> AsyncResult:
         seqs = _sequences(tuple(sequences))
@@ -186,8 +276,22 @@ class DirectView(View):
         ]
         return self.client._submit(calls, getattr(f, "__name__", "f"))
 
-    def scatter(self, name: str, seq: Sequence[Any], flatten: bool = False, block: Optional[bool] = None) -> Any:
+    def scatter(
+        self,
+        name: str,
+        seq: Sequence[Any],
+        dist: str = "b",
+        flatten: bool = False,
+        targets: Targets = None,
+        block: Optional[bool] = None,
+        track: Optional[bool] = None,
+    ) -> Any:
         """Split `seq` across the targets and store each part as `name` on its engine."""
+        _check_dist(dist)
+        if targets is not None:
+            return self._on(targets).scatter(name, seq, flatten=flatten, block=block)
+        if not hasattr(seq, "__getitem__") or not hasattr(seq, "__len__"):
+            seq = list(seq)
         targets = self._resolved()
         bounds = _split(len(seq), len(targets))
         calls: List[Tuple[int, Any]] = []
@@ -199,14 +303,32 @@ class DirectView(View):
         ar = self.client._submit(calls, "scatter")
         return self._result(ar, block)
 
-    def gather(self, name: str, block: Optional[bool] = None) -> Any:
+    def gather(self, name: str, dist: str = "b", targets: Targets = None, block: Optional[bool] = None) -> Any:
         """Concatenate `name` from every target, in target order."""
-        calls: List[Tuple[int, Any]] = [(i, (namespace.pull, (name,), {})) for i in self._resolved()]
+        _check_dist(dist)
+        calls: List[Tuple[int, Any]] = [(i, (namespace.pull, (name,), {})) for i in self._on(targets)._resolved()]
         return self._result(_JoinedResult(self.client._submit(calls, "gather")), block)
 
+    @property
+    def importer(self) -> Any:
+        """``sync_imports()`` as a property: ``with view.importer: import x``."""
+        return self.sync_imports(True)
+
+    def activate(self, suffix: str = "") -> None:
+        """Register IPython's parallel magics (``%px{suffix}``, ``%%px{suffix}``, ``%autopx{suffix}``,
+        ``%pxresult{suffix}``, ``%pxconfig{suffix}``) on this view."""
+        from .magics import register
+
+        register(self, suffix)
+
     @contextlib.contextmanager
-    def sync_imports(self, quiet: bool = False) -> Iterator[None]:
-        """Imports in this block also run on every engine."""
+    def sync_imports(self, local: bool = True, quiet: bool = False) -> Iterator[None]:
+        """Imports in this block also run on every engine.
+
+        ``local=False`` (remote-only imports) is not implemented, as in ipyparallel.
+        """
+        if not local:
+            raise NotImplementedError("remote-only imports not yet implemented")
         imported: List[Tuple[str, Any]] = []
         real_import = builtins.__import__
         depth = [0]  # imports made while importing a module are not the user's
@@ -247,11 +369,12 @@ def join_parts(parts: List[Any]) -> Any:
     return list(parts)
 
 
-class _JoinedResult(AsyncResult):
+class _JoinedResult(AsyncMapResult):
     """One AsyncResult whose value is its parts' results joined (gather, parallel)."""
 
     def __init__(self, parts: AsyncResult) -> None:
-        super().__init__(parts._client, parts._fname)
+        AsyncResult.__init__(self, parts._client, parts._fname)
+        self._chunks = [1] * len(parts._records)
         self._records = parts._records
         self._data = parts._data
         self._parts = parts
@@ -290,15 +413,22 @@ class LoadBalancedView(View):
     def apply_async(self, f: Callable[..., Any], /, *args: Any, **kwargs: Any) -> AsyncResult:
         """Run ``f(*args, **kwargs)`` once, on the first free engine."""
         ar = AsyncResult(self.client, getattr(f, "__name__", "f"), single=True)
-        return self.client._submit_balanced([(f, args, kwargs)], ar, self._allowed())
+        return self.client._submit_balanced([_with_references((f, args, kwargs))], ar, self._allowed())
 
     def map_async(
-        self, f: Callable[..., Any], *sequences: Sequence[Any], chunksize: int = 1, ordered: bool = True, **options: Any
+        self,
+        f: Callable[..., Any],
+        *sequences: Sequence[Any],
+        chunksize: int = 1,
+        ordered: bool = True,
+        return_exceptions: bool = False,
+        **options: Any,
     ) -> AsyncMapResult:
         """Map in tasks of `chunksize` items, each on the first free engine.
 
         With ``ordered=False``, iterating yields results as they complete.
         """
+        options.pop("label", None)  # ipyparallel's task label: accepted, not recorded
         if options:
             raise TypeError(f"unexpected options for LoadBalancedView.map: {sorted(options)}")
         if chunksize < 1:
@@ -309,7 +439,9 @@ class LoadBalancedView(View):
         ar = (AsyncMapResult if ordered else _UnorderedMapResult)(
             self.client, getattr(f, "__name__", "f"), [min(chunksize, n - s) for s in starts]
         )
-        calls: List[Any] = [(namespace.map_chunk, (f, *[s[a : a + chunksize] for s in seqs]), {}) for a in starts]
+        ar._return_exceptions = return_exceptions
+        chunk = _map_chunk_function(f, seqs)
+        calls: List[Any] = [(chunk, (f, *[s[a : a + chunksize] for s in seqs]), {}) for a in starts]
         self.client._submit_balanced(calls, ar, self._allowed())
         if not calls:
             ar.set_result([])
@@ -325,17 +457,32 @@ class _UnorderedMapResult(AsyncMapResult):
                 if r.done and r.seq not in yielded:
                     yielded.add(r.seq)
                     if r.error is not None:
-                        raise r.error
+                        if not self._return_exceptions:
+                            raise r.error
+                        yield r.error
+                        continue
                     yield from r.value
+
+
+def _map_chunk_function(f: Any, seqs: Sequence[Sequence[Any]]) -> Callable[..., Any]:
+    """What runs a map chunk on an engine: resolving `Reference` items only when there are any."""
+    from .reference import Reference, contains_reference
+
+    if Reference.used and (isinstance(f, Reference) or any(contains_reference(s) for s in seqs)):
+        return namespace.map_chunk_with_references
+    return namespace.map_chunk
 
 
 class RemoteFunction:
     """A function that runs on a view when called (``@view.remote()``)."""
 
-    def __init__(self, view: View, f: Callable[..., Any], block: Optional[bool] = None) -> None:
+    def __init__(self, view: View, f: Callable[..., Any], block: Optional[bool] = None, **flags: Any) -> None:
         self.view, self.func, self.block = view, f, block
         self.__name__ = getattr(f, "__name__", "remote")
-        self.__doc__ = getattr(f, "__doc__", None)
+        kind = type(self).__name__
+        self.__doc__ = f"{kind} on {view!r}" + (f": {f.__doc__}" if getattr(f, "__doc__", None) else "")
+        if flags:
+            raise TypeError(f"unsupported flags for {kind}: {sorted(flags)}")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.view._result(self.view.apply_async(self.func, *args, **kwargs), self.block)
@@ -356,3 +503,15 @@ class ParallelFunction(RemoteFunction):
 
     def map(self, *sequences: Sequence[Any]) -> Any:
         return self.view._result(self.view.map_async(self.func, *sequences), self.block)
+
+
+def remote(view: View, block: Optional[bool] = None, **flags: Any) -> Callable[[Callable[..., Any]], RemoteFunction]:
+    """``@remote(view)``: calling the function runs it on `view` (ipyparallel's module-level form)."""
+    return view.remote(block=block, **flags)
+
+
+def parallel(
+    view: View, dist: str = "b", block: Optional[bool] = None, **flags: Any
+) -> Callable[[Callable[..., Any]], ParallelFunction]:
+    """``@parallel(view)``: calling the function maps it over its sequences on `view`."""
+    return view.parallel(dist=dist, block=block, **flags)

@@ -164,9 +164,12 @@ def test_importing_datapub_in_task_code_loads_nothing_of_the_client():
         "import atexit, sys\n"
         "hooks = atexit._ncallbacks()\n"
         "import localpar.datapub\n"
-        "loaded = sorted(m for m in sys.modules if m.startswith('localpar'))\n"
-        "print(loaded, atexit._ncallbacks() - hooks)\n"
+        "client_side = {'client', 'collector', 'ledger', 'view', 'asyncresult', 'balancer', 'launch', 'datastore'}\n"
+        "loaded = sorted(m for m in client_side if 'localpar.' + m in sys.modules)\n"
+        "print(loaded, atexit._ncallbacks() - hooks, len([m for m in sys.modules if m.startswith('localpar')]))\n"
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "['localpar', 'localpar.datapub', 'localpar.errors', 'localpar.namespace'] 0"
+    loaded, hooks, count = done.stdout.rsplit(maxsplit=2)
+    assert (loaded, hooks) == ("[]", "0")
+    assert int(count) <= 8  # the package, datapub, and the few light modules its names need

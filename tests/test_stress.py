@@ -117,7 +117,7 @@ def test_random_delays_with_new_seeds_lose_nothing(chaotic, leak_check):
     print(f"chaos seed {seed}")
     chaotic(seed)
     with Client(3) as c:
-        errors = workload(c, seed, calls=400)
+        errors = workload(c, seed, calls=250)
     assert not errors, (seed, errors)
 
 

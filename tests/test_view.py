@@ -136,9 +136,8 @@ def test_direct_map_sends_one_contiguous_chunk_per_engine(client: Client) -> Non
     assert client[:].map_sync(engine_pid, range(5)) == [pids[0]] * 3 + [pids[1]] * 2
 
 
-def test_map_rejects_sequences_of_different_lengths(client: Client) -> None:
-    with pytest.raises(ValueError):
-        client[:].map_sync(add, [1, 2], [1])
+def test_map_stops_at_the_shortest_sequence_like_builtin_map(client: Client) -> None:
+    assert client[:].map_sync(add, [1, 2], [1]) == [2]  # as ipyparallel's map does
 
 
 # -- remote and parallel -------------------------------------------------------------------

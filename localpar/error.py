@@ -1,0 +1,28 @@
+"""``localpar.error``: the exceptions under ipyparallel's module name (``ipp.error.CompositeError``)."""
+
+from .errors import *  # noqa: F403
+from .errors import (
+    ClientClosedError,
+    CompositeError,
+    DataStoreError,
+    EngineError,
+    LocalparError,
+    NoEnginesError,
+    RemoteError,
+    RemoteTraceback,
+    SerializationError,
+    TaskAborted,
+)
+
+__all__ = [
+    "ClientClosedError",
+    "CompositeError",
+    "DataStoreError",
+    "EngineError",
+    "LocalparError",
+    "NoEnginesError",
+    "RemoteError",
+    "RemoteTraceback",
+    "SerializationError",
+    "TaskAborted",
+]

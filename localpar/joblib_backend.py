@@ -1,0 +1,66 @@
+"""A joblib backend on a localpar view: ``view.register_joblib_backend('localpar')`` then
+``joblib.Parallel(backend='localpar')`` (or ``with joblib.parallel_backend('localpar'):``)
+runs joblib's batches as tasks on the view, so scikit-learn's ``n_jobs`` work uses the cluster.
+
+joblib's completion callbacks (which dispatch the next batches) run on a thread of the
+backend's own, never inside whichever thread completed the task.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+from joblib.parallel import AutoBatchingMixin, ParallelBackendBase, register_parallel_backend
+
+if TYPE_CHECKING:
+    from .view import View
+
+
+class LocalparBackend(AutoBatchingMixin, ParallelBackendBase):
+    """Runs joblib batches on a localpar view; ``len(view)`` at a time."""
+
+    supports_retrieve_callback = True
+    supports_timeout = True
+
+    def __init__(self, view: View, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._view = view
+        self._callbacks: Optional[concurrent.futures.ThreadPoolExecutor] = None
+
+    def effective_n_jobs(self, n_jobs: Any) -> int:
+        return len(self._view)
+
+    def configure(self, n_jobs: int = 1, parallel: Any = None, **backend_kwargs: Any) -> int:
+        self.parallel = parallel
+        self._callbacks = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="localpar-joblib")
+        return self.effective_n_jobs(n_jobs)
+
+    def submit(self, func: Callable[[], Any], callback: Optional[Callable[[Any], Any]] = None) -> Any:
+        ar = self._view.apply_async(func)
+        if callback is not None:
+            callbacks = self._callbacks
+            assert callbacks is not None, "configure() runs before submit()"
+            ar.add_done_callback(lambda f: callbacks.submit(callback, f))
+        return ar
+
+    apply_async = submit
+
+    def retrieve_result_callback(self, out: Any) -> Any:
+        return out.get()
+
+    def retrieve_result(self, out: Any, timeout: Optional[float] = None) -> Any:
+        return out.get(timeout=-1 if timeout is None else timeout)
+
+    def abort_everything(self, ensure_ready: bool = True) -> None:
+        self._view.abort()
+
+    def terminate(self) -> None:
+        if self._callbacks is not None:
+            self._callbacks.shutdown(wait=False)
+            self._callbacks = None
+
+
+def register(view: View, name: str = "ipyparallel", make_default: bool = False) -> None:
+    """Register `view` as joblib backend `name` (ipyparallel's default name, so notebooks move as they are)."""
+    register_parallel_backend(name, lambda **kwargs: LocalparBackend(view=view, **kwargs), make_default=make_default)
