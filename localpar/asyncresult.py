@@ -27,7 +27,7 @@ from concurrent.futures import _base as futures_base
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Dict, Generator, Iterator, List, Optional, Tuple, Union
 
-from . import chaos
+from . import chaos, spin
 from .errors import CompositeError, not_picklable
 
 if TYPE_CHECKING:
@@ -184,9 +184,12 @@ class AsyncResult(Future):
         if self.done():
             return True
         self._ledger.check_can_wait()
+        limit = None if timeout is None or timeout < 0 else timeout
         with self._ledger.waiting():
+            if spin.spin_until(self.done, None if limit is None else min(limit, spin.SPIN_SECONDS)):
+                return True  # the answer was microseconds away: no wake-up needed
             try:
-                Future.exception(self, None if timeout is None or timeout < 0 else timeout)
+                Future.exception(self, limit)
             except futures.CancelledError:
                 pass
             except futures.TimeoutError:

@@ -10,10 +10,11 @@
 Callers never read: they wait on their AsyncResult (a Future), or in
 ``Ledger.wait_until``.  So every channel has exactly one reader, and a
 completion and the wake of its waiters are one step (``set_result``).  The
-hand-off costs a thread wake-up per result; while a caller waits, the collector
-polls for up to ``spin.SPIN_SECONDS`` before it blocks (a new waiter rings the
-doorbell to start that spin while the engine works), and engines spin between
-tasks (``SpinHint``), so that wake-up is the only one on a round trip.
+hand-off costs thread wake-ups; a caller in ``get()`` watches its Future's
+public state for up to ``spin.SPIN_SECONDS`` (yielding the CPU and the GIL to
+this thread) before it blocks on it, and engines spin between tasks while a
+caller waits (``SpinHint``), so this thread's wake-up by the result is the only
+one on a short round trip.
 
 Ordering: an engine writes a task's publications before its result, and the
 result says how many it wrote; a record completes only once that many are
@@ -46,7 +47,6 @@ from .ledger import Ledger
 from .messages import Aborted, Data, Progress, Ready, Result, Spilled, StoreLost, UseStore
 from .pubqueue import PublicationQueue
 from .serialization import loads, segments_of
-from .spin import spin_until_ready
 
 if TYPE_CHECKING:
     from .datastore import DataStore
@@ -69,7 +69,6 @@ class Collector:
         self._released: Deque[sharedmem.SegmentRef] = collections.deque()
         self._stopping = False
         self._room = False  # a task ended or an engine came or went: the balancer looks again
-        self._woke_a_waiter = False  # the last batch completed a task
         self._fdmap: Dict[int, Tuple[str, Any]] = {}
         self._poller = select.poll()
         self._version = -1
@@ -101,21 +100,9 @@ class Collector:
             while not self._stopping:
                 if self._version != ledger.version:
                     self._watch()
-                ready = self._poller.poll(0)
-                if not ready:
-                    with ledger.lock:
-                        ledger.collector_blocked = True
-                        # Spin for a caller that waits, unless this thread just woke one:
-                        # that caller now needs the GIL, and spinning would keep it from it.
-                        spin = ledger.waiters > 0 and not self._woke_a_waiter
-                    if chaos.ENABLED:
-                        chaos.pause()
-                    if spin:
-                        spin_until_ready(self._poller)
-                    ready = self._poller.poll(-1)
-                    with ledger.lock:
-                        ledger.collector_blocked = False
-                self._woke_a_waiter = False
+                if chaos.ENABLED:
+                    chaos.pause()
+                ready = self._poller.poll(-1)
                 self._handle(ready)
                 self._after_batch()
             why = "the client was closed"
@@ -238,7 +225,6 @@ class Collector:
             if chaos.ENABLED:
                 chaos.pause()
             self.ledger.complete(record)
-            self._woke_a_waiter = True
 
     # -- publications ---------------------------------------------------------------------------
     def _drain_queue(self) -> None:

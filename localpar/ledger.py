@@ -15,8 +15,7 @@ Ownership (who may touch what):
   the collector notifies after applying each batch, so a wake cannot fall
   between the check and the wait.
 - The `doorbell` wakes the collector when what it must watch has changed
-  (`version`), when a caller starts waiting (the collector then spins), or
-  when the client closes.
+  (`version`), when segments are released, or when the client closes.
 """
 
 from __future__ import annotations
@@ -68,8 +67,7 @@ class Ledger:
         self.records: Dict[int, TaskRecord] = {}
         self.closed = False
         self.version = 0  # bumped whenever the collector must watch other descriptors
-        self.waiters = 0  # callers blocked until a result: the collector and engines spin meanwhile
-        self.collector_blocked = False  # the collector sleeps in poll: a new waiter rings for it
+        self.waiters = 0  # callers waiting for a result: engines spin between tasks meanwhile
         self.doorbell = Doorbell()
         self.collector_thread: Optional[threading.Thread] = None  # set by the collector
         self._next_id = 0
@@ -189,17 +187,14 @@ class Ledger:
     # -- waiting ------------------------------------------------------------------------
     @contextlib.contextmanager
     def waiting(self) -> Iterator[None]:
-        """Around a caller's blocking wait for a result: the collector and engines spin meanwhile."""
+        """Around a caller's wait for a result: engines spin between tasks meanwhile."""
         with self.lock:
             self.waiters += 1
             first = self.waiters == 1
-            ring = self.collector_blocked
         if first:
             self._spin_hint.waiting()
         if chaos.ENABLED:
             chaos.pause()
-        if ring:
-            self.doorbell.ring()  # start spinning while the engine works
         try:
             yield
         finally:

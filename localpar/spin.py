@@ -22,7 +22,7 @@ import select
 import struct
 import time
 import warnings
-from typing import Optional
+from typing import Callable, Optional
 
 from . import sharedmem
 
@@ -94,6 +94,22 @@ def spin_until_ready(poller: select.poll, seconds: Optional[float] = None) -> bo
             return True
         if time.perf_counter() >= deadline:
             return False
+
+
+def spin_until(predicate: Callable[[], bool], seconds: Optional[float] = None) -> bool:
+    """Check `predicate` for up to `seconds` (default ``SPIN_SECONDS``), yielding the CPU, and
+    with it the GIL, between checks: another thread of this process can make it true meanwhile
+    without waiting for this one.  True as soon as it holds."""
+    if seconds is None:
+        seconds = SPIN_SECONDS
+    if seconds <= 0:
+        return predicate()
+    deadline = time.perf_counter() + seconds
+    while not predicate():
+        if time.perf_counter() >= deadline:
+            return False
+        os.sched_yield()
+    return True
 
 
 class SpinHint:

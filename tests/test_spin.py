@@ -32,6 +32,27 @@ def test_spin_reports_a_ready_pipe_and_gives_up_on_an_empty_one():
         os.close(w)
 
 
+def test_a_caller_spin_lets_another_thread_make_its_condition_true():
+    """get() spins on its Future's state while the collector thread completes it: the spin
+    yields the GIL, so the other thread runs at once, not after the 5 ms switch interval."""
+    import threading
+
+    done = threading.Event()
+    steps = []
+
+    def complete() -> None:
+        for i in range(200):  # Python work that needs the GIL between each step
+            steps.append(i)
+        done.set()
+
+    worker = threading.Thread(target=complete)
+    worker.start()
+    assert spin.spin_until(done.is_set, 5.0) is True
+    worker.join(timeout=5)
+    assert len(steps) == 200
+    assert spin.spin_until(lambda: False, 0.0005) is False  # bounded when nothing comes
+
+
 def test_spin_is_bounded_and_short():
     assert 0 <= spin.SPIN_SECONDS <= 0.001
 
