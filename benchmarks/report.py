@@ -269,9 +269,11 @@ CLOCK_MONOTONIC, one clock for all processes); the reader polls `ar.data` in a l
 a client's I/O thread can run), and records seen − published for each new counter. dask: `log_event` on the worker
 and a `subscribe_topic` handler that stores the latest event, polled the same way. Limit: a child sending its
 `perf_counter` through a bare Pipe to a parent blocked in `recv`.
-**Spinning**: a localpar caller in `get()`, and an engine between two tasks while a caller waits, poll for up to
-100 µs before blocking, which saves the scheduler's wake-up; the targets compare with the issue's bare Pipe, whose
-ends block, and the *floor* row shows the same Pipe with the waiting side spinning: the best that technique gives.
+**Spinning**: a localpar caller in `get()` watches its result's state, and an engine between two tasks while a
+caller waits polls its pipe, for up to 100 µs before blocking; one thread of the client (the collector) reads every
+pipe and completes every result, so a round trip has at least one thread hand-off in the client. The targets compare
+with the issue's bare Pipe, whose ends block, and the *floor* row shows the same Pipe with the waiting side spinning:
+the best that technique gives.
 **Arrays**: a call returning a float64 array that the worker made once and keeps (array creation is not timed);
 *published*: `publish_data(dict(a=arr, t=...))` until `ar.data['a']` is there. localpar hands over a copy-on-write
 mapping: the client's first read of every page is not in the figure (≈ 7 ms for 64 MB on this machine).
@@ -381,19 +383,21 @@ def _size(n: int) -> str:
 
 # -- notes ----------------------------------------------------------------------------------------
 # Why a target is missed, from profiling localpar (cProfile on the client, a profiler enabled inside an
-# engine by a task, and experiments that park localpar's drain thread).  Shown only when that target fails.
+# engine by a task, timestamps taken in the collector thread).  Shown only when that target fails.
 
 WHY_MISSED = {
     "startup vs Pool(fork)": (
         "localpar forks its engines like Pool, but also creates the task, control and result pipes per engine, the "
-        "publication queue, the lifeline and a drain thread, and starts the Manager process (in the drain thread, "
-        "concurrently). On 2 shared cores the Manager's fork competes with the first call."
+        "publication queue, the lifeline and the collector thread, and starts the Manager process (from a thread "
+        "of its own, concurrently). On 2 shared cores the Manager's start competes with the first call."
     ),
     "round trip p50 vs raw Pipe ping-pong": (
-        "localpar beats the blocking Pipe only because its waiting sides spin for up to 100 µs (see *Spinning*); "
-        "when the machine is loaded, a spinner loses its CPU and the wake-up comes back. What remains is Python on "
-        "both sides (the floor row shows the Pipe alone, spinning): an AsyncResult (a Future), a record, pickling "
-        "and unpickling, the engine's stdout capture and timing."
+        "One thread of the client (the collector) reads every pipe and completes every result, so that no wake-up "
+        "can be lost between readers; a round trip then hands the GIL from the collector to the waiting caller "
+        "once, which costs about a scheduler wake-up on this VM (the earlier core let the caller read for itself "
+        "and beat the blocking Pipe, but lost wake-ups: see the concurrency issue). The caller's spin on its "
+        "result's state and the engines' spin hide part of it. What remains is Python on both sides: an "
+        "AsyncResult (a Future), a record, pickling and unpickling, the engine's stdout capture and timing."
     ),
     "5,000 tasks submit-all: localpar / Pool": (
         "The client is the limit (engines are idle most of the time): each task costs ≈ 25–30 µs of Python in "
