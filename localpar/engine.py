@@ -30,6 +30,7 @@ The engine imports nothing of the client's side (see ``messages``).
 
 from __future__ import annotations
 
+import collections
 import io
 import os
 import select
@@ -39,7 +40,7 @@ import threading
 import time
 import traceback
 from multiprocessing.connection import Connection
-from typing import Any, Callable, Dict, NamedTuple, Optional, Set, Tuple
+from typing import Any, Callable, Deque, Dict, NamedTuple, Optional, Set, Tuple
 
 from . import compat, datapub, lifeline, messages, namespace, sharedmem
 from .framing import FrameReader, write_frame
@@ -50,6 +51,7 @@ from .serialization import CALL_FUNCTION_SIZE, SCALARS_ONLY, dumps, loads, plain
 from .spin import SpinHint
 
 FUNCTION_CACHE_SIZE = 64  # functions kept unpickled, by their pickled bytes
+SEEN_KEPT = 4096  # task numbers remembered to skip a frame written twice
 
 
 class EngineSpec(NamedTuple):
@@ -94,6 +96,8 @@ class Engine:
         self.pool = sharedmem.SegmentPool(spec.cluster_id)
         self.store = StoreWriter(spec.engine_id)
         self.aborted: Set[int] = set()
+        self.seen: Set[int] = set()  # the latest tasks' sequence numbers: a frame sent twice runs once
+        self._seen_order: Deque[int] = collections.deque()
         self.namespace: Dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__}
         # The engine lock: the control pipe's reader and the running task's publications.
         self.lock = threading.Lock()
@@ -172,6 +176,12 @@ class Engine:
     # -- tasks -----------------------------------------------------------------
     def run_task(self, frame: bytes) -> None:
         (seq,) = TASK_HEADER.unpack_from(frame)
+        if seq in self.seen:
+            return  # written twice by a client interrupted mid-send (see framing.Outbox)
+        self.seen.add(seq)
+        self._seen_order.append(seq)
+        if len(self._seen_order) > SEEN_KEPT:
+            self.seen.discard(self._seen_order.popleft())
         with self.lock:
             self.poll_control()
             if seq in self.aborted:

@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import collections
 import os
+import select
 import struct
 import threading
 from multiprocessing.connection import Connection
-from typing import Deque, List
+from typing import Callable, Deque, List
 
 from . import chaos
 
 LENGTH = struct.Struct("<I")
+ATOMIC_WRITE = select.PIPE_BUF  # a pipe write of at most this many bytes is never split (4096 on Linux)
 _CHUNK = 1 << 18  # bytes read per system call
 
 
@@ -87,56 +89,75 @@ class FrameReader:
 class Outbox:
     """The writing end of a pipe of frames that never blocks its writers.
 
-    `lock` guards the waiting frames and the descriptor; nothing under it blocks,
-    so any thread may send, the collector included.
+    `lock` guards the waiting frames, `watched` and the descriptor; nothing under it
+    blocks, so any thread may send, the collector included.  Frames a full pipe
+    cannot take wait here; `on_backlog` asks the collector to `flush` them as the
+    reader makes room.
+
+    A ``KeyboardInterrupt`` can land in the main thread between any two bytecodes,
+    also just after ``os.write`` returned and before its count is recorded.  So a
+    sender writes only frames of at most ``PIPE_BUF`` bytes (the kernel writes them
+    whole or not at all), oldest first, and drops each from the queue only after
+    its write: an interrupt can at worst leave a frame to be written twice (the
+    reader skips what it has seen, see ``engine``) or for the next sender.  Bigger
+    frames, and partial writes, are left to the collector, which no interrupt reaches.
     """
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, on_backlog: Callable[[], None]) -> None:
         self._conn = conn
         self.fd = conn.fileno()
         os.set_blocking(self.fd, False)
         self.lock = threading.Lock()
         self._frames: Deque[memoryview] = collections.deque()
+        self._on_backlog = on_backlog
+        self._watched = False  # the collector was asked to flush
 
     @property
     def backlog(self) -> bool:
-        """Frames are waiting for room in the pipe."""
+        """Frames are waiting for room in the pipe, or for the collector."""
         return bool(self._frames)
 
-    def send(self, payload: bytes) -> bool:
-        """Write a frame, or keep it if the pipe is full; True if this started a backlog."""
+    def send(self, payload: bytes) -> None:
+        """Write a frame now, or leave it for the collector: never blocks."""
         with self.lock:
             if chaos.ENABLED:
                 chaos.pause()
             if self._conn.closed:
-                return False
-            idle = not self._frames
+                return
             self._frames.append(memoryview(frame(payload)))
-            if idle:
-                self._write()
-            return idle and bool(self._frames)
-
-    def flush(self) -> bool:
-        """Write as much of the backlog as the pipe takes; True once it is empty."""
-        with self.lock:
-            if not self._conn.closed:
-                self._write()
-            return not self._frames
-
-    def _write(self) -> None:
-        frames = self._frames
-        try:
-            while frames:
-                head = frames[0]
-                written = os.write(self.fd, head)
-                if written < len(head):  # the rest of this frame goes first next time
-                    frames[0] = head[written:]
+            frames = self._frames
+            while frames and len(frames[0]) <= ATOMIC_WRITE:
+                try:
+                    os.write(self.fd, frames[0])  # whole or nothing
+                except BlockingIOError:
+                    break
+                except OSError:
+                    frames.clear()  # the reader is gone (a dead engine: the collector hears of it)
                     return
                 frames.popleft()
-        except BlockingIOError:
-            return
-        except OSError:
-            frames.clear()  # the reader is gone (a dead engine: the collector hears of it)
+            if frames and not self._watched:
+                self._on_backlog()
+                self._watched = True
+
+    def flush(self) -> bool:
+        """Write as much of the backlog as the pipe takes; True once it is empty.  The collector's."""
+        with self.lock:
+            frames = self._frames
+            try:
+                while frames and not self._conn.closed:
+                    head = frames[0]
+                    written = os.write(self.fd, head)
+                    if written < len(head):  # the rest of this frame goes first next time
+                        frames[0] = head[written:]
+                        break
+                    frames.popleft()
+            except BlockingIOError:
+                pass
+            except OSError:
+                frames.clear()  # the reader is gone (a dead engine: the collector hears of it)
+            if not frames:
+                self._watched = False
+            return not frames
 
     def close(self) -> None:
         """Under the lock, so that no thread writes to a descriptor number reused since."""

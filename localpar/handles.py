@@ -74,16 +74,15 @@ class EngineHandle:
         tasks: Connection,
         control: Connection,
         events: Connection,
-        on_backlog: Callable[[], None],
+        on_backlog: Callable[[], None],  # the collector must watch a pipe for room
     ) -> None:
         self.id = engine_id
         self.process = process
         self.pid: int = process.pid or -1
-        self.tasks = Outbox(tasks)
-        self.control = Outbox(control)
+        self.tasks = Outbox(tasks, on_backlog)
+        self.control = Outbox(control, on_backlog)
         self.events = events
         self.event_reader = FrameReader(events.fileno())
-        self._on_backlog = on_backlog  # the collector must watch for room in a pipe
         self.pending: Set[int] = set()  # sequence numbers sent and not finished
         self.completed = 0  # tasks it finished
         self.alive = True
@@ -94,18 +93,15 @@ class EngineHandle:
 
     def send_task(self, seq: int, call: bytes) -> None:
         """Write task `seq`; never blocks (see ``framing.Outbox``)."""
-        if self.tasks.send(TASK_HEADER.pack(seq) + call):
-            self._on_backlog()
+        self.tasks.send(TASK_HEADER.pack(seq) + call)
 
     def send_stop(self) -> None:
         """Ask the engine to leave its loop once the tasks before this are done."""
-        if self.tasks.send(STOP):
-            self._on_backlog()
+        self.tasks.send(STOP)
 
     def send_control(self, message: Control) -> None:
         """Send a control message; never blocks, whoever sends it (the collector too)."""
-        if self.control.send(messages.encode(message)):
-            self._on_backlog()
+        self.control.send(messages.encode(message))
 
     def close(self) -> None:
         """Close the client's ends; the engine is gone."""

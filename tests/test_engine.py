@@ -186,3 +186,24 @@ def test_an_interrupt_between_tasks_is_harmless(c, tmp_path):
     ar = c[0].apply_async(wait_for_file, str(flag))
     flag.touch()
     assert ar.get(timeout=HANG_GUARD) == str(flag)
+
+
+def append_line(path: str) -> int:
+    with open(path, "a") as f:
+        f.write("ran\n")
+    return 1
+
+
+def test_a_task_frame_written_twice_runs_once(c, tmp_path):
+    """A client interrupted between a frame's write and its bookkeeping may write it again
+    (see framing.Outbox); the engine skips a task number it has already run."""
+    from localpar.serialization import dumps_call
+
+    path = tmp_path / "log"
+    ar = c[1].apply_async(append_line, str(path))
+    assert ar.get(timeout=HANG_GUARD) == 1
+    call, _ = dumps_call(append_line, (str(path),), {}, c.cluster_id)
+    seq = int(ar.msg_ids[0].rsplit("-", 1)[1])
+    c._ledger.engines[1].send_task(seq, call)  # white box: the duplicate an interrupt can cause
+    assert c[1].apply_sync(append_line, str(path)) == 1  # runs after the duplicate, in order
+    assert path.read_text() == "ran\n" * 2
