@@ -50,7 +50,7 @@ from .balancer import Balancer
 from .collector import Collector
 from .datastore import DataStore
 from .engine import EngineSpec, run_engine
-from .errors import ClientClosedError, EngineError, NoEnginesError, not_picklable
+from .errors import ClientClosedError, NoEnginesError, not_picklable
 from .handles import EngineHandle, TaskRecord
 from .ledger import Ledger
 from .lifeline import Lifeline
@@ -247,7 +247,9 @@ class Client:
         if handle.alive:
             handle.process.kill()
             if not self.wait_for_death(engine_id, timeout=10):
-                raise EngineError(engine_id, None, None)
+                raise TimeoutError(
+                    f"engine {engine_id} (pid {handle.pid}) did not exit within 10 s of SIGKILL; not restarted"
+                )
         self._start_engine(engine_id, self._later_context())
 
     def add_engines(self, n: int = 1) -> List[int]:
