@@ -1,10 +1,12 @@
 """The engine process: a loop that runs one task at a time, in arrival order.
 
     task pipe ──► read frames ──► run f(*args, **kwargs) ──► event pipe: Result (value
-    (from client)                      │                     or error, stdout, stderr,
-                                       │                     times, publication count)
-                                       └─ publish_data ──► publication queue (shared,
-                                                           atomic frames); Manager dict
+    (from client)                      │                     or error, times, count of
+                                       │                     Data and Output frames)
+                                       ├─ publish_data ──► publication queue (shared,
+                                       │                   atomic frames); Manager dict
+                                       └─ print, sys.stderr ──► the same queue: Output,
+                                                           coalesced (see ``output``)
     control pipe ──► Abort, Release, UseStore, StoreLost; read before each task and
                      now and then by publish_data, never blocking the task.
 
@@ -12,9 +14,10 @@ Interrupts: ``Client.interrupt`` sends SIGINT, which raises KeyboardInterrupt on
 in the task's own code: the handler looks up the interrupted stack for the
 frame of ``call_task``.  Anywhere else (the loop, decoding, sending the result),
 or inside the engine's talk with the client on the task's behalf
-(``publish_data``, reading the control pipe), the interrupt is held: raised as
-soon as ``publish_data`` returns to the task, dropped once the task has ended.
-So no pipe is ever left with half a message, and the loop never sees it.
+(``publish_data``, reading the control pipe, a write to ``sys.stdout`` or
+``sys.stderr``), the interrupt is held: raised as soon as that call returns to
+the task, dropped once the task has ended.  So no pipe is ever left with half a
+message, no count is left short, and the loop never sees it.
 
 An engine lives in its own session (a terminal's Ctrl-C is the client's), and a
 daemon thread watches the lifeline: the engine exits when the client dies.
@@ -30,7 +33,6 @@ The engine imports nothing of the client's side (see ``messages``).
 
 from __future__ import annotations
 
-import io
 import os
 import select
 import signal
@@ -44,6 +46,7 @@ from typing import Any, Callable, Dict, NamedTuple, Optional, Set, Tuple
 from . import compat, datapub, lifeline, messages, namespace, sharedmem
 from .framing import FrameReader, write_frame
 from .messages import STOP, TASK_HEADER, Abort, Aborted, Ready, Release, Result, StoreLost, UseStore
+from .output import Flusher, TaskOutput, TaskStream
 from .publishing import StoreWriter, TaskContext
 from .pubqueue import PublicationWriter
 from .serialization import CALL_FUNCTION_SIZE, SCALARS_ONLY, dumps, loads, plain_data
@@ -93,6 +96,7 @@ class Engine:
         self.queue = PublicationWriter(spec.publications)
         self.pool = sharedmem.SegmentPool(spec.cluster_id)
         self.store = StoreWriter(spec.engine_id)
+        self.flusher = Flusher()  # sends a running task's output while it runs
         self.aborted: Set[int] = set()
         self.namespace: Dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__}
         # The engine lock: the control pipe's reader and the running task's publications.
@@ -179,14 +183,14 @@ class Engine:
                 self.send(Aborted(seq))
                 return
             task = TaskContext(self, seq)
-        out, err = io.StringIO(), io.StringIO()
         saved = sys.stdout, sys.stderr
+        output = TaskOutput(self.queue, self.id, seq, saved, self.flusher, self.raise_pending_interrupt)
         status: str
         payload: Any
         started = time.time()
         self.running = True
         try:
-            sys.stdout, sys.stderr = out, err
+            sys.stdout, sys.stderr = output.stdout, output.stderr
             datapub._current = task
             f, args, kwargs = self.decode_call(frame)
             value = call_task(self, f, args, kwargs)
@@ -209,7 +213,8 @@ class Engine:
                 status, payload, sent = "error", describe_exception(exc), task.sent
             self.running = False
             self.interrupt_pending = False  # it came after the task's end: nothing to interrupt
-        self.send(Result(seq, status, payload, started, completed, out.getvalue(), err.getvalue(), sent))
+        sent += output.close()  # after its Data: the client completes the task once all are applied
+        self.send(Result(seq, status, payload, started, completed, sent))
 
     def publish(self, task: TaskContext, data: Dict[str, Any]) -> None:
         """``publish_data`` from any thread of the task; an interrupt waits until it is done."""
@@ -263,7 +268,7 @@ def call_task(engine: Engine, f: Callable[..., Any], args: Tuple[Any, ...], kwar
 
 _CALL_TASK = call_task.__code__
 _SHIELDED = frozenset(  # below the task's code, these make an interrupt wait (see on_sigint)
-    f.__code__ for f in (Engine.publish, Engine.report_progress, Engine.poll_control)
+    f.__code__ for f in (Engine.publish, Engine.report_progress, Engine.poll_control, TaskStream.write)
 )
 
 
