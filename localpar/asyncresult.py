@@ -17,9 +17,11 @@ then ``set_result`` / ``set_exception`` from the ledger, or ``cancel``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import sys
+import threading
 import time
 from concurrent import futures
 from concurrent.futures import Future
@@ -441,6 +443,25 @@ class AsyncResult(Future):
         return sum(
             (r.completed - r.started) for r in self._records if r.started is not None and r.completed is not None
         )
+
+    @contextlib.contextmanager
+    def stream_output(self) -> Iterator[None]:
+        """ipyparallel's ``with ar.stream_output(): ...``: print the tasks' output (labelled
+        ``[stdout:0]`` as it changes), errors and ``Out[0:n]`` as they arrive, from a thread of
+        its own, until the block ends; what arrived by then is all printed on leaving it."""
+        from .streaming import OutputPrinter
+
+        printer = OutputPrinter(self)
+        stop = threading.Event()
+        thread = threading.Thread(target=printer.follow, args=(stop,), name="localpar-stream-output", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            self._ledger.notify_waiters()
+            thread.join(timeout=5)
+            printer.print_new()
 
     def display_outputs(self, groupby: str = "type", result_only: bool = False) -> None:
         """Print each task's captured stdout and stderr, labelled by engine (a single-target

@@ -49,13 +49,13 @@ def test_client_made_in_ipython_registers_px(ip: Any, rc: Client, capsys: pytest
 def test_group_outputs_engine_and_stream(ip: Any, rc: Client, capsys: pytest.CaptureFixture[str]) -> None:
     cell = "import sys\nprint('out', 1)\nprint('err', file=sys.stderr)\n6 * 7"
     capsys.readouterr()
-    ip.run_cell_magic("px", "--group-outputs=engine --block", cell)
+    ip.run_cell_magic("px", "--group-outputs=engine --no-stream --block", cell)
     out = capsys.readouterr().out
     lines = [re.sub(r"^Out\[(\d):\d+\]", r"Out[\1:n]", line) for line in out.splitlines()]
     assert lines == ["[stdout:0] out 1", "Out[0:n]: 42", "[stdout:1] out 1", "Out[1:n]: 42"]
-    ip.run_cell_magic("px", "--stream --targets 1", "print('streamed')")  # printed when the task ends
+    ip.run_cell_magic("px", "--stream --targets 1", "print('streamed')")
     captured = capsys.readouterr()
-    assert captured.out == "streamed\n"  # one int target: no label, as in ipyparallel
+    assert captured.out == "[stdout:1] \nstreamed\n"  # streamed output is always labelled, as in ipyparallel
 
 
 def test_autopx_sends_cells_to_the_engines(ip: Any, rc: Client, capsys: pytest.CaptureFixture[str]) -> None:
@@ -65,8 +65,9 @@ def test_autopx_sends_cells_to_the_engines(ip: Any, rc: Client, capsys: pytest.C
     ip.run_cell("where = 'engine'\nwhere")
     ip.run_cell("1 / 0")
     ip.run_cell("%autopx_one")
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert out.startswith("%autopx enabled") and out.rstrip().endswith("%autopx disabled")
-    assert "Out[1:" in out and "'engine'" in out and "ZeroDivisionError" in out
+    assert "Out[1:" in out and "'engine'" in out
+    assert "ZeroDivisionError" in err and "1 errors" in out  # streamed as it came, then only counted
     assert "where" not in ip.user_ns  # ran on the engine, not here
     assert view.pull("where") == ["engine"]
