@@ -3,12 +3,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import tempfile
+import threading
 from typing import Any, Iterator
 
 import pytest
+from conftest import HANG_GUARD
+from test_streaming import Watcher
 
 from localpar import Client
 
@@ -71,3 +75,28 @@ def test_autopx_sends_cells_to_the_engines(ip: Any, rc: Client, capsys: pytest.C
     assert "ZeroDivisionError" in err and "1 errors" in out  # streamed as it came, then only counted
     assert "where" not in ip.user_ns  # ran on the engine, not here
     assert view.pull("where") == ["engine"]
+
+
+def test_stream_shows_output_before_the_task_ends(ip: Any, rc: Client, tmp_path: Any) -> None:
+    """The cell waits for a file that the test creates only once it has seen the cell's first
+    print shown by ``%%px --stream``: output shown only at the end would never release it."""
+    path = str(tmp_path / "go")
+    cell = (
+        "import os, time\nprint('before')\nt0 = time.monotonic()\n"
+        f"while not os.path.exists({path!r}) and time.monotonic() - t0 < 20:\n    time.sleep(0.01)\n"
+        f"print('after' if os.path.exists({path!r}) else 'not released')"
+    )
+    out = Watcher("[stdout:0] \nbefore\n")
+
+    def release() -> None:
+        if out.seen.wait(HANG_GUARD):
+            open(path, "w").close()
+
+    releaser = threading.Thread(target=release)
+    releaser.start()
+    try:
+        with contextlib.redirect_stdout(out):
+            ip.run_cell_magic("px", "--stream --targets 0", cell)
+    finally:
+        releaser.join(HANG_GUARD)
+    assert out.getvalue() == "[stdout:0] \nbefore\nafter\n"
