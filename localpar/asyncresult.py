@@ -2,9 +2,10 @@
 
 It is a ``concurrent.futures.Future`` (so ``wait``, ``as_completed``,
 ``add_done_callback`` and ``await`` work) that also carries what ipyparallel adds:
-``get``, ``ready``, ``metadata``, ``stdout`` and, above all, ``data``: the dicts
-the task published, merged, updated live while it runs.  A result is marked done
-only after every publication of its task is on ``data``.
+``get``, ``ready``, ``metadata``, ``stdout`` (growing while the task prints) and,
+above all, ``data``: the dicts the task published, merged, updated live while it
+runs.  A result is marked done only after every publication and every piece of
+output of its task is on ``data`` and ``stdout``.
 
 Ownership: the collector thread alone writes `_data` and the records; it never
 changes a published dict in place but puts a merged copy in its slot, so a
@@ -373,10 +374,14 @@ class AsyncResult(Future):
 
     @property
     def stdout(self) -> Union[str, List[str]]:
+        """What the tasks printed (a str per engine, one str for an int target): it grows while
+        they run (sent every ~30 ms, see ``output``) and is all there once the result is ready.
+        The full text is kept, as in ipyparallel: its memory is that of the text."""
         return self._per_task([r.stdout for r in self._records])
 
     @property
     def stderr(self) -> Union[str, List[str]]:
+        """What the tasks wrote to ``sys.stderr``, as `stdout`."""
         return self._per_task([r.stderr for r in self._records])
 
     @property
