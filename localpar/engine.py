@@ -97,6 +97,7 @@ class Engine:
         self.pool = sharedmem.SegmentPool(spec.cluster_id)
         self.store = StoreWriter(spec.engine_id)
         self.flusher = Flusher()  # sends a running task's output while it runs
+        self.stdout, self.stderr = TaskStream("stdout"), TaskStream("stderr")  # each task's, in turn
         self.aborted: Set[int] = set()
         self.namespace: Dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__}
         # The engine lock: the control pipe's reader and the running task's publications.
@@ -184,13 +185,15 @@ class Engine:
                 return
             task = TaskContext(self, seq)
         saved = sys.stdout, sys.stderr
-        output = TaskOutput(self.queue, self.id, seq, saved, self.flusher, self.raise_pending_interrupt)
+        output = TaskOutput(self.queue, self.id, seq, self.flusher, self.raise_pending_interrupt, task.older_threads)
+        self.stdout.use(output, saved[0])
+        self.stderr.use(output, saved[1])
         status: str
         payload: Any
         started = time.time()
         self.running = True
         try:
-            sys.stdout, sys.stderr = output.stdout, output.stderr
+            sys.stdout, sys.stderr = self.stdout, self.stderr
             datapub._current = task
             f, args, kwargs = self.decode_call(frame)
             value = call_task(self, f, args, kwargs)

@@ -36,7 +36,7 @@ import io
 import os
 import threading
 import time
-from typing import Callable, List, Optional, TextIO, Tuple
+from typing import AbstractSet, Callable, List, Optional, TextIO, Tuple
 
 from . import messages
 from .messages import Output
@@ -54,9 +54,9 @@ class TaskOutput:
         queue: PublicationWriter,
         engine_id: int,
         seq: int,
-        fallback: Tuple[Optional[TextIO], Optional[TextIO]],
         flusher: Flusher,
         on_return: Callable[[], None],
+        older_threads: AbstractSet[Optional[int]],
     ) -> None:
         self.queue = queue
         self.engine_id = engine_id
@@ -72,9 +72,7 @@ class TaskOutput:
         self._armed = False  # the flusher will look at this output
         self._retry_at = 0.0  # the pipe was full: no new try before then
         self._pid = os.getpid()
-        self._older = set(threading.enumerate()) - {threading.current_thread()}
-        self.stdout = TaskStream(self, "stdout", fallback[0])
-        self.stderr = TaskStream(self, "stderr", fallback[1])
+        self._older = older_threads  # idents of the threads that ran before the task (not its main thread)
 
     def write(self, name: str, text: str, fallback: Optional[TextIO]) -> None:
         if not self._owns_write():
@@ -99,7 +97,7 @@ class TaskOutput:
 
     def _owns_write(self) -> bool:
         """Whether a write now is the task's (see the module docstring)."""
-        return not self.closed and os.getpid() == self._pid and threading.current_thread() not in self._older
+        return not self.closed and os.getpid() == self._pid and threading.get_ident() not in self._older
 
     def flush_due(self) -> bool:
         """The flusher's call: send what is pending; True if some of it must wait (full pipe)."""
@@ -145,13 +143,19 @@ class TaskOutput:
 
 
 class TaskStream(io.TextIOBase):
-    """``sys.stdout`` or ``sys.stderr`` while a task runs."""
+    """``sys.stdout`` or ``sys.stderr`` while a task runs.  The engine makes two, once, and
+    points them at each task's output in turn (`use`); between tasks they still point at
+    the last one, closed, whose writes go to the engine's own stream."""
 
-    def __init__(self, output: TaskOutput, name: str, fallback: Optional[TextIO]) -> None:
+    def __init__(self, name: str) -> None:
         super().__init__()
-        self._output = output
         self._name = name
-        self._fallback = fallback
+        self._output: Optional[TaskOutput] = None
+        self._fallback: Optional[TextIO] = None
+
+    def use(self, output: TaskOutput, fallback: Optional[TextIO]) -> None:
+        """Writes go to `output` from now on; `fallback` takes those that are not the task's."""
+        self._output, self._fallback = output, fallback
 
     @property
     def encoding(self) -> str:  # type: ignore[override]
@@ -164,11 +168,13 @@ class TaskStream(io.TextIOBase):
         return False
 
     def write(self, text: str) -> int:
-        output = self._output
+        output, fallback = self._output, self._fallback
+        if output is None:  # never used by a task
+            return fallback.write(text) if fallback is not None else len(text)
         try:
             if not isinstance(text, str):
                 raise TypeError(f"write() argument must be str, not {type(text).__name__}")
-            output.write(self._name, text, self._fallback)
+            output.write(self._name, text, fallback)
             return len(text)
         finally:
             if threading.get_ident() == output.main_ident:

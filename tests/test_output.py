@@ -16,7 +16,7 @@ import pytest
 from conftest import HANG_GUARD, wait_for_file
 
 from localpar import Client, messages
-from localpar.output import FLUSH_SIZE, Flusher, TaskOutput
+from localpar.output import FLUSH_SIZE, Flusher, TaskOutput, TaskStream
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -47,21 +47,25 @@ class FakeQueue:
         return "".join(o.text for o in outputs if o.name == name)
 
 
-def task_output(queue: FakeQueue) -> Tuple[TaskOutput, io.StringIO]:
+def task_output(queue: FakeQueue) -> Tuple[TaskOutput, TaskStream, TaskStream, io.StringIO]:
+    """A task's output, as the engine sets it up, and its stdout, stderr and fallback."""
     fallback = io.StringIO()
-    output = TaskOutput(queue, 0, 1, (fallback, fallback), Flusher(), lambda: None)  # type: ignore[arg-type]
-    return output, fallback
+    output = TaskOutput(queue, 0, 1, Flusher(), lambda: None, set())  # type: ignore[arg-type]
+    stdout, stderr = TaskStream("stdout"), TaskStream("stderr")
+    stdout.use(output, fallback)
+    stderr.use(output, fallback)
+    return output, stdout, stderr, fallback
 
 
 def test_a_full_pipe_neither_stalls_the_task_nor_loses_text() -> None:
     """While the pipe is full, writes return at once (never `put`) and keep their text;
     once it has room, all of it goes out, in order, once, in few frames."""
     queue = FakeQueue()
-    output, _ = task_output(queue)
+    output, stdout, _, _ = task_output(queue)
     queue.full = True
     lines = [f"line {i}\n" for i in range(20000)]
     for line in lines:
-        output.stdout.write(line)
+        stdout.write(line)
     assert queue.frames == []
     queue.full = False
     sent = output.close()
@@ -72,10 +76,10 @@ def test_a_full_pipe_neither_stalls_the_task_nor_loses_text() -> None:
 
 def test_stdout_and_stderr_keep_their_order_and_wide_characters_fit_a_frame() -> None:
     queue = FakeQueue()
-    output, _ = task_output(queue)
-    output.stdout.write("a\n")
-    output.stderr.write("oops\n")
-    output.stdout.write("é€😀" * 2000 + "\n")  # 4 bytes a character at most: split further
+    output, stdout, stderr, _ = task_output(queue)
+    stdout.write("a\n")
+    stderr.write("oops\n")
+    stdout.write("é€😀" * 2000 + "\n")  # 4 bytes a character at most: split further
     output.close()
     names = [messages.decode(f).name for f in queue.frames]
     assert names[:2] == ["stdout", "stderr"] and set(names[2:]) == {"stdout"}
@@ -85,10 +89,10 @@ def test_stdout_and_stderr_keep_their_order_and_wide_characters_fit_a_frame() ->
 
 def test_writes_after_the_task_returned_go_to_the_engines_own_stream() -> None:
     queue = FakeQueue()
-    output, fallback = task_output(queue)
-    output.stdout.write("mine\n")
+    output, stdout, _, fallback = task_output(queue)
+    stdout.write("mine\n")
     assert output.close() == 1
-    output.stdout.write("late\n")  # a thread the task left running
+    stdout.write("late\n")  # a thread the task left running
     assert queue.text() == "mine\n" and fallback.getvalue() == "late\n"
 
 
