@@ -2,9 +2,10 @@
 
 It is a ``concurrent.futures.Future`` (so ``wait``, ``as_completed``,
 ``add_done_callback`` and ``await`` work) that also carries what ipyparallel adds:
-``get``, ``ready``, ``metadata``, ``stdout`` and, above all, ``data``: the dicts
-the task published, merged, updated live while it runs.  A result is marked done
-only after every publication of its task is on ``data``.
+``get``, ``ready``, ``metadata``, ``stdout`` (growing while the task prints) and,
+above all, ``data``: the dicts the task published, merged, updated live while it
+runs.  A result is marked done only after every publication and every piece of
+output of its task is on ``data`` and ``stdout``.
 
 Ownership: the collector thread alone writes `_data` and the records; it never
 changes a published dict in place but puts a merged copy in its slot, so a
@@ -17,9 +18,11 @@ then ``set_result`` / ``set_exception`` from the ledger, or ``cancel``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import sys
+import threading
 import time
 from concurrent import futures
 from concurrent.futures import Future
@@ -374,10 +377,14 @@ class AsyncResult(Future):
 
     @property
     def stdout(self) -> Union[str, List[str]]:
+        """What the tasks printed (a str per engine, one str for an int target): it grows while
+        they run (sent every ~30 ms, see ``output``) and is all there once the result is ready.
+        The full text is kept, as in ipyparallel: its memory is that of the text."""
         return self._per_task([r.stdout for r in self._records])
 
     @property
     def stderr(self) -> Union[str, List[str]]:
+        """What the tasks wrote to ``sys.stderr``, as `stdout`."""
         return self._per_task([r.stderr for r in self._records])
 
     @property
@@ -444,6 +451,25 @@ class AsyncResult(Future):
         return sum(
             (r.completed - r.started) for r in self._records if r.started is not None and r.completed is not None
         )
+
+    @contextlib.contextmanager
+    def stream_output(self) -> Iterator[None]:
+        """ipyparallel's ``with ar.stream_output(): ...``: print the tasks' output (labelled
+        ``[stdout:0]`` as it changes), errors and ``Out[0:n]`` as they arrive, from a thread of
+        its own, until the block ends; what arrived by then is all printed on leaving it."""
+        from .streaming import OutputPrinter
+
+        printer = OutputPrinter(self)
+        stop = threading.Event()
+        thread = threading.Thread(target=printer.follow, args=(stop,), name="localpar-stream-output", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            self._ledger.notify_waiters()
+            thread.join(timeout=5)
+            printer.print_new()
 
     def display_outputs(self, groupby: str = "type", result_only: bool = False) -> None:
         """Print each task's captured stdout and stderr, labelled by engine (a single-target

@@ -1,8 +1,9 @@
 """The collector: the client's one reader, in a thread of its own.
 
     engine i ── event pipe i ─────┐                    ┌─► TaskRecord: value or error,
-    engine i ── pidfd i (death) ──┤                    │   times, output; then complete
-    all engines ── pub queue ─────┼─► Collector._run ──┼─► AsyncResult.data (dict.update)
+    engine i ── pidfd i (death) ──┤                    │   times; then complete
+    all engines ── pub queue ─────┼─► Collector._run ──┼─► AsyncResult.data (dict.update),
+                                  │                    │   TaskRecord.output (ar.stdout)
     Manager ── pidfd (death) ─────┤   (poll, apply)    ├─► EngineError for a dead engine's
     task/control pipe i, if full ─┤                    │   pending tasks; DataStoreError
     Ledger.doorbell ──────────────┘                    └─► balancer: engines have room
@@ -16,9 +17,9 @@ this thread) before it blocks on it, and engines spin between tasks while a
 caller waits (``SpinHint``), so this thread's wake-up by the result is the only
 one on a short round trip.
 
-Ordering: an engine writes a task's publications before its result, and the
-result says how many it wrote; a record completes only once that many are
-applied.  Within a batch, event pipes are read before the queue, so nothing but
+Ordering: an engine writes a task's publications (Data, and Output: what it
+printed) before its result, and the result says how many it wrote; a record
+completes only once that many are applied.  Within a batch, event pipes are read before the queue, so nothing but
 that count keeps ``get()`` from returning before ``ar.data`` is final.
 
 Deaths come from the process (a pidfd), not from a pipe that the engine's own
@@ -44,7 +45,7 @@ from . import chaos, messages, sharedmem
 from .errors import ClientClosedError, EngineError, RemoteError, SerializationError, TaskAborted
 from .handles import EngineHandle, TaskRecord
 from .ledger import Ledger
-from .messages import Aborted, Data, Progress, Ready, Result, Spilled, StoreLost, UseStore
+from .messages import Aborted, Data, Output, Progress, Ready, Result, Spilled, StoreLost, UseStore
 from .pubqueue import PublicationQueue
 from .serialization import loads, segments_of
 
@@ -198,7 +199,6 @@ class Collector:
             return
         record.received = time.time()
         record.started, record.completed = result.started, result.completed
-        record.stdout, record.stderr = result.stdout, result.stderr
         ran = result.completed - result.started
         mean = self.ledger.mean_task_seconds
         self.ledger.mean_task_seconds = ran if mean is None else mean + (ran - mean) / 8
@@ -220,7 +220,8 @@ class Collector:
         self._complete_if_all_data(record)
 
     def _complete_if_all_data(self, record: TaskRecord) -> None:
-        """The ordering guarantee: a task is done once every publication it made is applied."""
+        """The ordering guarantee: a task is done once every publication it made (Data and
+        Output) is applied."""
         if record.pubs_expected is not None and record.pubs_applied >= record.pubs_expected:
             if chaos.ENABLED:
                 chaos.pause()
@@ -232,13 +233,24 @@ class Collector:
             message = messages.decode(frame)
             if type(message) is Spilled:
                 message = self._unspill(message)
-            if type(message) is Data:
+            if type(message) is Output:
+                self._on_output(message)
+            elif type(message) is Data:
                 self._on_data(message)
             elif type(message) is Progress:
                 record = self.ledger.records.get(message.seq)
                 if record is not None and record.result is not None:
                     record.progress = (message.done, message.total)
                     record.result._notify_data()
+
+    def _on_output(self, output: Output) -> None:
+        """A piece of what a task printed: appended to its record (``ar.stdout`` grows)."""
+        record = self.ledger.records.get(output.seq)
+        if record is None or record.result is None:
+            return  # its task has failed already (aborted, dead engine, closed client)
+        record.output.append((output.name, output.text))
+        record.pubs_applied += 1
+        self._complete_if_all_data(record)
 
     def _unspill(self, spilled: Spilled) -> Data:
         """The Data message a segment carries; one with no delta if the segment cannot be read."""

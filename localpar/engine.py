@@ -1,10 +1,12 @@
 """The engine process: a loop that runs one task at a time, in arrival order.
 
     task pipe ──► read frames ──► run f(*args, **kwargs) ──► event pipe: Result (value
-    (from client)                      │                     or error, stdout, stderr,
-                                       │                     times, publication count)
-                                       └─ publish_data ──► publication queue (shared,
-                                                           atomic frames); Manager dict
+    (from client)                      │                     or error, times, count of
+                                       │                     Data and Output frames)
+                                       ├─ publish_data ──► publication queue (shared,
+                                       │                   atomic frames); Manager dict
+                                       └─ print, sys.stderr ──► the same queue: Output,
+                                                           coalesced (see ``output``)
     control pipe ──► Abort, Release, UseStore, StoreLost; read before each task and
                      now and then by publish_data, never blocking the task.
 
@@ -12,9 +14,10 @@ Interrupts: ``Client.interrupt`` sends SIGINT, which raises KeyboardInterrupt on
 in the task's own code: the handler looks up the interrupted stack for the
 frame of ``call_task``.  Anywhere else (the loop, decoding, sending the result),
 or inside the engine's talk with the client on the task's behalf
-(``publish_data``, reading the control pipe), the interrupt is held: raised as
-soon as ``publish_data`` returns to the task, dropped once the task has ended.
-So no pipe is ever left with half a message, and the loop never sees it.
+(``publish_data``, reading the control pipe, a write to ``sys.stdout`` or
+``sys.stderr``), the interrupt is held: raised as soon as that call returns to
+the task, dropped once the task has ended.  So no pipe is ever left with half a
+message, no count is left short, and the loop never sees it.
 
 An engine lives in its own session (a terminal's Ctrl-C is the client's), and a
 daemon thread watches the lifeline: the engine exits when the client dies.
@@ -31,7 +34,6 @@ The engine imports nothing of the client's side (see ``messages``).
 from __future__ import annotations
 
 import collections
-import io
 import os
 import select
 import signal
@@ -45,6 +47,7 @@ from typing import Any, Callable, Deque, Dict, NamedTuple, Optional, Set, Tuple
 from . import compat, datapub, lifeline, messages, namespace, sharedmem
 from .framing import FrameReader, write_frame
 from .messages import STOP, TASK_HEADER, Abort, Aborted, Ready, Release, Result, StoreLost, UseStore
+from .output import Flusher, TaskOutput, TaskStream
 from .publishing import StoreWriter, TaskContext
 from .pubqueue import PublicationWriter
 from .serialization import CALL_FUNCTION_SIZE, SCALARS_ONLY, dumps, loads, plain_data
@@ -95,6 +98,8 @@ class Engine:
         self.queue = PublicationWriter(spec.publications)
         self.pool = sharedmem.SegmentPool(spec.cluster_id)
         self.store = StoreWriter(spec.engine_id)
+        self.flusher = Flusher()  # sends a running task's output while it runs
+        self.stdout, self.stderr = TaskStream("stdout"), TaskStream("stderr")  # each task's, in turn
         self.aborted: Set[int] = set()
         self.seen: Set[int] = set()  # the latest tasks' sequence numbers: a frame sent twice runs once
         self._seen_order: Deque[int] = collections.deque()
@@ -189,14 +194,16 @@ class Engine:
                 self.send(Aborted(seq))
                 return
             task = TaskContext(self, seq)
-        out, err = io.StringIO(), io.StringIO()
         saved = sys.stdout, sys.stderr
+        output = TaskOutput(self.queue, self.id, seq, self.flusher, self.raise_pending_interrupt, task.older_threads)
+        self.stdout.use(output, saved[0])
+        self.stderr.use(output, saved[1])
         status: str
         payload: Any
         started = time.time()
         self.running = True
         try:
-            sys.stdout, sys.stderr = out, err
+            sys.stdout, sys.stderr = self.stdout, self.stderr
             datapub._current = task
             f, args, kwargs = self.decode_call(frame)
             value = call_task(self, f, args, kwargs)
@@ -219,7 +226,8 @@ class Engine:
                 status, payload, sent = "error", describe_exception(exc), task.sent
             self.running = False
             self.interrupt_pending = False  # it came after the task's end: nothing to interrupt
-        self.send(Result(seq, status, payload, started, completed, out.getvalue(), err.getvalue(), sent))
+        sent += output.close()  # after its Data: the client completes the task once all are applied
+        self.send(Result(seq, status, payload, started, completed, sent))
 
     def publish(self, task: TaskContext, data: Dict[str, Any]) -> None:
         """``publish_data`` from any thread of the task; an interrupt waits until it is done."""
@@ -273,7 +281,7 @@ def call_task(engine: Engine, f: Callable[..., Any], args: Tuple[Any, ...], kwar
 
 _CALL_TASK = call_task.__code__
 _SHIELDED = frozenset(  # below the task's code, these make an interrupt wait (see on_sigint)
-    f.__code__ for f in (Engine.publish, Engine.report_progress, Engine.poll_control)
+    f.__code__ for f in (Engine.publish, Engine.report_progress, Engine.poll_control, TaskStream.write)
 )
 
 

@@ -2,6 +2,7 @@
 
 from .errors import *  # noqa: F403
 from .errors import (
+    AlreadyDisplayedError,
     ClientClosedError,
     CompositeError,
     DataStoreError,
@@ -15,6 +16,7 @@ from .errors import (
 )
 
 __all__ = [
+    "AlreadyDisplayedError",
     "ClientClosedError",
     "CompositeError",
     "DataStoreError",

@@ -138,6 +138,25 @@ class CompositeError(RemoteError):
         raise error
 
 
+class AlreadyDisplayedError(RemoteError):
+    """``%%px --stream`` failed: the engines' errors were printed as they came, so IPython
+    shows only how many there were (ipyparallel's name and behaviour)."""
+
+    def __init__(self, original_error: CompositeError) -> None:
+        self.original_error = original_error
+        self.n = len(original_error.elist)
+        super().__init__("AlreadyDisplayedError", str(self), "")
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}({self.n} errors)>"
+
+    def __str__(self) -> str:
+        return f"{self.n} errors"
+
+    def render_traceback(self) -> List[str]:
+        return [str(self)]
+
+
 def describe_exit(exitcode: Optional[int]) -> str:
     if exitcode is None:
         return "an unknown exit status"

@@ -10,7 +10,10 @@ belong to the ledger (``Ledger.lock``).
 
 ``TaskRecord`` is one task on one engine.  Its result fields are written by the
 collector thread alone, before the record completes; other threads read them
-once it has (the Future's completion orders the two).
+once it has (the Future's completion orders the two).  `output` is the exception:
+the collector appends the task's output to it while the task runs (an append, so
+a reader's copy of the list is always consistent), and every piece of it is
+there before the record completes.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ class TaskRecord:
 
     __slots__ = (
         "seq", "msg_id", "engine_id", "result", "index", "submitted", "started", "completed",
-        "received", "status", "value", "error", "stdout", "stderr", "pubs_expected",
+        "received", "status", "value", "error", "output", "pubs_expected",
         "pubs_applied", "last_pubseq", "progress", "data_errors", "done",
     )  # fmt: skip
 
@@ -54,14 +57,22 @@ class TaskRecord:
         self.status: Optional[str] = None  # "ok", "error", "aborted"
         self.value: Any = None
         self.error: Optional[RemoteError] = None
-        self.stdout = ""
-        self.stderr = ""
+        self.output: List[Tuple[str, str]] = []  # ("stdout" or "stderr", text), in arrival order
         self.pubs_expected: Optional[int] = None
         self.pubs_applied = 0
         self.last_pubseq = 0
         self.progress: Optional[Tuple[int, int]] = None
         self.data_errors: List[str] = []  # publications that could not be applied, and why
         self.done = False
+
+    @property
+    def stdout(self) -> str:
+        """What the task wrote to ``sys.stdout`` so far (all of it once the record is done)."""
+        return "".join([text for name, text in self.output if name == "stdout"])
+
+    @property
+    def stderr(self) -> str:
+        return "".join([text for name, text in self.output if name == "stderr"])
 
 
 class EngineHandle:

@@ -6,12 +6,16 @@ and for a default blocking view on all engines when a `Client` is made inside IP
 Code runs on the engines through ``view.execute(cell, silent=False)``: the value of a
 cell's last expression comes back as ``Out[engine:n]``, stdout/stderr labelled by engine.
 
-``--stream`` is accepted; the output of a task is printed when the task ends (live
-streaming of output while the task runs needs support from the engine loop).
+With ``--stream`` (the default, as in ipyparallel unless ``IPP_NONINTERACTIVE`` is set),
+a blocking ``%px`` prints each engine's output while its task runs, labelled
+``[stdout:0]`` as in ipyparallel (see ``streaming``), each error as it comes, and then
+raises ``AlreadyDisplayedError`` (only the count of errors) rather than showing them again.
+``--no-stream`` prints everything at the end, grouped by ``--group-outputs``.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import sys
@@ -20,6 +24,9 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, Un
 from IPython.core import magic_arguments
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, no_var_expand
+
+from .errors import AlreadyDisplayedError, CompositeError
+from .streaming import stream_until_done
 
 if TYPE_CHECKING:
     from .asyncresult import AsyncResult
@@ -73,7 +80,7 @@ class ParallelMagics(Magics):
         self.view = view
         self.suffix = suffix
         self.verbose = False
-        self.stream_output = True
+        self.stream_output = os.getenv("IPP_NONINTERACTIVE", "") in {"", "0"}
         self.signal_on_interrupt: Union[str, int] = "SIGINT"
         self.last_result: Optional[AsyncResult] = None
         self._autopx = False
@@ -147,8 +154,10 @@ class ParallelMagics(Magics):
         groupby: str = "type",
         save_name: Optional[str] = None,
         signal_on_interrupt: Optional[Union[str, int]] = None,
+        stream_output: Optional[bool] = None,
     ) -> Any:
         block = self.view.block if block is None else block
+        stream = self.stream_output if stream_output is None else stream_output
         if self.verbose:
             targets: Any = self.view.targets
             long = isinstance(targets, list) and len(targets) > 10
@@ -162,16 +171,25 @@ class ParallelMagics(Magics):
         if not block:
             return ar
         try:
-            ar.wait()
+            if stream:
+                stream_until_done(ar)
+            else:
+                ar.wait()
         except KeyboardInterrupt:  # Ctrl-C: signal the engines, show what finished, do not raise
             sig = self.signal_on_interrupt if signal_on_interrupt is None else signal_on_interrupt
             print(f"Received Keyboard Interrupt. Sending signal {sig} to engines...", file=sys.stderr)
             self._send_signal(sig)
-            if ar.wait(1):
+            if ar.wait(1) and not stream:
                 ar.display_outputs(groupby)
             return None
-        ar.display_outputs(groupby)
-        ar.get()
+        if not stream:
+            ar.display_outputs(groupby)
+        try:
+            ar.get()
+        except CompositeError as e:
+            if stream:  # each error was printed as it came
+                raise AlreadyDisplayedError(e) from None
+            raise
         return None
 
     def _send_signal(self, sig: Union[str, int]) -> None:
@@ -200,6 +218,7 @@ class ParallelMagics(Magics):
                 groupby=args.groupby,
                 save_name=args.save_name,
                 signal_on_interrupt=signal_on_interrupt,
+                stream_output=args.stream,
             )
         finally:
             self.view.targets = saved

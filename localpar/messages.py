@@ -3,8 +3,9 @@
     client ── task pipe i ──────► engine i    TASK_HEADER(seq) + call bytes, or STOP
     client ── control pipe i ───► engine i    Abort, Release, UseStore, StoreLost
     engine i ── event pipe i ───► client      Ready, Result, Aborted
-    every engine ── pub queue ──► client      Data, Progress, or Spilled(a Data too big
-                                              for one atomic frame, in shared memory)
+    every engine ── pub queue ──► client      Data, Progress, Output (a task's print, live),
+                                              or Spilled(a Data too big for one atomic
+                                              frame, in shared memory)
 
 Envelopes are pickled with the C pickler (they hold only builtins and these
 types); whatever the user's code made (a result, a published dict) travels
@@ -35,15 +36,14 @@ class Ready(NamedTuple):
 
 
 class Result(NamedTuple):
-    """A task ended.  `publications` counts the Data messages it wrote before this one."""
+    """A task ended.  `publications` counts the Data and Output messages it wrote before
+    this one: its stdout and stderr travel as Output messages only."""
 
     seq: int
     status: str  # "value": payload is a builtin scalar; "ok": serialized bytes; "error": (type, message, traceback)
     payload: Any
     started: float
     completed: float
-    stdout: str
-    stderr: str
     publications: int
 
 
@@ -70,6 +70,16 @@ class Progress(NamedTuple):
     engine_id: int
     done: int
     total: int
+
+
+class Output(NamedTuple):
+    """Text the task wrote to ``sys.stdout`` or ``sys.stderr`` (`name`), in order; writes are
+    coalesced on the engine (see ``output``), so one message holds many prints."""
+
+    seq: int
+    engine_id: int
+    name: str  # "stdout" or "stderr"
+    text: str
 
 
 class Spilled(NamedTuple):
@@ -108,7 +118,7 @@ class StoreLost(NamedTuple):
 
 
 Event = Union[Ready, Result, Aborted]
-Publication = Union[Data, Progress, Spilled]
+Publication = Union[Data, Progress, Output, Spilled]
 Control = Union[Abort, Release, UseStore, StoreLost]
 
 

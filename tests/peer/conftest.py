@@ -32,7 +32,6 @@ DASK = "no become_dask/become_distributed"
 IMAP = "no view.imap / view.history (a client keeps no unbounded task list)"
 EXEC_BLOCK = "execute(block=True) returns the values, not the AsyncResult"
 ENGINE_INFO = "engine_info holds engine_id, engine_pid, msg_id (no engine_uuid/method)"
-STREAM = "needs core: live output streaming (%%px --stream, AlreadyDisplayedError)"
 BUILD_TARGETS = "private ipyparallel internals (_build_targets, _engines, _outstanding_dict, _io_loop, metadata)"
 SPLIT = "needs core: per-task futures (split() parts are an AsyncResult subclass, not AsyncResult itself)"
 DEFAULT_JOBLIB = "no default cluster for a bare ipp.register_joblib_backend(): register a view"
@@ -113,8 +112,6 @@ SKIPPED = {
     "TestParallelMagics::test_cellpx_groupby_engine": IPY_ENGINE,
     "TestParallelMagics::test_cellpx_groupby_order": IPY_ENGINE,
     "TestParallelMagics::test_cellpx_groupby_type": IPY_ENGINE,
-    "TestParallelMagics::test_cellpx_error_stream": STREAM,
-    "TestParallelMagics::test_cellpx_stream": STREAM,
     "TestParallelMagics::test_autopx_blocking": HUB,
     "TestParallelMagics::test_autopx_nonblocking": HUB,
     "TestParallelMagics::test_px_matplotlib": IPY_ENGINE,

@@ -1,0 +1,77 @@
+"""Showing output as it arrives: ipyparallel's format (``OutputPrinter``, with stand-in
+records) and ``ar.stream_output()`` printing while the caller still waits."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import threading
+from types import SimpleNamespace
+from typing import Any, Iterator
+
+import pytest
+from conftest import HANG_GUARD
+from test_output import print_wait_print
+
+from localpar import Client, RemoteError
+from localpar.execreply import ExecuteReply
+from localpar.streaming import OutputPrinter
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class Watcher(io.StringIO):
+    """A stream that says when `marker` has been written to it."""
+
+    def __init__(self, marker: str) -> None:
+        super().__init__()
+        self.marker = marker
+        self.seen = threading.Event()
+
+    def write(self, text: str) -> int:
+        n = super().write(text)
+        if self.marker in self.getvalue():
+            self.seen.set()
+        return n
+
+
+def record(engine_id: int, *output: Any) -> SimpleNamespace:
+    return SimpleNamespace(engine_id=engine_id, output=list(output), done=False, error=None, value=None)
+
+
+def test_the_format_is_ipyparallels() -> None:
+    """A ``[name:engine] `` line when the source changes (none while it stays), a newline
+    first if the last text did not end one; then errors and ``Out[e:n]`` as tasks end."""
+    zero = record(0, ("stdout", "a"), ("stdout", "b\n"), ("stderr", "e\n"))
+    one = record(1, ("stdout", "c"))
+    printer = OutputPrinter(SimpleNamespace(_records=[zero, one]))  # type: ignore[arg-type]
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        printer.print_new()
+        zero.output.append(("stdout", "more\n"))
+        zero.done, zero.value = True, ExecuteReply(3, {"data": {"text/plain": "42"}, "execution_count": 3})
+        one.done, one.error = True, RemoteError("ValueError", "bad", "Traceback...\nValueError: bad")
+        printer.print_new()
+        printer.print_new()  # nothing new: nothing printed
+    assert out.getvalue() == "[stdout:0] \nab\n[stdout:1] \nc\n[stdout:0] \nmore\nOut[0:3]: 42\n"
+    assert err.getvalue() == "[stderr:0] \ne\nTraceback...\nValueError: bad\n"
+
+
+@pytest.fixture(scope="module")
+def rc() -> Iterator[Client]:
+    with Client(1) as c:
+        yield c
+
+
+def test_stream_output_prints_while_the_caller_waits(rc: Client, tmp_path: Any) -> None:
+    """The task waits for a file that is created only once its first print was shown."""
+    path = tmp_path / "go"
+    ar = rc[0].apply_async(print_wait_print, str(path))
+    out, err = Watcher("[stdout:0] \nbefore\n"), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        with ar.stream_output():
+            assert out.seen.wait(HANG_GUARD)
+            path.touch()
+            assert ar.get(HANG_GUARD) == "done"
+    assert out.getvalue() == "[stdout:0] \nbefore\n[stdout:0] \nafter\n"  # stderr came between
+    assert err.getvalue() == "[stderr:0] \nwarn\n"
