@@ -159,6 +159,7 @@ class Ledger:
             if handle is not None and record.seq in handle.pending:
                 handle.pending.discard(record.seq)
                 handle.completed += 1
+                handle.idle_since = record.received or time.time()
             result, record.result = record.result, None  # no cycle: an array can die with its result
             last = result is not None and result._record_done()
         if last and result is not None:
