@@ -45,6 +45,7 @@ from multiprocessing.context import BaseContext
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from . import launch, limits, memory, namespace, proctree, sharedmem
+from . import status as status_module
 from .asyncresult import AsyncResult
 from .balancer import Balancer
 from .collector import Collector
@@ -134,6 +135,7 @@ class Client:
         self._ledger = Ledger(self._spin_hint)
         self._collector = Collector(self.cluster_id, self._ledger, self._queue)
         self._seq = itertools.count(1)
+        self._cpu_meter = status_module.CpuMeter()
         self._start_lock = threading.Lock()  # one engine starts at a time: none inherits another's pipes
         # Results stay reachable by msg_id while the caller holds their AsyncResult:
         # a long-running client must not keep every result it ever computed.
@@ -254,6 +256,14 @@ class Client:
         }
         status["unassigned"] = len(self._balancer.queued_msg_ids())
         return status
+
+    def status(self) -> status_module.Status:
+        """Each live engine: pid, state (idle, or running which call since when), resident
+        memory, CPU % (since the previous call), tasks done, restarts.  A table in a REPL
+        and in Jupyter; ``.engines[i]`` holds the fields.  Reads what the client already
+        knows and /proc on demand: it costs the tasks nothing."""
+        self._check_open()
+        return status_module.collect(self._ledger, self._cpu_meter, self.memory_limit)
 
     def engine_pids(self) -> Dict[int, int]:
         """``{engine_id: pid}`` of the live engines."""

@@ -93,8 +93,8 @@ class MemoryWatch:
             rss = self._rss(pid)
             if rss is not None and rss > self.limit and handle.death_reason is None:
                 handle.death_reason = (
-                    f"it passed its memory limit of {format_size(self.limit)} "
-                    f"(resident {format_size(rss)}, {rss} bytes > {self.limit})"
+                    f"localpar killed it: it passed its memory limit of {format_size(self.limit)} "
+                    f"({self.limit} bytes); its resident memory reached {format_size(rss)} ({rss} bytes)"
                 )
                 with contextlib.suppress(ProcessLookupError):
                     handle.process.kill()
