@@ -289,7 +289,8 @@ class Client:
         if handle.alive:
             tree = proctree.scan([handle.pid])  # while it lives, its tree holds all it started
             handle.process.kill()
-            if not self.wait_for_death(engine_id, timeout=10):
+            # This handle, not the id: with restart_dead, a replacement may hold the id already.
+            if not self._ledger.wait_until(lambda: not handle.alive or self._cluster.closed, 10):
                 raise EngineError(engine_id, None, None)
             self._cluster.end_in_background(tree)
         self._start_engine(engine_id, self._later_context(), replacing=handle)

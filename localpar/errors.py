@@ -171,6 +171,9 @@ class EngineError(RemoteError):
         message = f"engine {engine_id} died with {describe_exit(exitcode)}{task}{why}"
         super().__init__("EngineError", message, "", {"engine_id": engine_id})
 
+    def __reduce__(self) -> Any:
+        return (type(self), (self.engine_id, self.exitcode, self.msg_id, self.reason))
+
     def __str__(self) -> str:
         return self.evalue
 
