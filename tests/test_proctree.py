@@ -181,3 +181,18 @@ def run_child(tmp_path: Path, mode: str) -> Dict[str, List[int]]:
 def test_the_client_ending_ends_what_tasks_started(tmp_path: Path, mode: str) -> None:
     info = run_child(tmp_path, mode)
     assert_all_gone(info["PIDS"] + info["ENGINE"])
+
+
+def test_a_mark_names_one_engine_exactly() -> None:
+    """An engine's mark must not match another engine whose pid starts with the same digits."""
+    from localpar import proctree
+
+    env = dict(os.environ, **{proctree.MARK: "feedf00d:1234"})
+    proc = subprocess.Popen(["sleep", "30"], env=env)
+    try:
+        found = lambda mark: proc.pid in [p.pid for p in proctree.scan(marks=[mark])]  # noqa: E731
+        assert found("feedf00d:1234") and found("feedf00d:")
+        assert not found("feedf00d:123") and not found("feedf00d:12345")
+    finally:
+        proc.kill()
+        proc.wait(HANG_GUARD)
