@@ -14,6 +14,10 @@ Two marks make an engine's descendants findable, each covering what the other ca
   died outright (SIGKILL, segfault, the memory limit) its descendants, by then
   re-parented out of any tree, are still found (``scan``).
 
+Zombies: an adopted orphan that exits while its engine lives stays a zombie
+until the engine ends (the engine cannot tell it from a child a task still means
+to wait for, so it reaps only when it ends the whole tree).
+
 What neither reaches: a process exec'd with an environment that drops the mark
 (``env -i``, ``Popen(env={})``) *after* its engine died outright, and a Python
 process forked without exec in that same case; a process handed to a service
@@ -52,12 +56,15 @@ def mark(cluster_id: str) -> None:
 
 
 def scan(roots: Iterable[int] = (), marks: Iterable[str] = ()) -> List[psutil.Process]:
-    """Descendants of `roots` (not the roots) and processes whose mark starts with one of `marks`.
+    """Descendants of `roots` (not the roots) and processes carrying one of `marks`.
 
-    One pass over /proc: each process's parent, and its environment only if `marks`.
+    A mark is ``"<cluster>:<pid>"`` (that engine's processes) or ``"<cluster>:"`` (the
+    whole cluster's).  One pass over /proc: each process's parent, and its environment
+    only if `marks`.
     """
     roots = set(roots)
-    needles = [f"\0{MARK}={m}".encode() for m in marks]
+    # Each environment entry ends in NUL: "c:12" must not match "c:123".
+    needles = [f"\0{MARK}={m}".encode() + (b"" if m.endswith(":") else b"\0") for m in marks]
     children: Dict[int, List[int]] = {}
     found: Set[int] = set()
     me = os.getpid()
