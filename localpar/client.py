@@ -22,10 +22,12 @@ How data flows (every channel has exactly one reader)::
 Who owns what: the ledger (``ledger``) holds the engines and pending tasks under
 one named lock; the collector thread (``collector``) alone reads and completes;
 submitting threads only write task frames (``handles``); ``_Cluster`` owns the
-teardown.  A result is marked ready only after all of its task's publications
-are applied.  An engine that dies is seen at once through its pidfd: only its
-own pending tasks fail, with `EngineError`; the others keep serving and it can
-be replaced.
+teardown, and the helper threads that, after an engine's death, end what its
+tasks started (``proctree``) and replace it (``restart_dead``, ``memory_limit``:
+``memory.MemoryWatch`` is the one thread that watches engine sizes).  A result
+is marked ready only after all of its task's publications are applied.  An
+engine that dies is seen at once through its pidfd: only its own pending tasks
+fail, with `EngineError`; the others keep serving and it can be replaced.
 """
 
 from __future__ import annotations

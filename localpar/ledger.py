@@ -3,8 +3,9 @@
 Ownership (who may touch what):
 
 - ``Ledger.lock`` guards `engines`, `records`, every handle's `pending`,
-  `alive` and `ready`, `closed`, `version` and `waiters`.  It is never held
-  while blocking, nor while user code (a callback) runs.
+  `alive`, `ready`, `completed` and `idle_since` (read by ``status``), `closed`,
+  `version` and `waiters`.  It is never held while blocking, nor while user code
+  (a callback) runs.
 - A task completes in `complete`: under the lock the record is marked done and
   counted off its AsyncResult; the last record finishes the Future outside the
   lock (``set_result`` wakes its waiters and runs its callbacks).  A record is
