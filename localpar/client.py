@@ -22,10 +22,12 @@ How data flows (every channel has exactly one reader)::
 Who owns what: the ledger (``ledger``) holds the engines and pending tasks under
 one named lock; the collector thread (``collector``) alone reads and completes;
 submitting threads only write task frames (``handles``); ``_Cluster`` owns the
-teardown.  A result is marked ready only after all of its task's publications
-are applied.  An engine that dies is seen at once through its pidfd: only its
-own pending tasks fail, with `EngineError`; the others keep serving and it can
-be replaced.
+teardown, and the helper threads that, after an engine's death, end what its
+tasks started (``proctree``) and replace it (``restart_dead``, ``memory_limit``:
+``memory.MemoryWatch`` is the one thread that watches engine sizes).  A result
+is marked ready only after all of its task's publications are applied.  An
+engine that dies is seen at once through its pidfd: only its own pending tasks
+fail, with `EngineError`; the others keep serving and it can be replaced.
 """
 
 from __future__ import annotations
@@ -44,7 +46,8 @@ from concurrent.futures import Future
 from multiprocessing.context import BaseContext
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
-from . import launch, limits, namespace, sharedmem
+from . import launch, limits, memory, namespace, proctree, sharedmem
+from . import status as status_module
 from .asyncresult import AsyncResult
 from .balancer import Balancer
 from .collector import Collector
@@ -94,6 +97,18 @@ class Client:
         a dying engine had not yet sent is lost.
     oversubscribe
         True allows more than 16 engines per usable CPU (here and in `add_engines`).
+    memory_limit
+        Bytes (an int) or a string like ``"2 GiB"``; default None (no limit). An engine
+        whose resident memory passes it is killed (sampled every 50 ms, off the task
+        path): its task fails with an `EngineError` naming the limit and the size reached,
+        the data it had published stays on ``ar.data``, and a new engine with the same id
+        takes its place.
+    restart_dead
+        True replaces any engine that dies (a crash, a kill) by a new one with the same
+        id; the dead engine's pending tasks still fail with `EngineError`. Default False.
+
+    Whatever an engine's tasks start (subprocesses, their children, daemons that left
+    the session) is ended with it: see ``localpar.proctree`` and the README's Guarantees.
     """
 
     def __init__(
@@ -103,9 +118,13 @@ class Client:
         start_method: Optional[str] = None,
         datastore: bool = True,
         oversubscribe: bool = False,
+        memory_limit: Union[int, str, None] = None,
+        restart_dead: bool = False,
     ) -> None:
         # Checked before anything starts: a refused cluster leaves nothing behind.
         n = (os.cpu_count() or 1) if n is None else limits.engine_count(n, oversubscribe=oversubscribe)
+        self.memory_limit = None if memory_limit is None else memory.parse_size(memory_limit)
+        self.restart_dead = bool(restart_dead)
         limits.check_descriptors(n)
         self._oversubscribe = oversubscribe
         self.start_method = start_method or launch.default_start_method()
@@ -118,6 +137,7 @@ class Client:
         self._ledger = Ledger(self._spin_hint)
         self._collector = Collector(self.cluster_id, self._ledger, self._queue)
         self._seq = itertools.count(1)
+        self._cpu_meter = status_module.CpuMeter()
         self._start_lock = threading.Lock()  # one engine starts at a time: none inherits another's pipes
         # Results stay reachable by msg_id while the caller holds their AsyncResult:
         # a long-running client must not keep every result it ever computed.
@@ -125,6 +145,8 @@ class Client:
         self._balancer = Balancer(self._ledger)
         self._collector.on_room = self._balancer.schedule
         self._cluster = _Cluster(self)
+        self._collector.on_death = self._cluster.after_death
+        self._cluster.replace = _weakly_with(self, Client._replace_dead)
         self._finalizer = weakref.finalize(self, self._cluster.close)
         self._finalizer.atexit = False  # _close_at_exit runs first, before multiprocessing's own hook
         _live_clusters.add(self._cluster)
@@ -132,6 +154,9 @@ class Client:
             for engine_id in self._ledger.reserve_ids(n):
                 self._start_engine(engine_id)
             self._collector.start()  # the first thread: engines above were forked from a single-threaded process
+            if self.memory_limit is not None:
+                self._cluster.memory_watch = memory.MemoryWatch(self._ledger, self.memory_limit, self.cluster_id)
+                self._cluster.memory_watch.start()
             if datastore:
                 self._cluster.start_datastore(_weakly(self, Client._start_datastore))
         except BaseException:
@@ -143,9 +168,18 @@ class Client:
             activate_default(self)
 
     # -- engines ---------------------------------------------------------------------------
-    def _start_engine(self, engine_id: int, ctx: Optional[BaseContext] = None) -> EngineHandle:
+    def _start_engine(
+        self, engine_id: int, ctx: Optional[BaseContext] = None, replacing: Optional[EngineHandle] = None
+    ) -> EngineHandle:
+        """Start engine `engine_id`; if `replacing` (its dead or dying predecessor) was replaced
+        meanwhile (by ``restart_dead`` or ``restart_engine``, whichever came first), keep that one."""
         ctx = ctx or self._ctx
         with self._start_lock:
+            if self._cluster.closed:
+                raise ClientClosedError("this Client is closed")
+            current = self._ledger.engines.get(engine_id)
+            if replacing is not None and current is not None and current is not replacing:
+                return current
             task_r, task_w = ctx.Pipe(duplex=False)
             control_r, control_w = ctx.Pipe(duplex=False)
             events_r, events_w = ctx.Pipe(duplex=False)
@@ -170,6 +204,8 @@ class Client:
             for conn in (task_r, control_r, events_w):
                 conn.close()
             handle = EngineHandle(engine_id, process, task_w, control_w, events_r, self._ledger.watch_again)
+            if current is not None:
+                handle.restarts = current.restarts + 1
             self._ledger.add_engine(handle)
         store = self._collector.store
         if store is not None and self._collector.store_error is None:
@@ -223,6 +259,14 @@ class Client:
         status["unassigned"] = len(self._balancer.queued_msg_ids())
         return status
 
+    def status(self) -> status_module.Status:
+        """Each live engine: pid, state (idle, or running which call since when), resident
+        memory, CPU % (since the previous call), tasks done, restarts.  A table in a REPL
+        and in Jupyter; ``.engines[i]`` holds the fields.  Reads what the client already
+        knows and /proc on demand: it costs the tasks nothing."""
+        self._check_open()
+        return status_module.collect(self._ledger, self._cpu_meter, self.memory_limit)
+
     def engine_pids(self) -> Dict[int, int]:
         """``{engine_id: pid}`` of the live engines."""
         return {h.id: h.pid for h in self._ledger.live_handles()}
@@ -245,12 +289,20 @@ class Client:
         if handle is None:
             raise IndexError(f"no engine {engine_id}")
         if handle.alive:
+            tree = proctree.scan([handle.pid])  # while it lives, its tree holds all it started
             handle.process.kill()
-            if not self.wait_for_death(engine_id, timeout=10):
+            # This handle, not the id: with restart_dead, a replacement may hold the id already.
+            if not self._ledger.wait_until(lambda: not handle.alive or self._cluster.closed, 10):
                 raise TimeoutError(
                     f"engine {engine_id} (pid {handle.pid}) did not exit within 10 s of SIGKILL; not restarted"
                 )
-        self._start_engine(engine_id, self._later_context())
+            self._cluster.end_in_background(tree)
+        self._start_engine(engine_id, self._later_context(), replacing=handle)
+
+    def _replace_dead(self, handle: EngineHandle) -> None:
+        """In a helper thread: the replacement of a dead engine (``restart_dead``, ``memory_limit``)."""
+        with contextlib.suppress(ClientClosedError):
+            self._start_engine(handle.id, self._later_context(), replacing=handle)
 
     def add_engines(self, n: int = 1) -> List[int]:
         """Start `n` more engines; returns their ids.  All or nothing: if one cannot
@@ -266,6 +318,7 @@ class Client:
                 started.append(self._start_engine(engine_id, self._later_context()))
         except BaseException:
             for handle in started:
+                handle.retired = True  # not to be replaced by restart_dead
                 handle.process.kill()
             for handle in started:
                 self.wait_for_death(handle.id, timeout=10)
@@ -603,6 +656,18 @@ class _ResultIndex:
         return [ar for _, ar in self.items()]
 
 
+def _weakly_with(client: Client, method: Callable[[Client, EngineHandle], None]) -> Callable[[EngineHandle], None]:
+    """``method(client, handle)`` as a callback that does not keep `client` alive."""
+    ref = weakref.ref(client)
+
+    def call(handle: EngineHandle) -> None:
+        target = ref()
+        if target is not None:
+            method(target, handle)
+
+    return call
+
+
 def _weakly(client: Client, method: Callable[[Client], None]) -> Callable[[], None]:
     """``method(client)`` as a callback that does not keep `client` alive."""
     ref = weakref.ref(client)
@@ -636,6 +701,11 @@ class _Cluster:
         self.store_starter: Optional[threading.Thread] = None
         self.closed = False  # guarded by _lock
         self._lock = threading.Lock()
+        self.start_lock = client._start_lock  # close() waits on it for an engine being started
+        self.restart_dead = client.restart_dead
+        self.replace: Optional[Callable[[EngineHandle], None]] = None  # Client._replace_dead, weakly
+        self.memory_watch: Optional[memory.MemoryWatch] = None  # its own thread; stopped by close()
+        self.helpers: List[threading.Thread] = []  # after-death and tree-ending threads; guarded by _lock
 
     def check_usable(self) -> None:
         if os.getpid() != self.owner_pid:
@@ -658,6 +728,37 @@ class _Cluster:
             self.store = store
             return True
 
+    def after_death(self, handle: EngineHandle) -> None:
+        """The collector saw `handle` die: in a helper thread, replace it if wanted, then end
+        what its tasks started (found by their mark: its tree is gone, see ``proctree``)."""
+        wanted = (self.restart_dead or handle.death_reason is not None) and not handle.retired
+        replace = self.replace if wanted else None
+
+        def run() -> None:
+            if replace is not None:
+                replace(handle)
+            proctree.end(proctree.scan(marks=[f"{self.cluster_id}:{handle.pid}"]))
+
+        self._helper(run, f"localpar-after-death-{self.cluster_id}-{handle.id}")
+
+    def end_in_background(self, processes: List[Any]) -> None:
+        """TERM, grace, KILL `processes` without making the caller wait."""
+
+        def run() -> None:
+            proctree.end(processes)
+
+        if processes:
+            self._helper(run, f"localpar-end-tree-{self.cluster_id}")
+
+    def _helper(self, target: Callable[[], None], name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        with self._lock:
+            if self.closed:  # close() ends every marked process itself
+                return
+            self.helpers = [t for t in self.helpers if t.is_alive()]
+            self.helpers.append(thread)
+            thread.start()
+
     def forked(self) -> None:
         """In a forked child: close the client's ends, touch nothing else (locks may be held)."""
         if os.getpid() == self.owner_pid or self.closed:
@@ -676,9 +777,16 @@ class _Cluster:
                 return
             self.closed = True
         _live_clusters.discard(self)
+        if self.memory_watch is not None:
+            self.memory_watch.stop()
+        with self.start_lock:  # an engine being started (a replacement) is in the ledger once this returns
+            pass
         ledger = self.ledger
         ledger.close()
         handles = list(ledger.engines.values())
+        # What the engines' tasks started, found while the engines live (see proctree); idle
+        # engines end their own on STOP, but a busy one is terminated and cannot.
+        tree = proctree.scan([h.pid for h in handles if h.alive]) if handles else []
         for h in handles:  # idle engines stop at once; busy ones are terminated
             if h.alive and not h.pending:
                 h.send_stop()
@@ -686,6 +794,10 @@ class _Cluster:
                 h.process.terminate()
         self.collector.stop()  # fails what is pending with ClientClosedError
         _end_processes([h.process for h in handles], [h.death_fd for h in handles if h.alive])
+        proctree.end(tree + proctree.scan(marks=[f"{self.cluster_id}:"]))
+        for thread in self.helpers:  # no new ones: closed is set
+            if thread is not threading.current_thread():
+                thread.join(timeout=2 * proctree.GRACE + 1)
         if self.store_starter is not None and self.store_starter is not threading.current_thread():
             self.store_starter.join(timeout=30)  # the store it started is shut down just below
         with self._lock:

@@ -63,6 +63,9 @@ class Collector:
         self.ledger = ledger
         self.queue = queue
         self.on_room: Optional[Callable[[], None]] = None  # the load balancer's hook
+        # The client's hook for a dead engine: ends its descendants and may replace it,
+        # in a helper thread (it must return at once: this thread reads for everyone).
+        self.on_death: Optional[Callable[[EngineHandle], None]] = None
         self.store: Optional[DataStore] = None  # set under ledger.lock
         self.store_error: Optional[str] = None  # why the Manager is gone
         # Engine segments whose arrays the client dropped; appended from GC
@@ -294,9 +297,11 @@ class Collector:
         handle.exitcode = handle.process.exitcode
         self._recover_from_store(handle, pending)
         for record in pending:
-            self.ledger.fail(record, EngineError(handle.id, handle.exitcode, record.msg_id))
+            self.ledger.fail(record, EngineError(handle.id, handle.exitcode, record.msg_id, handle.death_reason))
         handle.close()
         sharedmem.sweep(self.cluster_id, handle.pid)
+        if self.on_death is not None:
+            self.on_death(handle)
 
     def _recover_from_store(self, handle: EngineHandle, pending: List[TaskRecord]) -> None:
         """Apply the Manager's copy of the engine's last data if it is fresher than what arrived."""

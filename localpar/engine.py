@@ -20,7 +20,9 @@ the task, dropped once the task has ended.  So no pipe is ever left with half a
 message, no count is left short, and the loop never sees it.
 
 An engine lives in its own session (a terminal's Ctrl-C is the client's), and a
-daemon thread watches the lifeline: the engine exits when the client dies.
+daemon thread watches the lifeline: the engine exits when the client dies.  It
+is the subreaper of what its tasks start and ends those processes before it
+exits, on STOP and on lifeline EOF alike (see ``proctree``).
 
 Function globals, one rule for every call: a function defined in ``__main__`` (a
 script, a notebook) runs with the engine's namespace as its globals, and before
@@ -44,7 +46,7 @@ import traceback
 from multiprocessing.connection import Connection
 from typing import Any, Callable, Deque, Dict, NamedTuple, Optional, Set, Tuple
 
-from . import compat, datapub, lifeline, messages, namespace, sharedmem
+from . import compat, datapub, lifeline, messages, namespace, proctree, sharedmem
 from .framing import FrameReader, write_frame
 from .messages import STOP, TASK_HEADER, Abort, Aborted, Ready, Release, Result, StoreLost, UseStore
 from .output import Flusher, TaskOutput, TaskStream
@@ -74,6 +76,8 @@ class EngineSpec(NamedTuple):
 def run_engine(spec: EngineSpec) -> None:
     """Entry point of an engine process."""
     os.setsid()  # leave the terminal's process group: Ctrl-C is the client's
+    proctree.become_subreaper()  # orphans below it stay in its tree (see proctree)
+    proctree.mark(spec.cluster_id)
     import multiprocessing
 
     multiprocessing.current_process().authkey = spec.authkey
@@ -86,6 +90,7 @@ def run_engine(spec: EngineSpec) -> None:
     try:
         engine.serve()
     finally:
+        proctree.end_descendants(spec.cluster_id)  # what its tasks started goes with it
         engine.pool.close()
 
 
@@ -137,6 +142,7 @@ class Engine:
             raise KeyboardInterrupt("interrupted by the client")
 
     def on_client_death(self) -> None:
+        proctree.end_descendants(self.spec.cluster_id)
         sharedmem.sweep(self.spec.cluster_id)
         os._exit(0)
 

@@ -179,12 +179,19 @@ def describe_exit(exitcode: Optional[int]) -> str:
 class EngineError(RemoteError):
     """The engine process died while the task was pending on it."""
 
-    def __init__(self, engine_id: int, exitcode: Optional[int], msg_id: Optional[str] = None) -> None:
+    def __init__(
+        self, engine_id: int, exitcode: Optional[int], msg_id: Optional[str] = None, reason: Optional[str] = None
+    ) -> None:
         self.exitcode = exitcode
         self.msg_id = msg_id
+        self.reason = reason  # why localpar killed it (its memory limit), if it did
         task = f" while task {msg_id} was pending" if msg_id else ""
-        message = f"engine {engine_id} died with {describe_exit(exitcode)}{task}"
+        why = f": {reason}" if reason else ""
+        message = f"engine {engine_id} died with {describe_exit(exitcode)}{task}{why}"
         super().__init__("EngineError", message, "", {"engine_id": engine_id})
+
+    def __reduce__(self) -> Any:
+        return (type(self), (self.engine_id, self.exitcode, self.msg_id, self.reason))
 
     def __str__(self) -> str:
         return self.evalue

@@ -99,6 +99,12 @@ class EngineHandle:
         self.alive = True
         self.ready = False  # the engine handles SIGINT (it said so on its event pipe)
         self.exitcode: Optional[int] = None
+        # Why localpar killed it (the memory watch writes it once, before the kill;
+        # the collector reads it after seeing the death).
+        self.death_reason: Optional[str] = None
+        self.retired = False  # killed on purpose, not to be replaced (add_engines' rollback)
+        self.restarts = 0  # engines of this id before it; set before the ledger has it
+        self.idle_since = time.time()  # the end of its last task (Ledger.lock)
         self.death_fd = death_fd(process)
         self._own_death_fd = self.death_fd != process.sentinel
 

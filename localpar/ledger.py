@@ -3,8 +3,9 @@
 Ownership (who may touch what):
 
 - ``Ledger.lock`` guards `engines`, `records`, every handle's `pending`,
-  `alive` and `ready`, `closed`, `version` and `waiters`.  It is never held
-  while blocking, nor while user code (a callback) runs.
+  `alive`, `ready`, `completed` and `idle_since` (read by ``status``), `closed`,
+  `version` and `waiters`.  It is never held while blocking, nor while user code
+  (a callback) runs.
 - A task completes in `complete`: under the lock the record is marked done and
   counted off its AsyncResult; the last record finishes the Future outside the
   lock (``set_result`` wakes its waiters and runs its callbacks).  A record is
@@ -157,6 +158,7 @@ class Ledger:
             if handle is not None and record.seq in handle.pending:
                 handle.pending.discard(record.seq)
                 handle.completed += 1
+                handle.idle_since = record.received or time.time()
             result, record.result = record.result, None  # no cycle: an array can die with its result
             last = result is not None and result._record_done()
         if last and result is not None:

@@ -101,6 +101,8 @@ def test_data_publication_notebook(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     live = outputs_of("from IPython.display import clear_output")
     assert [o["output_type"] for o in live] == ["display_data"]  # redrawn in place: one figure left
     assert live[0]["data"]["image/png"]
+    status = outputs_of("c.status()")
+    assert "<table" in status[0]["data"]["text/html"] and "idle" in status[0]["data"]["text/plain"]
     final = outputs_of("data = ar.data")
     assert any("image/png" in o.get("data", {}) for o in final)
 

@@ -1,0 +1,117 @@
+"""Process trees: what a task starts goes when its engine goes.
+
+Two marks make an engine's descendants findable, each covering what the other cannot:
+
+- **Subreaper** (``become_subreaper``, Linux ``PR_SET_CHILD_SUBREAPER``): an orphan
+  below an engine (a double-forked daemon, a grandchild in a new session whose
+  parent exited) is re-parented to the engine, not to init.  So while the engine
+  lives, its process tree is complete: every descendant, exec'd or merely forked,
+  whatever its session.  The engine walks it when it stops or loses its client;
+  the client walks it before it stops, kills or restarts a live engine.
+- **Environment** (``mark``): the engine puts ``LOCALPAR_TREE=<cluster>:<pid>`` in
+  its environment, which every program its tasks exec inherits.  The kernel keeps
+  it in ``/proc/<pid>/environ`` whoever the parent becomes, so after an engine
+  died outright (SIGKILL, segfault, the memory limit) its descendants, by then
+  re-parented out of any tree, are still found (``scan``).
+
+Zombies: an adopted orphan that exits while its engine lives stays a zombie
+until the engine ends (the engine cannot tell it from a child a task still means
+to wait for, so it reaps only when it ends the whole tree).
+
+What neither reaches: a process exec'd with an environment that drops the mark
+(``env -i``, ``Popen(env={})``) *after* its engine died outright, and a Python
+process forked without exec in that same case; a process handed to a service
+outside the tree (``systemd-run``, ``at``, a container runtime) is never ours.
+
+Ending is TERM, then KILL after `GRACE` seconds, through psutil objects (they
+check the process start time before signalling, so a reused pid is left alone).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+from typing import Dict, Iterable, List, Set
+
+import psutil
+
+MARK = "LOCALPAR_TREE"
+GRACE = 1.0  # seconds between TERM and KILL
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_subreaper() -> bool:
+    """Make this process the reaper of its orphaned descendants; False where it cannot."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return bool(libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
+    except (OSError, AttributeError):
+        return False
+
+
+def mark(cluster_id: str) -> None:
+    """Mark this engine's future exec'd descendants (see the module docstring)."""
+    os.environ[MARK] = f"{cluster_id}:{os.getpid()}"
+
+
+def scan(roots: Iterable[int] = (), marks: Iterable[str] = ()) -> List[psutil.Process]:
+    """Descendants of `roots` (not the roots) and processes carrying one of `marks`.
+
+    A mark is ``"<cluster>:<pid>"`` (that engine's processes) or ``"<cluster>:"`` (the
+    whole cluster's).  One pass over /proc: each process's parent, and its environment
+    only if `marks`.
+    """
+    roots = set(roots)
+    # Each environment entry ends in NUL: "c:12" must not match "c:123".
+    needles = [f"\0{MARK}={m}".encode() + (b"" if m.endswith(":") else b"\0") for m in marks]
+    children: Dict[int, List[int]] = {}
+    found: Set[int] = set()
+    me = os.getpid()
+    for pid in psutil.pids():
+        if pid == me:
+            continue
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                ppid = int(f.read().rpartition(b")")[2].split()[1])
+            children.setdefault(ppid, []).append(pid)
+            if needles and pid not in roots:
+                with open(f"/proc/{pid}/environ", "rb") as f:
+                    env = b"\0" + f.read()
+                if any(n in env for n in needles):
+                    found.add(pid)
+        except (OSError, ValueError, IndexError):
+            continue  # gone, or not ours to read
+    stack = list(roots)
+    while stack:
+        for child in children.get(stack.pop(), ()):
+            if child not in found and child not in roots:
+                found.add(child)
+                stack.append(child)
+    processes = []
+    for pid in sorted(found):
+        with contextlib.suppress(psutil.Error):
+            processes.append(psutil.Process(pid))
+    return processes
+
+
+def end(processes: Iterable[psutil.Process], grace: float = GRACE) -> List[psutil.Process]:
+    """TERM each, KILL those still running after `grace`; returns any that survived both."""
+    alive = []
+    for p in processes:
+        with contextlib.suppress(psutil.Error):
+            p.terminate()
+            alive.append(p)
+    if not alive:
+        return []
+    _, alive = psutil.wait_procs(alive, timeout=grace)
+    for p in alive:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    _, alive = psutil.wait_procs(alive, timeout=grace)
+    return alive
+
+
+def end_descendants(cluster_id: str, grace: float = GRACE) -> None:
+    """In an engine: end every process below it (its tree, and its marked processes)."""
+    end(scan([os.getpid()], [f"{cluster_id}:{os.getpid()}"]), grace)

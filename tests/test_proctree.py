@@ -1,0 +1,198 @@
+"""Process trees: every process a task started goes with its engine.
+
+Each test starts, from a task, a child (``sleep``), a child with a child of its
+own (``sh`` and its ``sleep``), and a double-forked daemon in a session of its
+own (``setsid sh -c 'sleep &'``: its parent exits at once, so it is an orphan
+from the start), then ends the engine one way and checks all four are gone.
+Only those pids are ever killed by the tests themselves, and only if a test failed.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Dict, List
+
+import pytest
+from conftest import pid_gone, wait_pids_gone
+
+from localpar import Client, EngineError
+from localpar import client as client_module
+
+HANG_GUARD = 10.0
+
+
+def start_tree(unmarked: bool = True) -> List[int]:
+    """Run on an engine: a child, a child with a grandchild, and a setsid daemon; their pids.
+
+    With `unmarked`, also a setsid daemon started with an empty environment: it lacks the
+    engine's mark, so only the engine's tree (it is a subreaper) leads to it.
+    """
+    import shutil
+    import subprocess
+
+    child = subprocess.Popen(["sleep", "300"])
+    parent = subprocess.Popen(["sh", "-c", "sleep 300 & echo $!; wait"], stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    grandchild = int(parent.stdout.readline())
+    daemon = subprocess.run(
+        ["setsid", "sh", "-c", "sleep 300 >/dev/null 2>&1 </dev/null & echo $!"],
+        capture_output=True, text=True, timeout=10,
+    )  # fmt: skip
+    pids = [child.pid, parent.pid, grandchild, int(daemon.stdout)]
+    if unmarked:
+        setsid, sh, sleep = (shutil.which(p) for p in ("setsid", "sh", "sleep"))
+        hidden = subprocess.run(
+            [setsid, sh, "-c", f"{sleep} 300 >/dev/null 2>&1 </dev/null & echo $!"],
+            capture_output=True, text=True, timeout=10, env={},
+        )  # fmt: skip
+        pids.append(int(hidden.stdout))
+    return pids
+
+
+def start_tree_and_wait(go: str) -> List[int]:
+    """start_tree, then stay busy until `go` exists (the engine is busy when the test ends it)."""
+    pids = start_tree()
+    from localpar.datapub import publish_data
+
+    publish_data({"pids": pids})
+    deadline = time.monotonic() + 20
+    while not os.path.exists(go) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return pids
+
+
+def assert_all_gone(pids: List[int]) -> None:
+    survivors = wait_pids_gone(pids, HANG_GUARD)
+    for pid in survivors:  # only what this test's task started
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert not survivors, f"processes a task started are still running: {survivors}"
+
+
+def started_by_running_task(c: Client, engine: int, tmp_path: Path) -> List[int]:
+    ar = c[engine].apply_async(start_tree_and_wait, str(tmp_path / "never"))
+    deadline = time.monotonic() + HANG_GUARD
+    while "pids" not in ar.data:
+        assert time.monotonic() < deadline, "the task did not start its processes"
+        time.sleep(0.02)
+    pids: List[int] = ar.data["pids"]
+    assert not any(pid_gone(p) for p in pids)
+    return pids
+
+
+@pytest.mark.parametrize("busy", [False, True], ids=["idle", "busy"])
+def test_close_ends_what_tasks_started(leak_check: object, tmp_path: Path, busy: bool) -> None:
+    with Client(2) as c:
+        pids = c[0].apply_sync(start_tree)
+        if busy:  # a running task: its engine is terminated, it cannot end its own tree
+            pids += started_by_running_task(c, 1, tmp_path)
+        assert not any(pid_gone(p) for p in pids)
+    assert_all_gone(pids)
+
+
+def test_garbage_collection_ends_what_tasks_started() -> None:
+    c = Client(1)
+    cluster = c.cluster_id
+    pids = c[0].apply_sync(start_tree)
+    del c
+    try:
+        gc.collect()
+        assert_all_gone(pids)
+    finally:
+        for state in list(client_module._live_clusters):
+            if state.cluster_id == cluster:
+                state.close()
+
+
+def test_restart_engine_ends_what_the_old_engine_started(leak_check: object, tmp_path: Path) -> None:
+    with Client(2) as c:
+        pids = started_by_running_task(c, 0, tmp_path)
+        c.restart_engine(0)
+        assert_all_gone(pids)
+        assert c[0].apply_sync(os.getpid) not in pids
+
+
+@pytest.mark.parametrize("how", ["sigkill", "exit"])
+def test_engine_death_ends_what_it_started(leak_check: object, tmp_path: Path, how: str) -> None:
+    with Client(2) as c:
+        pids = c[0].apply_sync(start_tree, unmarked=False)  # see proctree: after a death, marks find them
+        if how == "sigkill":
+            os.kill(c.engine_pids()[0], signal.SIGKILL)
+        else:
+            with pytest.raises(EngineError):
+                c[0].apply_async(os._exit, 3).get(timeout=HANG_GUARD)
+        assert c.wait_for_death(0, timeout=HANG_GUARD)
+        assert_all_gone(pids)  # the client ends them: the engine could not
+
+
+CHILD = """
+import os, sys, time
+from localpar import Client
+sys.path.insert(0, {tests!r})
+from test_proctree import start_tree
+
+c = Client(1)
+print("PIDS", *c[0].apply_sync(start_tree), flush=True)
+print("ENGINE", c.engine_pids()[0], flush=True)
+if sys.argv[1] == "wait":
+    time.sleep(60)
+"""
+
+
+def run_child(tmp_path: Path, mode: str) -> Dict[str, List[int]]:
+    script = tmp_path / "child.py"
+    script.write_text(textwrap.dedent(CHILD.format(tests=str(Path(__file__).parent))))
+    proc = subprocess.Popen(
+        [sys.executable, str(script), mode], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    info: Dict[str, List[int]] = {}
+    try:
+        assert proc.stdout is not None
+        while "ENGINE" not in info:
+            line = proc.stdout.readline()  # the child prints within seconds, or exits (EOF)
+            if not line:
+                raise AssertionError(f"the child exited early: {proc.stderr.read() if proc.stderr else ''}")
+            key, *rest = line.split()
+            info[key] = [int(x) for x in rest]
+        if mode == "wait":
+            proc.kill()  # the client is SIGKILLed: only the lifeline tells the engine
+        proc.wait(HANG_GUARD)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(HANG_GUARD)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+    return info
+
+
+@pytest.mark.parametrize("mode", ["exit", "wait"], ids=["interpreter-exit", "client-sigkill"])
+def test_the_client_ending_ends_what_tasks_started(tmp_path: Path, mode: str) -> None:
+    info = run_child(tmp_path, mode)
+    assert_all_gone(info["PIDS"] + info["ENGINE"])
+
+
+def test_a_mark_names_one_engine_exactly() -> None:
+    """An engine's mark must not match another engine whose pid starts with the same digits."""
+    from localpar import proctree
+
+    env = dict(os.environ, **{proctree.MARK: "feedf00d:1234"})
+    proc = subprocess.Popen(["sleep", "30"], env=env)
+    try:
+        found = lambda mark: proc.pid in [p.pid for p in proctree.scan(marks=[mark])]  # noqa: E731
+        assert found("feedf00d:1234") and found("feedf00d:")
+        assert not found("feedf00d:123") and not found("feedf00d:12345")
+    finally:
+        proc.kill()
+        proc.wait(HANG_GUARD)
