@@ -139,7 +139,7 @@ class _TextLine(_Display):
     def update(self) -> None:
         line = status_line(self.ar)
         pad = max(0, self.width - len(line))  # blank out what a longer previous line left
-        self.width = len(line)
+        self.width = len(line) + pad  # what the terminal shows now, blanks included
         sys.stdout.write("\r" + line + " " * pad)
         sys.stdout.flush()
 
