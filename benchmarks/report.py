@@ -400,19 +400,21 @@ WHY_MISSED = {
         "AsyncResult (a Future), a record, pickling and unpickling, the engine's stdout capture and timing."
     ),
     "5,000 tasks submit-all: localpar / Pool": (
-        "The client is the limit (engines are idle most of the time): each task costs ≈ 25–30 µs of Python in "
-        "the caller's thread (AsyncResult, record, pickling, one `write`, then unpickling the result and "
-        "completing the Future), about what Pool spends across its three threads. The two are level: over the "
-        "side-by-side runs made while tuning (`--only localpar,multiprocessing`, medians of 5) localpar / Pool "
-        "came out 1.01–1.13; single runs of either tool spread ±30% on this shared machine."
+        "The client is the limit (engines are idle most of the time): each task costs Python in the caller's "
+        "thread (AsyncResult, record, pickling, one `write`) and in the collector thread (unpickling the result, "
+        "completing the Future), and the two threads take turns on the GIL. The earlier core did both halves in "
+        "the submitting thread and was level with Pool (1.01–1.13×); moving the reading to one thread, which the "
+        "concurrency issue required so that no wake-up can be lost, costs that. Batching calls and results in "
+        "one frame (the speed issue) is the way back."
     ),
     "5,000 tasks submit-all: localpar / ipyparallel": (
         "Same cause as against Pool: the client's per-task work bounds the rate."
     ),
     "publication p50 vs raw Pipe one-way": (
-        "On both sides a publication runs Python the bare Pipe does not (pickling the frame, reading it, "
-        "applying it to `ar.data`, copying the snapshot), and after the engine's 2 ms sleep that code runs cold; "
-        "the reader spins and the bare Pipe's blocks, which hides part of it."
+        "A reader polling `ar.data` no longer reads the pipe itself: the collector thread is woken by the "
+        "publication, applies it, and the reader sees it at its next look, so the figure has a thread wake-up "
+        "and a GIL hand-off the bare Pipe has not, on top of the Python on both sides (pickling the frame, "
+        "reading it, applying it to `ar.data`, copying the snapshot)."
     ),
     "publication p50: ipyparallel / localpar": (
         "ipyparallel's own figure moves a lot between runs on this machine (426–1,132 µs p50 over today's runs)."
