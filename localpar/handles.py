@@ -124,15 +124,15 @@ class EngineHandle:
         """Close the client's ends; the engine is gone."""
         self.tasks.close()
         self.control.close()
-        self.events.close()
-        if self._own_death_fd:
-            os.close(self.death_fd)
-            self._own_death_fd = False
+        self._close_readers()
 
     def close_in_child(self) -> None:
         """In a process forked from the client: drop the inherited client ends (no lock is safe here)."""
         self.tasks.close_in_child()
         self.control.close_in_child()
+        self._close_readers()
+
+    def _close_readers(self) -> None:
         self.events.close()
         if self._own_death_fd:
             os.close(self.death_fd)
