@@ -165,7 +165,8 @@ class Ledger:
             if chaos.ENABLED:
                 chaos.pause()
             result._finish()
-        self.notify_waiters()  # also wakes wait_until callers when another thread completes
+        if threading.current_thread() is not self.collector_thread:
+            self.notify_waiters()  # the collector notifies once per batch, after applying it
 
     def check_can_wait(self) -> None:
         """Refuse to block the collector thread: it would wait for itself."""
