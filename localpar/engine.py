@@ -46,7 +46,7 @@ import traceback
 from multiprocessing.connection import Connection
 from typing import Any, Callable, Deque, Dict, NamedTuple, Optional, Set, Tuple
 
-from . import compat, datapub, lifeline, messages, namespace, proctree, sharedmem
+from . import captures, compat, datapub, lifeline, messages, namespace, proctree, sharedmem
 from .framing import FrameReader, write_frame
 from .messages import STOP, TASK_HEADER, Abort, Aborted, Ready, Release, Result, StoreLost, UseStore
 from .output import Flusher, TaskOutput, TaskStream
@@ -55,7 +55,7 @@ from .pubqueue import PublicationWriter
 from .serialization import CALL_FUNCTION_SIZE, SCALARS_ONLY, dumps, loads, plain_data
 from .spin import SpinHint
 
-FUNCTION_CACHE_SIZE = 64  # functions kept unpickled, by their pickled bytes
+FUNCTION_CACHE_SIZE = 64  # functions kept unpickled, by their pickled bytes (see ``captures``)
 SEEN_KEPT = 4096  # task numbers remembered to skip a frame written twice
 
 
@@ -261,10 +261,12 @@ class Engine:
         cached = self._functions.get(fblob)
         if cached is None:
             f, filename = loads(fblob, unlink=False, what="the function")
+            reusable = captures.reusable(f)  # else what it captured may be changed by this call
             cached = namespace.bind_to_namespace(namespace.restore_filename(f, filename), self.namespace)
-            if len(self._functions) >= FUNCTION_CACHE_SIZE:
-                self._functions.pop(next(iter(self._functions)))
-            self._functions[fblob] = cached
+            if reusable:
+                if len(self._functions) >= FUNCTION_CACHE_SIZE:
+                    self._functions.pop(next(iter(self._functions)))
+                self._functions[fblob] = cached
         f, captured = cached
         if captured:
             self.namespace.update(captured)  # the rule above: the client's values, at every call

@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 import cloudpickle
 
-from . import sharedmem
+from . import captures, sharedmem
 from .errors import SerializationError
 from .sharedmem import SegmentRef
 
@@ -181,6 +181,8 @@ CALL_FUNCTION_SIZE = struct.Struct("<I")
 """A call is ``[u32 size][the function, as dumps() made it][its arguments, likewise]``."""
 
 _by_reference: weakref.WeakKeyDictionary[Any, bytes] = weakref.WeakKeyDictionary()
+_by_value: Dict[types.CodeType, Tuple[captures.Snapshot, bytes]] = {}
+_BY_VALUE_KEPT = 256  # functions sent by value whose pickle is kept (see ``captures``)
 _NO_ARGUMENTS = _NO_SEGMENTS + pickle.dumps(((), {}), protocol=5)
 
 
@@ -190,19 +192,11 @@ def dumps_call(
     """Serialize a call; the function apart, so that an engine unpickles it only once.
 
     A module-level function pickles to its import path, always the same bytes:
-    those are cached.  Functions sent by value are pickled at every call, since
-    the globals they capture may have changed.
+    those are cached.  A function sent by value is pickled again unless the
+    rule in ``captures`` says nothing it captures can have changed.
     """
     try:
-        fblob = _by_reference.get(f) if isinstance(f, types.FunctionType) else None
-        fsegments: List[SegmentRef] = []
-        if fblob is None:
-            # cloudpickle renames code sent by value "<dynamic-code>"; the engine
-            # restores the real file so that remote tracebacks show source lines.
-            filename = getattr(getattr(f, "__code__", None), "co_filename", None)
-            fblob, fsegments = dumps((f, filename), cluster_id, what="the function")
-            if isinstance(f, types.FunctionType) and not fsegments and _pickled_by_reference(f):
-                _by_reference[f] = fblob
+        fblob, fsegments = function_blob(f, cluster_id)
         if args or kwargs:
             ablob, asegments = dumps((args, kwargs), cluster_id, what="the arguments")
         else:
@@ -213,12 +207,36 @@ def dumps_call(
     return CALL_FUNCTION_SIZE.pack(len(fblob)) + fblob + ablob, fsegments + asegments
 
 
-def _pickled_by_reference(f: Any) -> bool:
-    check = getattr(getattr(cloudpickle, "cloudpickle", None), "_should_pickle_by_reference", None)
-    try:
-        return bool(check(f)) if check is not None else False
-    except Exception:
-        return False
+def function_blob(f: Callable[..., Any], cluster_id: str) -> Tuple[bytes, List[SegmentRef]]:
+    """`f` and its source file name, pickled (from a cache when that cannot have changed),
+    and the segments of big buffers it captured."""
+    if not isinstance(f, types.FunctionType):
+        return _dumps_function(f, cluster_id)
+    fblob = _by_reference.get(f)
+    if fblob is not None:
+        return fblob, []
+    now = None if captures.by_reference(f) else captures.snapshot(f)
+    if now is not None:
+        kept = _by_value.get(f.__code__)
+        if kept is not None and captures.same(kept[0], now):
+            return kept[1], []
+    fblob, segments = _dumps_function(f, cluster_id)
+    if segments:
+        return fblob, segments
+    if now is not None:
+        if len(_by_value) >= _BY_VALUE_KEPT:
+            _by_value.pop(next(iter(_by_value)))
+        _by_value[f.__code__] = now, fblob
+    elif captures.by_reference(f):
+        _by_reference[f] = fblob
+    return fblob, []
+
+
+def _dumps_function(f: Callable[..., Any], cluster_id: str) -> Tuple[bytes, List[SegmentRef]]:
+    # cloudpickle renames code sent by value "<dynamic-code>"; the engine
+    # restores the real file so that remote tracebacks show source lines.
+    filename = getattr(getattr(f, "__code__", None), "co_filename", None)
+    return dumps((f, filename), cluster_id, what="the function")
 
 
 def find_unpicklable(parts: Iterable[Tuple[str, Any]]) -> Optional[str]:
