@@ -3,8 +3,8 @@
 ipyparallel schedules in its controller; here the queue lives in the client and is
 drained on submission and whenever the collector has seen a task end or an engine
 come or go.  Each engine may hold up to `depth` tasks (ipyparallel's ``hwm``): 2
-hides the round trip between two tasks, 1 waits for an idle engine; twice that
-while tasks are short.  A task queued here has no engine yet (``engine_id == -1``),
+hides the round trip between two tasks, 1 waits for an idle engine; more while
+tasks are short (see `QUEUED_WORK_SECONDS`).  A task queued here has no engine yet (``engine_id == -1``),
 so aborting it needs no message to any engine.
 
 Ownership: `_lock` guards the queue and each queued AsyncResult's start: a call
@@ -31,10 +31,14 @@ if TYPE_CHECKING:
 Queued = Tuple["AsyncResult", "TaskRecord", bytes, Optional[List[int]]]  # call, record, bytes, allowed engines
 
 
-SHORT_TASK_SECONDS = 0.001
-"""Tasks shorter than this on average are queued twice as deep on each engine: a few
-more of them waiting costs under a millisecond of imbalance, and keeps engines
-from idling while the client handles the last result."""
+QUEUED_WORK_SECONDS = 0.002
+"""Short tasks are queued on an engine until it holds about this much work (by the
+moving average of run times), up to `MAX_DEPTH`.  The collector that hands out the
+next tasks may wait a few milliseconds for the GIL while the caller submits; work
+queued in the engine keeps it busy meanwhile.  The cost is imbalance of at most
+this much, should a task take far longer than the average."""
+
+MAX_DEPTH = 128
 
 
 class Balancer:
@@ -53,8 +57,7 @@ class Balancer:
         """Hand queued tasks to the least busy allowed engine while one has room."""
         if not self._queue:
             return
-        mean = self._ledger.mean_task_seconds
-        depth = 2 * self.depth if mean is not None and mean < SHORT_TASK_SECONDS else self.depth
+        depth = self.effective_depth()
         to_send: List[Tuple[EngineHandle, TaskRecord, bytes]] = []
         to_fail: List[Tuple[TaskRecord, RemoteError, str]] = []
         with self._lock:
@@ -87,6 +90,13 @@ class Balancer:
             handle.send_task(record.seq, call)
         for record, error, status in to_fail:
             self._ledger.fail(record, error, status)
+
+    def effective_depth(self) -> int:
+        """Tasks to queue per engine: `depth`, or more while tasks are short."""
+        mean = self._ledger.mean_task_seconds
+        if mean is None or mean * self.depth >= QUEUED_WORK_SECONDS:
+            return self.depth
+        return max(self.depth, min(MAX_DEPTH, int(QUEUED_WORK_SECONDS / max(mean, 1e-6))))
 
     def cancel(self, ar: AsyncResult) -> bool:
         """Cancel `ar` if none of its tasks has left the queue; its queued tasks are dropped."""
