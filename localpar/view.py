@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional,
 from . import namespace
 from .asyncresult import AsyncMapResult, AsyncResult
 from .errors import not_picklable
+from .reference import Reference, contains_reference
 
 if TYPE_CHECKING:
     from .client import Client
@@ -149,8 +150,6 @@ def _check_dist(dist: str) -> None:
 
 def _with_references(call: Tuple[Any, Tuple[Any, ...], Dict[str, Any]]) -> Tuple[Any, Tuple[Any, ...], Dict[str, Any]]:
     """A call whose `Reference` arguments (or function) are looked up in the engine's namespace."""
-    from .reference import Reference, contains_reference
-
     if Reference.used and contains_reference(call):
         return (namespace.call_with_references, call, {})
     return call
@@ -419,22 +418,27 @@ class LoadBalancedView(View):
         self,
         f: Callable[..., Any],
         *sequences: Sequence[Any],
-        chunksize: int = 1,
+        chunksize: Optional[int] = None,
         ordered: bool = True,
         return_exceptions: bool = False,
         **options: Any,
     ) -> AsyncMapResult:
         """Map in tasks of `chunksize` items, each on the first free engine.
 
+        The default chunksize keeps one item per task for up to 32 items per
+        engine (the best balance when items are costly), and makes 32 tasks per
+        engine beyond that (a long map of cheap items pays little per item).
         With ``ordered=False``, iterating yields results as they complete.
         """
         options.pop("label", None)  # ipyparallel's task label: accepted, not recorded
         if options:
             raise TypeError(f"unexpected options for LoadBalancedView.map: {sorted(options)}")
-        if chunksize < 1:
-            raise ValueError(f"chunksize must be >= 1, got {chunksize}")
         seqs = _sequences(sequences)
         n = len(seqs[0])
+        if chunksize is None:
+            chunksize = auto_chunksize(n, len(self._resolved()) if self._targets is not None else len(self.client))
+        if chunksize < 1:
+            raise ValueError(f"chunksize must be >= 1, got {chunksize}")
         starts = range(0, n, chunksize)
         ar = (AsyncMapResult if ordered else _UnorderedMapResult)(
             self.client, getattr(f, "__name__", "f"), [min(chunksize, n - s) for s in starts]
@@ -446,6 +450,14 @@ class LoadBalancedView(View):
         if not calls:
             ar.set_result([])
         return ar
+
+
+TASKS_PER_ENGINE = 32  # of a long load-balanced map with the automatic chunksize
+
+
+def auto_chunksize(n_items: int, n_engines: int) -> int:
+    """Items per task of a load-balanced map when the caller names no chunksize."""
+    return max(1, n_items // (TASKS_PER_ENGINE * max(1, n_engines)))
 
 
 class _UnorderedMapResult(AsyncMapResult):
@@ -466,7 +478,6 @@ class _UnorderedMapResult(AsyncMapResult):
 
 def _map_chunk_function(f: Any, seqs: Sequence[Sequence[Any]]) -> Callable[..., Any]:
     """What runs a map chunk on an engine: resolving `Reference` items only when there are any."""
-    from .reference import Reference, contains_reference
 
     if Reference.used and (isinstance(f, Reference) or any(contains_reference(s) for s in seqs)):
         return namespace.map_chunk_with_references

@@ -13,6 +13,7 @@ import pytest
 from conftest import wait_for_file
 
 from localpar import AsyncMapResult, AsyncResult, Client, DirectView, LoadBalancedView
+from localpar import view as view_module
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -193,6 +194,20 @@ def test_load_balanced_map_with_chunksize(client: Client) -> None:
     assert amr.get(timeout=10) == [2 * x for x in range(7)]
     assert lv.map_sync(add, range(5), range(5), chunksize=2) == [0, 2, 4, 6, 8]
     assert lv.map(add, [], [], block=True) == []
+
+
+def test_load_balanced_map_chunks_a_long_map_of_cheap_items_and_keeps_a_short_one_per_item(client: Client) -> None:
+    """One task per item would cost each item a round trip; a short map keeps the finest balance."""
+    lv = client.load_balanced_view()
+    engines = len(client)
+    short = lv.map_async(add, range(5), range(5))
+    assert len(short._records) == 5
+    n = 100 * view_module.TASKS_PER_ENGINE * engines
+    long = lv.map_async(add, range(n), range(n))
+    assert len(long._records) == view_module.TASKS_PER_ENGINE * engines
+    assert long.get(timeout=60) == [2 * x for x in range(n)]
+    assert short.get(timeout=10) == [0, 2, 4, 6, 8]
+    assert len(client.load_balanced_view(targets=[0]).map_async(add, range(n), range(n))._records) == view_module.TASKS_PER_ENGINE
 
 
 def test_load_balanced_unordered_map_yields_in_completion_order(client: Client, tmp_path: Any) -> None:
