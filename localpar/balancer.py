@@ -35,10 +35,11 @@ QUEUED_WORK_SECONDS = 0.002
 """Short tasks are queued on an engine until it holds about this much work (by the
 moving average of run times), up to `MAX_DEPTH`.  The collector that hands out the
 next tasks may wait a few milliseconds for the GIL while the caller submits; work
-queued in the engine keeps it busy meanwhile.  The cost is imbalance of at most
-this much, should a task take far longer than the average."""
+queued in the engine keeps it busy meanwhile.  The cost: should one task run far
+longer than the average, up to `MAX_DEPTH` tasks queued behind it on its engine
+wait for it, even if another engine is free (a sent task is not taken back)."""
 
-MAX_DEPTH = 128
+MAX_DEPTH = 32  # bounds the tasks stuck behind one that runs far longer than the average
 
 
 class Balancer:
