@@ -7,7 +7,15 @@ hides the round trip between two tasks, 1 waits for an idle engine; more while
 tasks are short (see `QUEUED_WORK_SECONDS`).  A task queued here has no engine yet (``engine_id == -1``),
 so aborting it needs no message to any engine.
 
-Ownership: `_lock` guards the queue and each queued AsyncResult's start: a call
+An engine may hold a short task behind one that runs long while another engine
+idles.  So when an engine is idle and nothing is queued here, the balancer asks
+each engine holding two or more tasks to hand back those past its oldest
+(``messages.Reclaim``).  The engine answers at once, even mid-task, with the
+ones it has not started; they return to the front of the queue under new
+numbers (the engine skips the old ones), so no task runs twice or is lost.
+
+Ownership: `_lock` guards the queue, `_reclaiming`, each record's `call`,
+`allowed` and `abort_requested`, and each queued AsyncResult's start: a call
 is marked running (``set_running_or_notify_cancel``) when its first task leaves
 the queue, so ``cancel()`` succeeds exactly while none has.  Tasks are assigned
 and registered in the ledger under `_lock`, and written to their engines after
@@ -18,10 +26,11 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from typing import TYPE_CHECKING, Deque, List, Optional, Set, Tuple
+from typing import TYPE_CHECKING, Deque, Dict, List, Optional, Set, Tuple
 
 from . import chaos
 from .errors import NoEnginesError, RemoteError, TaskAborted
+from .messages import Reclaim
 
 if TYPE_CHECKING:
     from .asyncresult import AsyncResult
@@ -35,11 +44,11 @@ QUEUED_WORK_SECONDS = 0.002
 """Short tasks are queued on an engine until it holds about this much work (by the
 moving average of run times), up to `MAX_DEPTH`.  The collector that hands out the
 next tasks may wait a few milliseconds for the GIL while the caller submits; work
-queued in the engine keeps it busy meanwhile.  The cost: should one task run far
-longer than the average, up to `MAX_DEPTH` tasks queued behind it on its engine
-wait for it, even if another engine is free (a sent task is not taken back)."""
+queued in the engine keeps it busy meanwhile.  Should one task run far longer than
+the average, the tasks queued behind it are handed back to an idle engine (see
+above)."""
 
-MAX_DEPTH = 32  # bounds the tasks stuck behind one that runs far longer than the average
+MAX_DEPTH = 32
 
 
 class Balancer:
@@ -47,6 +56,7 @@ class Balancer:
         self.depth = depth
         self._ledger = ledger
         self._queue: Deque[Queued] = deque()
+        self._reclaiming: Set[EngineHandle] = set()  # asked to hand tasks back, answer pending
         self._lock = threading.Lock()
 
     def submit(self, ar: AsyncResult, items: List[Tuple[TaskRecord, bytes, Optional[List[int]]]]) -> None:
@@ -55,12 +65,12 @@ class Balancer:
         self.schedule()
 
     def schedule(self) -> None:
-        """Hand queued tasks to the least busy allowed engine while one has room."""
-        if not self._queue:
-            return
+        """Hand queued tasks to the least busy allowed engine while one has room; with none
+        queued and an engine idle, ask busy engines for tasks back."""
         depth = self.effective_depth()
         to_send: List[Tuple[EngineHandle, TaskRecord, bytes]] = []
         to_fail: List[Tuple[TaskRecord, RemoteError, str]] = []
+        to_reclaim: List[Tuple[EngineHandle, List[int]]] = []
         with self._lock:
             if chaos.ENABLED:
                 chaos.pause()
@@ -80,6 +90,7 @@ class Balancer:
                     to_fail.append((record, TaskAborted(record.msg_id), "aborted"))
                     continue
                 record.engine_id = least.id
+                record.call, record.allowed = call, allowed
                 if self._ledger.register(record):
                     load[least] += 1
                     to_send.append((least, record, call))
@@ -87,8 +98,12 @@ class Balancer:
                     record.engine_id = -1
                     self._queue.appendleft((ar, record, call, allowed))
                     del load[least]
+            if not self._queue:
+                to_reclaim = self._to_reclaim(load)
         for handle, record, call in to_send:
             handle.send_task(record.seq, call)
+        for handle, seqs in to_reclaim:
+            handle.send_control(Reclaim(seqs))
         for record, error, status in to_fail:
             self._ledger.fail(record, error, status)
 
@@ -98,6 +113,37 @@ class Balancer:
         if mean is None or mean * self.depth >= QUEUED_WORK_SECONDS:
             return self.depth
         return max(self.depth, min(MAX_DEPTH, int(QUEUED_WORK_SECONDS / max(mean, 1e-6))))
+
+    def _to_reclaim(self, load: Dict[EngineHandle, int]) -> List[Tuple[EngineHandle, List[int]]]:
+        """Tasks to ask back for the idle engines, by engine; `_lock` is held."""
+        self._reclaiming.intersection_update(load)  # a dead engine answers nothing
+        idle = [h.id for h, n in load.items() if n == 0]
+        if not idle:
+            return []
+        asks = []
+        for handle, n in load.items():
+            if n >= 2 and handle not in self._reclaiming:
+                seqs = self._ledger.reclaimable(handle, idle)
+                if seqs:
+                    self._reclaiming.add(handle)
+                    asks.append((handle, seqs))
+        return asks
+
+    def requeue(self, handle: EngineHandle, seqs: List[int]) -> None:
+        """`handle` handed back these tasks unstarted: to the front of the queue, renumbered."""
+        records = self._ledger.reclaimed(handle, seqs)
+        aborted = []
+        with self._lock:
+            self._reclaiming.discard(handle)
+            for record in reversed(records):
+                if record.abort_requested or record.result is None:
+                    aborted.append(record)
+                    continue
+                record.seq = self._ledger.next_seq()  # the engine skips the old number
+                self._queue.appendleft((record.result, record, record.call or b"", record.allowed))
+        for record in aborted:
+            self._ledger.fail(record, TaskAborted(record.msg_id), status="aborted")
+        self.schedule()
 
     def cancel(self, ar: AsyncResult) -> bool:
         """Cancel `ar` if none of its tasks has left the queue; its queued tasks are dropped."""
@@ -115,11 +161,15 @@ class Balancer:
         with self._lock:
             return {record.msg_id for _, record, _, _ in self._queue}
 
-    def drop(self, seqs: Set[int]) -> List[TaskRecord]:
-        """Abort the queued tasks among `seqs`; returns their records."""
+    def drop(self, records: List[TaskRecord]) -> List[TaskRecord]:
+        """Abort those of `records` still queued; the others are marked, so that one an
+        engine hands back is not queued again.  Returns the dropped ones."""
         with self._lock:
-            dropped = [item[1] for item in self._queue if item[1].seq in seqs]
-            self._queue = deque(item for item in self._queue if item[1].seq not in seqs)
+            for record in records:
+                record.abort_requested = True
+            dropped = [item[1] for item in self._queue if item[1].abort_requested]
+            if dropped:
+                self._queue = deque(item for item in self._queue if not item[1].abort_requested)
         for record in dropped:
             self._ledger.fail(record, TaskAborted(record.msg_id), status="aborted")
         return dropped

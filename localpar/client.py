@@ -5,7 +5,9 @@ How data flows (every channel has exactly one reader)::
     Client / views (any thread)                          engine i (a process)
     ───────────────────────────                          ────────────────────
     apply_async(f, *a) ─ cloudpickle ─► task pipe i ───► loop: run f(*a, **kw)
-    abort(), Manager handle ──────────► control pipe i ─►   (read between steps)
+    abort(), reclaim, Manager handle ─► control pipe i ─► control thread (answers a
+                                                             Reclaim at once; the rest
+                                                             applied between steps)
                                                              │
     AsyncResult ◄── Collector thread ◄─ event pipe i ◄───────┤ Result: value or error,
      (a Future:      (the one reader;  ◄─ pidfd i (death)    │ output, times, and how
@@ -34,7 +36,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import itertools
 import os
 import secrets
 import signal
@@ -136,7 +137,6 @@ class Client:
         self._spin_hint = SpinHint.create(self.cluster_id)
         self._ledger = Ledger(self._spin_hint)
         self._collector = Collector(self.cluster_id, self._ledger, self._queue)
-        self._seq = itertools.count(1)
         self._cpu_meter = status_module.CpuMeter()
         self._start_lock = threading.Lock()  # one engine starts at a time: none inherits another's pipes
         # Results stay reachable by msg_id while the caller holds their AsyncResult:
@@ -144,6 +144,7 @@ class Client:
         self._results = _ResultIndex()
         self._balancer = Balancer(self._ledger)
         self._collector.on_room = self._balancer.schedule
+        self._collector.on_reclaimed = self._balancer.requeue
         self._cluster = _Cluster(self)
         self._collector.on_death = self._cluster.after_death
         self._cluster.replace = _weakly_with(self, Client._replace_dead)
@@ -440,7 +441,7 @@ class Client:
         return dumps_call(f, args, kwargs, self.cluster_id)
 
     def _new_record(self, ar: AsyncResult, engine_id: int) -> TaskRecord:
-        seq = next(self._seq)
+        seq = self._ledger.next_seq()
         record = TaskRecord(seq, f"{self.cluster_id}-{seq}", engine_id, ar, len(ar._records))
         ar._add_record(record)
         self._results[record.msg_id] = ar
@@ -601,7 +602,7 @@ class Client:
         if targets is not None and targets != "all":
             engines = set(self._resolve(targets))
             records = [r for r in records if r.engine_id in engines]
-        dropped = self._balancer.drop({r.seq for r in records})  # not yet handed to an engine
+        dropped = self._balancer.drop(records)  # not yet handed to an engine
         by_engine: Dict[int, List[int]] = {}
         for r in records:
             if not r.done and r.engine_id >= 0 and r not in dropped:

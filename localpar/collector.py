@@ -6,7 +6,8 @@
                                   │                    │   TaskRecord.output (ar.stdout)
     Manager ── pidfd (death) ─────┤   (poll, apply)    ├─► EngineError for a dead engine's
     task/control pipe i, if full ─┤                    │   pending tasks; DataStoreError
-    Ledger.doorbell ──────────────┘                    └─► balancer: engines have room
+    Ledger.doorbell ──────────────┘                    └─► balancer: engines have room,
+                                                           or handed tasks back (Reclaimed)
 
 Callers never read: they wait on their AsyncResult (a Future), or in
 ``Ledger.wait_until``.  So every channel has exactly one reader, and a
@@ -45,7 +46,7 @@ from . import chaos, messages, sharedmem
 from .errors import ClientClosedError, EngineError, RemoteError, SerializationError, TaskAborted
 from .handles import EngineHandle, TaskRecord
 from .ledger import Ledger
-from .messages import Aborted, Data, Output, Progress, Ready, Result, Spilled, StoreLost, UseStore
+from .messages import Aborted, Data, Output, Progress, Ready, Reclaimed, Result, Spilled, StoreLost, UseStore
 from .pubqueue import PublicationQueue
 from .serialization import loads, segments_of
 
@@ -63,6 +64,7 @@ class Collector:
         self.ledger = ledger
         self.queue = queue
         self.on_room: Optional[Callable[[], None]] = None  # the load balancer's hook
+        self.on_reclaimed: Optional[Callable[[EngineHandle, List[int]], None]] = None  # and its other one
         # The client's hook for a dead engine: ends its descendants and may replace it,
         # in a helper thread (it must return at once: this thread reads for everyone).
         self.on_death: Optional[Callable[[EngineHandle], None]] = None
@@ -184,6 +186,9 @@ class Collector:
                 with self.ledger.lock:
                     handle.ready = True
                 self._room = True
+            elif type(event) is Reclaimed:
+                if self.on_reclaimed is not None:
+                    self.on_reclaimed(handle, event.seqs)
             elif type(event) is Aborted:
                 record = self.ledger.records.get(event.seq)
                 if record is not None:

@@ -7,8 +7,14 @@
                                        │                   atomic frames); Manager dict
                                        └─ print, sys.stderr ──► the same queue: Output,
                                                            coalesced (see ``output``)
-    control pipe ──► Abort, Release, UseStore, StoreLost; read before each task and
-                     now and then by publish_data, never blocking the task.
+    control pipe ──► the control thread: a Reclaim is answered at once (Reclaimed, on
+                     the event pipe), even while a task runs; Abort, Release, UseStore
+                     and StoreLost wait in the inbox, applied before each task and now
+                     and then by publish_data, never blocking the task.
+
+A task runs at most once: under the engine lock, the loop marks a task started
+(`seen`) before running it, and the control thread hands back only tasks not
+marked; a handed-back task's frame is skipped when it arrives.
 
 Interrupts: ``Client.interrupt`` sends SIGINT, which raises KeyboardInterrupt only
 in the task's own code: the handler looks up the interrupted stack for the
@@ -44,11 +50,11 @@ import threading
 import time
 import traceback
 from multiprocessing.connection import Connection
-from typing import Any, Callable, Deque, Dict, NamedTuple, Optional, Set, Tuple
+from typing import Any, Callable, Deque, Dict, List, NamedTuple, Optional, Set, Tuple
 
 from . import captures, compat, datapub, lifeline, messages, namespace, proctree, sharedmem
 from .framing import FrameReader, write_frame
-from .messages import STOP, TASK_HEADER, Abort, Aborted, Ready, Release, Result, StoreLost, UseStore
+from .messages import STOP, TASK_HEADER, Abort, Aborted, Ready, Reclaim, Reclaimed, Release, Result, StoreLost, UseStore
 from .output import Flusher, TaskOutput, TaskStream
 from .publishing import StoreWriter, TaskContext
 from .pubqueue import PublicationWriter
@@ -86,6 +92,7 @@ def run_engine(spec: EngineSpec) -> None:
     signal.signal(signal.SIGINT, engine.on_sigint)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked by the client during start
     lifeline.watch(spec.lifeline, engine.on_client_death)
+    threading.Thread(target=engine.read_control, name="localpar-control", daemon=True).start()
     os.register_at_fork(after_in_child=_forked_by_a_task)
     try:
         engine.serve()
@@ -105,9 +112,13 @@ class Engine:
         self.store = StoreWriter(spec.engine_id)
         self.flusher = Flusher()  # sends a running task's output while it runs
         self.stdout, self.stderr = TaskStream("stdout"), TaskStream("stderr")  # each task's, in turn
+        # Under the engine lock: aborted, reclaimed, seen, _seen_order, _inbox.
         self.aborted: Set[int] = set()
-        self.seen: Set[int] = set()  # the latest tasks' sequence numbers: a frame sent twice runs once
+        self.reclaimed: Set[int] = set()  # handed back to the client: skipped when they arrive
+        self.seen: Set[int] = set()  # the latest tasks started or skipped: a frame sent twice runs once
         self._seen_order: Deque[int] = collections.deque()
+        self._inbox: Deque[messages.Control] = collections.deque()  # from the control thread
+        self._send_lock = threading.Lock()  # the event pipe has two writers: the loop and the control thread
         self.namespace: Dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__}
         # The engine lock: the control pipe's reader and the running task's publications.
         self.lock = threading.Lock()
@@ -166,14 +177,36 @@ class Engine:
                 self._task_ready.poll()  # spin first only while the client waits: the next call follows
 
     # -- control messages ------------------------------------------------------
+    def read_control(self) -> None:
+        """The control pipe's one reader, in a thread of its own (see the module docstring)."""
+        ready = select.poll()
+        ready.register(self._control.fd, select.POLLIN)
+        while True:
+            ready.poll()
+            with self.lock:
+                try:
+                    frames = self._control.read_frames()
+                except OSError:
+                    return  # the client is gone: the lifeline ends this process
+                for frame in frames:
+                    message = messages.decode(frame)
+                    if type(message) is Reclaim:
+                        self.reclaim(message.seqs)
+                    else:
+                        self._inbox.append(message)
+                if self._control.eof:
+                    return
+
+    def reclaim(self, seqs: List[int]) -> None:
+        """Hand back those of `seqs` not started yet; the engine lock is held."""
+        back = [seq for seq in seqs if seq not in self.seen]
+        self.reclaimed.update(back)
+        self.send(Reclaimed(back))  # answered even if empty: the client waits for it before asking again
+
     def poll_control(self) -> None:
         """Apply the control messages that have arrived; the engine lock is held."""
-        try:
-            frames = self._control.read_frames()
-        except OSError:
-            return  # the client is gone: the lifeline ends this process
-        for frame in frames:
-            message = messages.decode(frame)
+        while self._inbox:
+            message = self._inbox.popleft()
             if isinstance(message, Abort):
                 self.aborted.update(message.seqs)
             elif isinstance(message, Release):
@@ -187,13 +220,16 @@ class Engine:
     # -- tasks -----------------------------------------------------------------
     def run_task(self, frame: bytes) -> None:
         (seq,) = TASK_HEADER.unpack_from(frame)
-        if seq in self.seen:
-            return  # written twice by a client interrupted mid-send (see framing.Outbox)
-        self.seen.add(seq)
-        self._seen_order.append(seq)
-        if len(self._seen_order) > SEEN_KEPT:
-            self.seen.discard(self._seen_order.popleft())
         with self.lock:
+            if seq in self.seen:
+                return  # written twice by a client interrupted mid-send (see framing.Outbox)
+            self.seen.add(seq)
+            self._seen_order.append(seq)
+            if len(self._seen_order) > SEEN_KEPT:
+                self.seen.discard(self._seen_order.popleft())
+            if seq in self.reclaimed:
+                self.reclaimed.discard(seq)
+                return  # handed back: it runs elsewhere, under another number
             self.poll_control()
             if seq in self.aborted:
                 self.aborted.discard(seq)
@@ -278,7 +314,9 @@ class Engine:
         return dumps(value, self.spec.cluster_id, what=f"the return value of {name}", pool=self.pool)[0]
 
     def send(self, event: messages.Event) -> None:
-        write_frame(self._events_fd, messages.encode(event))
+        frame = messages.encode(event)
+        with self._send_lock:
+            write_frame(self._events_fd, frame)
 
 
 def call_task(engine: Engine, f: Callable[..., Any], args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Any:

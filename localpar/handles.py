@@ -42,6 +42,7 @@ class TaskRecord:
         "seq", "msg_id", "engine_id", "result", "index", "submitted", "started", "completed",
         "received", "status", "value", "error", "output", "pubs_expected",
         "pubs_applied", "last_pubseq", "progress", "data_errors", "done",
+        "call", "allowed", "abort_requested",
     )  # fmt: skip
 
     def __init__(self, seq: int, msg_id: str, engine_id: int, result: AsyncResult, index: int) -> None:
@@ -64,6 +65,11 @@ class TaskRecord:
         self.progress: Optional[Tuple[int, int]] = None
         self.data_errors: List[str] = []  # publications that could not be applied, and why
         self.done = False
+        # A load-balanced task keeps its call until it ends: an engine may hand it back
+        # (messages.Reclaim) for another to run.  Under the balancer's lock.
+        self.call: Optional[bytes] = None
+        self.allowed: Optional[List[int]] = None
+        self.abort_requested = False
 
     @property
     def stdout(self) -> str:

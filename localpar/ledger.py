@@ -22,6 +22,7 @@ Ownership (who may touch what):
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import threading
 import time
@@ -72,6 +73,7 @@ class Ledger:
         self.doorbell = Doorbell()
         self.collector_thread: Optional[threading.Thread] = None  # set by the collector
         self._next_id = 0
+        self._seqs = itertools.count(1)  # task numbers, unique per cluster
         self.mean_task_seconds: Optional[float] = None  # moving average of run times (the balancer's hint)
         self._spin_hint = spin_hint
         # Reentrant: a predicate may finish a Future, whose callbacks may wait in turn.
@@ -125,6 +127,35 @@ class Ledger:
         self.doorbell.ring()
 
     # -- tasks --------------------------------------------------------------------------
+    def next_seq(self) -> int:
+        """A task number never used before (``next`` on a count is atomic)."""
+        return next(self._seqs)
+
+    def reclaimable(self, handle: EngineHandle, engine_ids: List[int]) -> List[int]:
+        """`handle`'s load-balanced tasks, past its oldest, that may run on one of `engine_ids`."""
+        with self.lock:
+            seqs = sorted(handle.pending)[1:]
+            return [
+                s
+                for s in seqs
+                if (r := self.records.get(s)) is not None
+                and r.call is not None
+                and (r.allowed is None or any(i in r.allowed for i in engine_ids))
+            ]
+
+    def reclaimed(self, handle: EngineHandle, seqs: List[int]) -> List[TaskRecord]:
+        """`handle` gave these tasks back unstarted: untrack them; returns their records."""
+        with self.lock:
+            records = []
+            for seq in seqs:
+                record = self.records.get(seq)
+                if record is not None and seq in handle.pending:
+                    del self.records[seq]
+                    handle.pending.discard(seq)
+                    record.engine_id = -1
+                    records.append(record)
+            return records
+
     def register(self, record: TaskRecord) -> bool:
         """Track a task before it is sent; False if its engine is dead or the client closed."""
         with self.lock:

@@ -1,8 +1,8 @@
 """What crosses the process boundary, one small named type per message.
 
     client ── task pipe i ──────► engine i    TASK_HEADER(seq) + call bytes, or STOP
-    client ── control pipe i ───► engine i    Abort, Release, UseStore, StoreLost
-    engine i ── event pipe i ───► client      Ready, Result, Aborted
+    client ── control pipe i ───► engine i    Abort, Reclaim, Release, UseStore, StoreLost
+    engine i ── event pipe i ───► client      Ready, Result, Aborted, Reclaimed
     every engine ── pub queue ──► client      Data, Progress, Output (a task's print, live),
                                               or Spilled(a Data too big for one atomic
                                               frame, in shared memory)
@@ -53,6 +53,13 @@ class Aborted(NamedTuple):
     seq: int
 
 
+class Reclaimed(NamedTuple):
+    """The answer to a Reclaim: of the tasks asked for, these will not run here (the
+    client queues them again, under new sequence numbers); the others had started."""
+
+    seqs: List[int]
+
+
 # -- engine -> client, on the shared publication queue -------------------------------------
 class Data(NamedTuple):
     """One ``publish_data`` call: `delta` is the dict, as ``serialization.dumps`` made it."""
@@ -98,6 +105,13 @@ class Abort(NamedTuple):
     seqs: List[int]
 
 
+class Reclaim(NamedTuple):
+    """Hand these load-balanced tasks back unless they have started: another engine is idle.
+    Answered at once, even while a task runs."""
+
+    seqs: List[int]
+
+
 class Release(NamedTuple):
     """The client no longer uses these pooled segments: the engine may reuse them."""
 
@@ -117,9 +131,9 @@ class StoreLost(NamedTuple):
     reason: str
 
 
-Event = Union[Ready, Result, Aborted]
+Event = Union[Ready, Result, Aborted, Reclaimed]
 Publication = Union[Data, Progress, Output, Spilled]
-Control = Union[Abort, Release, UseStore, StoreLost]
+Control = Union[Abort, Reclaim, Release, UseStore, StoreLost]
 
 
 def encode(message: Any) -> bytes:

@@ -7,8 +7,10 @@ import time
 import types
 
 import pytest
+from conftest import wait_for_file
 
-from localpar import Client, balancer
+from localpar import Client, TaskAborted, balancer
+from localpar.messages import Reclaim
 
 
 def wait_for_gate(path: str) -> int:
@@ -68,3 +70,84 @@ def test_depth_must_be_positive():
     with Client(1) as c:
         with pytest.raises(ValueError, match="load_balance_depth"):
             c.load_balance_depth = 0
+
+
+def append_line(path: str, text: str, pause: float) -> int:
+    time.sleep(pause)
+    with open(path, "a") as f:
+        f.write(text + "\n")
+    return os.getpid()
+
+
+def test_short_tasks_queued_behind_a_long_one_are_handed_to_an_idle_engine(tmp_path):
+    """Deep queues cost nothing when a task runs long: the tasks behind it go elsewhere."""
+    gate = str(tmp_path / "gate")
+    with Client(2) as c:
+        lb = c.load_balanced_view()
+        for ar in [lb.apply_async(abs, -i) for i in range(50)]:  # short tasks: deep queues from now on
+            ar.get(timeout=30)
+        c.load_balance_depth = 1
+        assert c._balancer.effective_depth() > 2
+        long = c[0].apply_async(wait_for_gate, gate)  # engine 0 is busy until the gate opens
+        short = [lb.apply_async(os.getpid) for _ in range(10)]  # queued on both, by load
+        try:
+            pids = {ar.get(timeout=30) for ar in short}  # without hand-back: stuck behind `long`
+            assert pids == {c.engine_pids()[1]}
+            assert not long.ready()
+        finally:
+            open(gate, "w").close()
+        assert long.get(timeout=30) == c.engine_pids()[0]
+
+
+def test_tasks_handed_back_run_exactly_once(tmp_path):
+    """Hand-backs at every burst's end and uneven tasks: each task's side effect happens once."""
+    out = str(tmp_path / "lines")
+    with Client(2) as c:
+        lb = c.load_balanced_view()
+        for ar in [lb.apply_async(abs, -i) for i in range(50)]:
+            ar.get(timeout=30)
+        ars = [lb.apply_async(append_line, out, str(i), 0.02 if i % 50 == 0 else 0.0) for i in range(1500)]
+        for ar in ars:
+            ar.get(timeout=60)
+        with open(out) as f:
+            lines = f.read().split()
+        assert sorted(lines, key=int) == [str(i) for i in range(1500)]
+
+
+def test_an_abort_racing_a_hand_back_still_aborts(tmp_path):
+    gate = str(tmp_path / "gate")
+    with Client(2) as c:
+        lb = c.load_balanced_view()
+        for ar in [lb.apply_async(abs, -i) for i in range(50)]:
+            ar.get(timeout=30)
+        blockers = [c[i].apply_async(wait_for_gate, gate) for i in (0, 1)]
+        queued = [lb.apply_async(os.getpid) for _ in range(20)]
+        c.abort(queued)
+        open(gate, "w").close()
+        for ar in blockers:
+            ar.get(timeout=30)
+        for ar in queued:
+            with pytest.raises(TaskAborted):
+                ar.get(timeout=30)
+
+
+def gated_line(gate: str, out: str, text: str) -> int:
+    open(out + ".started", "w").close()
+    wait_for_gate(gate)
+    return append_line(out, text, 0.0)
+
+
+def test_an_engine_hands_back_only_tasks_it_has_not_started(tmp_path):
+    """Asked for the task it is running and one it has not started, it gives back the second only."""
+    gate, out = str(tmp_path / "gate"), str(tmp_path / "lines")
+    with Client(2) as c:
+        c.load_balance_depth = 2
+        lb = c.load_balanced_view(targets=[0])
+        running = lb.apply_async(gated_line, gate, out, "running")
+        queued = lb.apply_async(append_line, out, "queued", 0.0)
+        wait_for_file(out + ".started")
+        c._ledger.engines[0].send_control(Reclaim([running._records[0].seq, queued._records[0].seq]))
+        open(gate, "w").close()
+        assert running.get(timeout=30) == queued.get(timeout=30) == c.engine_pids()[0]
+        with open(out) as f:
+            assert sorted(f.read().split()) == ["queued", "running"]  # each ran once
