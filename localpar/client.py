@@ -760,9 +760,15 @@ class _Cluster:
             thread.start()
 
     def forked(self) -> None:
-        """In a forked child: close the client's ends, touch nothing else (locks may be held)."""
+        """In a forked child: close the client's ends, touch nothing else (locks may be held).
+
+        Once only: a grandchild (a cluster a task opened forks its own engines) inherits the
+        closed state, and must not close again descriptor numbers reused meanwhile.
+        """
         if os.getpid() == self.owner_pid or self.closed:
             return
+        self.closed = True  # the child has one thread: no lock needed
+        _live_clusters.discard(self)
         self.lifeline.close_writer()
         for handle in list(self.ledger.engines.values()):
             handle.close_in_child()
