@@ -79,9 +79,10 @@ class Client:
     n
         How many engines to start (an int, at least 1; default: ``os.cpu_count()``).
         More than 16 per usable CPU is refused with a ValueError (such a cluster mostly
-        exhausts memory) unless ``oversubscribe=True``. Each engine holds 5 file
-        descriptors in this process: a cluster that would pass ``ulimit -n`` is refused
-        with an ``OSError`` saying so, before anything starts.
+        exhausts memory) unless ``oversubscribe=True``; more than 4 per CPU warns. Each
+        engine holds 6 file descriptors in this process and takes about 4 threads and
+        processes: a cluster that would pass ``ulimit -n`` or ``ulimit -u`` is refused with
+        an ``OSError`` saying so, before anything starts (see ``localpar.limits``).
     start_method
         How engine processes are made, as in `multiprocessing`: ``"fork"`` (the
         fastest start; used by default while this process runs no other thread),

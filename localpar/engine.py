@@ -22,7 +22,9 @@ message, no count is left short, and the loop never sees it.
 An engine lives in its own session (a terminal's Ctrl-C is the client's), and a
 daemon thread watches the lifeline: the engine exits when the client dies.  It
 is the subreaper of what its tasks start and ends those processes before it
-exits, on STOP and on lifeline EOF alike (see ``proctree``).
+exits, on STOP and on lifeline EOF alike (see ``proctree``); a cluster a task
+opened and left open (a nested ``Client``) is closed first, so that it removes
+its own shared memory.
 
 Function globals, one rule for every call: a function defined in ``__main__`` (a
 script, a notebook) runs with the engine's namespace as its globals, and before

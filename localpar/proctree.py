@@ -24,7 +24,9 @@ process forked without exec in that same case; a process handed to a service
 outside the tree (``systemd-run``, ``at``, a container runtime) is never ours.
 
 Ending is TERM, then KILL after `GRACE` seconds, through psutil objects (they
-check the process start time before signalling, so a reused pid is left alone).
+check the process start time before signalling, so a reused pid is left alone);
+a process that ignores TERM is KILLed at once, and one that exited counts as ended
+even while it waits, a zombie, for a slow reaper.
 """
 
 from __future__ import annotations
