@@ -52,7 +52,7 @@ from . import status as status_module
 from .asyncresult import AsyncResult
 from .balancer import Balancer
 from .collector import Collector
-from .datastore import DataStore
+from .datastore import DataStore, ManagerStartError
 from .engine import EngineSpec, run_engine
 from .errors import ClientClosedError, NoEnginesError, not_picklable
 from .handles import EngineHandle, TaskRecord
@@ -80,9 +80,10 @@ class Client:
     n
         How many engines to start (an int, at least 1; default: ``os.cpu_count()``).
         More than 16 per usable CPU is refused with a ValueError (such a cluster mostly
-        exhausts memory) unless ``oversubscribe=True``. Each engine holds 5 file
-        descriptors in this process: a cluster that would pass ``ulimit -n`` is refused
-        with an ``OSError`` saying so, before anything starts.
+        exhausts memory) unless ``oversubscribe=True``; more than 4 per CPU warns. Each
+        engine holds 6 file descriptors in this process and takes about 4 threads and
+        processes: a cluster that would pass ``ulimit -n`` or ``ulimit -u`` is refused with
+        an ``OSError`` saying so, before anything starts (see ``localpar.limits``).
     start_method
         How engine processes are made, as in `multiprocessing`: ``"fork"`` (the
         fastest start; used by default while this process runs no other thread),
@@ -123,10 +124,15 @@ class Client:
         restart_dead: bool = False,
     ) -> None:
         # Checked before anything starts: a refused cluster leaves nothing behind.
-        n = (os.cpu_count() or 1) if n is None else limits.engine_count(n, oversubscribe=oversubscribe)
+        if n is None:
+            n = os.cpu_count() or 1
+        else:
+            n = limits.engine_count(n, oversubscribe=oversubscribe)
+            limits.warn_if_oversubscribed(n)
         self.memory_limit = None if memory_limit is None else memory.parse_size(memory_limit)
         self.restart_dead = bool(restart_dead)
         limits.check_descriptors(n)
+        limits.check_processes(n)
         self._oversubscribe = oversubscribe
         self.start_method = start_method or launch.default_start_method()
         self._ctx: BaseContext = launch.get_context(self.start_method)
@@ -154,10 +160,12 @@ class Client:
         try:
             for engine_id in self._ledger.reserve_ids(n):
                 self._start_engine(engine_id)
-            self._collector.start()  # the first thread: engines above were forked from a single-threaded process
+            with limits.starting("the collector thread"):
+                self._collector.start()  # the first thread: engines above were forked from a single-threaded process
             if self.memory_limit is not None:
                 self._cluster.memory_watch = memory.MemoryWatch(self._ledger, self.memory_limit, self.cluster_id)
-                self._cluster.memory_watch.start()
+                with limits.starting("the memory watch thread"):
+                    self._cluster.memory_watch.start()
             if datastore:
                 self._cluster.start_datastore(_weakly(self, Client._start_datastore))
         except BaseException:
@@ -195,7 +203,8 @@ class Client:
             # is set, so an interrupt during start-up cannot kill it.
             mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
             try:
-                process.start()
+                with limits.starting(f"engine {engine_id}"):
+                    process.start()
             except BaseException:
                 for conn in (task_r, task_w, control_r, control_w, events_r, events_w):
                     conn.close()
@@ -219,7 +228,8 @@ class Client:
         try:
             store = DataStore(ctx, self._authkey, self._lifeline.reader, self.cluster_id)
         except Exception as exc:  # the cluster still computes and publishes without it
-            self._collector.store_error = f"the Manager process could not start: {type(exc).__name__}: {exc}"
+            why = str(exc) if isinstance(exc, ManagerStartError) else f"{type(exc).__name__}: {exc}"
+            self._collector.store_error = f"the Manager process could not start: {why}"
             return
         if not self._cluster.adopt_store(store):
             store.shutdown()  # closed meanwhile
@@ -310,8 +320,10 @@ class Client:
         start, those already started are stopped again and the error is raised."""
         self._check_open()
         n = limits.engine_count(n, oversubscribe=True)
-        limits.engine_count(len(self.ids) + n, oversubscribe=self._oversubscribe, name="the engine count")
+        total = limits.engine_count(len(self.ids) + n, oversubscribe=self._oversubscribe, name="the engine count")
+        limits.warn_if_oversubscribed(total)
         limits.check_descriptors(n, new_cluster=False)
+        limits.check_processes(total)
         new = self._ledger.reserve_ids(n)
         started: List[EngineHandle] = []
         try:
@@ -718,8 +730,9 @@ class _Cluster:
 
     def start_datastore(self, start: Callable[[], None]) -> None:
         thread = threading.Thread(target=start, name=f"localpar-manager-start-{self.cluster_id}", daemon=True)
-        self.store_starter = thread
-        thread.start()
+        with limits.starting("the thread that starts the Manager"):
+            thread.start()
+        self.store_starter = thread  # only once started: close() joins it
 
     def adopt_store(self, store: DataStore) -> bool:
         """Keep the started Manager for close(); False if the cluster closed meanwhile."""
@@ -761,9 +774,15 @@ class _Cluster:
             thread.start()
 
     def forked(self) -> None:
-        """In a forked child: close the client's ends, touch nothing else (locks may be held)."""
+        """In a forked child: close the client's ends, touch nothing else (locks may be held).
+
+        Once only: a grandchild (a cluster a task opened forks its own engines) inherits the
+        closed state, and must not close again descriptor numbers reused meanwhile.
+        """
         if os.getpid() == self.owner_pid or self.closed:
             return
+        self.closed = True  # the child has one thread: no lock needed
+        _live_clusters.discard(self)
         self.lifeline.close_writer()
         for handle in list(self.ledger.engines.values()):
             handle.close_in_child()

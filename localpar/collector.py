@@ -42,7 +42,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Optional, Tuple
 
-from . import chaos, messages, sharedmem
+from . import chaos, limits, messages, sharedmem
 from .errors import ClientClosedError, EngineError, RemoteError, SerializationError, TaskAborted
 from .handles import EngineHandle, TaskRecord
 from .ledger import Ledger
@@ -300,6 +300,8 @@ class Collector:
         self._room = True  # tasks queued for this engine alone must now fail
         handle.process.join(timeout=1.0)  # it has exited: this only reaps it
         handle.exitcode = handle.process.exitcode
+        if not handle.ready and handle.death_reason is None:  # it died starting: was it the ulimit -u?
+            handle.death_reason = limits.process_limit_note()
         self._recover_from_store(handle, pending)
         for record in pending:
             self.ledger.fail(record, EngineError(handle.id, handle.exitcode, record.msg_id, handle.death_reason))

@@ -26,8 +26,8 @@ from multiprocessing.context import BaseContext
 from multiprocessing.managers import SyncManager
 from typing import Any, List, Optional, Tuple
 
-from . import lifeline, sharedmem
-from .errors import SerializationError
+from . import lifeline, limits, sharedmem
+from .errors import SerializationError, describe_exit
 from .serialization import loads_inline
 
 
@@ -42,12 +42,35 @@ def _init_manager_process(line: Connection, cluster_id: str) -> None:
     lifeline.watch(line, on_client_death)
 
 
+class ManagerStartError(Exception):
+    """The Manager process could not start or answer; says why, as far as it can be known."""
+
+
+def _start_failure(exc: Exception, process: Any) -> ManagerStartError:
+    """Why the start failed: the error (often a bare ``EOFError``: the process died before
+    saying where it listens), how the process ended, and a reached ``ulimit -u``."""
+    why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    if process is not None and process.pid is not None:
+        if process.is_alive():
+            process.kill()
+        process.join(timeout=2.0)
+        if process.exitcode is not None:
+            why += f"; the Manager process ended with {describe_exit(process.exitcode)} while starting"
+    note = limits.process_limit_note()
+    if note is None and limits.is_process_limit(exc):
+        note = limits.limit_reached()
+    return ManagerStartError(f"{why}; {note}" if note else why)
+
+
 class DataStore:
     """Client-side handle on the Manager process and its dict."""
 
     def __init__(self, ctx: BaseContext, authkey: bytes, line: Connection, cluster_id: str) -> None:
         self._manager = SyncManager(authkey=authkey, ctx=ctx)  # a Unix socket: no TCP listener
-        self._manager.start(_init_manager_process, (line, cluster_id))
+        try:
+            self._manager.start(_init_manager_process, (line, cluster_id))
+        except Exception as exc:
+            raise _start_failure(exc, getattr(self._manager, "_process", None)) from exc
         process = self._manager._process  # type: ignore[attr-defined]
         self._process = process
         self.pid: int = process.pid
@@ -57,8 +80,11 @@ class DataStore:
         try:
             self.dict: Any = self._manager.dict()
             self.proxy_bytes = pickle.dumps(self.dict)  # what engines rebuild the proxy from
-        except BaseException:
+        except BaseException as exc:
+            failure = _start_failure(exc, process) if isinstance(exc, Exception) else None
             self.shutdown()
+            if failure is not None:
+                raise failure from exc
             raise
 
     def exitcode(self) -> Optional[int]:

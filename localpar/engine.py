@@ -28,7 +28,9 @@ message, no count is left short, and the loop never sees it.
 An engine lives in its own session (a terminal's Ctrl-C is the client's), and a
 daemon thread watches the lifeline: the engine exits when the client dies.  It
 is the subreaper of what its tasks start and ends those processes before it
-exits, on STOP and on lifeline EOF alike (see ``proctree``).
+exits, on STOP and on lifeline EOF alike (see ``proctree``); a cluster a task
+opened and left open (a nested ``Client``) is closed first, so that it removes
+its own shared memory.
 
 Function globals, one rule for every call: a function defined in ``__main__`` (a
 script, a notebook) runs with the engine's namespace as its globals, and before
@@ -42,6 +44,7 @@ The engine imports nothing of the client's side (see ``messages``).
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import select
 import signal
@@ -97,6 +100,7 @@ def run_engine(spec: EngineSpec) -> None:
     try:
         engine.serve()
     finally:
+        close_nested_clients()
         proctree.end_descendants(spec.cluster_id)  # what its tasks started goes with it
         engine.pool.close()
 
@@ -153,6 +157,7 @@ class Engine:
             raise KeyboardInterrupt("interrupted by the client")
 
     def on_client_death(self) -> None:
+        close_nested_clients()
         proctree.end_descendants(self.spec.cluster_id)
         sharedmem.sweep(self.spec.cluster_id)
         os._exit(0)
@@ -335,6 +340,17 @@ def describe_exception(exc: BaseException) -> Tuple[str, str, str]:
     """(type name, message, formatted traceback) of an exception, always picklable."""
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     return type(exc).__name__, str(exc), tb
+
+
+def close_nested_clients() -> None:
+    """Close the clusters that tasks opened here and left open (a ``Client`` inside a
+    task), before the engine ends its tree: closed, they stop their engines and Manager
+    at once and remove their shared memory; killed, they would leave it behind.
+    Engines run no ``atexit`` hook, so nothing else would close them."""
+    client = sys.modules.get("localpar.client")  # loaded only if a task made a Client
+    if client is not None:
+        with contextlib.suppress(Exception):
+            client._close_at_exit()
 
 
 def _forked_by_a_task() -> None:

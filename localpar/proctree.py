@@ -24,7 +24,9 @@ process forked without exec in that same case; a process handed to a service
 outside the tree (``systemd-run``, ``at``, a container runtime) is never ours.
 
 Ending is TERM, then KILL after `GRACE` seconds, through psutil objects (they
-check the process start time before signalling, so a reused pid is left alone).
+check the process start time before signalling, so a reused pid is left alone);
+a process that ignores TERM is KILLed at once, and one that exited counts as ended
+even while it waits, a zombie, for a slow reaper.
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import select
+import signal
+import time
 from typing import Dict, Iterable, List, Set
 
 import psutil
@@ -96,20 +101,80 @@ def scan(roots: Iterable[int] = (), marks: Iterable[str] = ()) -> List[psutil.Pr
 
 
 def end(processes: Iterable[psutil.Process], grace: float = GRACE) -> List[psutil.Process]:
-    """TERM each, KILL those still running after `grace`; returns any that survived both."""
+    """TERM each, KILL those still running after `grace`; returns any that survived both.
+
+    A process that ignores TERM (multiprocessing's resource tracker does) is KILLed at
+    once: waiting the grace for it would only delay whoever ends the tree.
+    """
     alive = []
-    for p in processes:
+    for p in {p.pid: p for p in processes}.values():  # once each, though found twice
         with contextlib.suppress(psutil.Error):
-            p.terminate()
+            if _ignores_term(p.pid):
+                p.kill()
+            else:
+                p.terminate()
             alive.append(p)
     if not alive:
         return []
-    _, alive = psutil.wait_procs(alive, timeout=grace)
+    alive = _wait_exited(alive, grace)
     for p in alive:
         with contextlib.suppress(psutil.Error):
             p.kill()
-    _, alive = psutil.wait_procs(alive, timeout=grace)
-    return alive
+    return _wait_exited(alive, grace)
+
+
+def _wait_exited(processes: List[psutil.Process], timeout: float) -> List[psutil.Process]:
+    """Those of `processes` still running after `timeout`; this process's children are reaped.
+
+    Exited means exited, reaped or not: an orphan re-parented to a slow reaper (init in
+    some containers) stays a zombie for a while, and psutil would wait for its reaping.
+    A pidfd is readable once its process exits; without pidfds, psutil's wait is used.
+    """
+    fds: Dict[int, psutil.Process] = {}
+    poller = select.poll()
+    try:
+        for p in processes:
+            try:
+                fd = os.pidfd_open(p.pid)
+            except ProcessLookupError:
+                continue  # gone already
+            except (AttributeError, OSError):  # no pidfds here
+                for fd in fds:
+                    os.close(fd)
+                return psutil.wait_procs(processes, timeout=timeout)[1]
+            fds[fd] = p
+            if not p.is_running():  # the pid was reused: ours is gone
+                continue
+            poller.register(fd, select.POLLIN)
+        running = {fd for fd, p in fds.items() if p.is_running()}
+        deadline = time.monotonic() + timeout
+        while running:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            for fd, _ in poller.poll(remaining * 1000):
+                running.discard(fd)
+                poller.unregister(fd)
+        for fd, p in fds.items():
+            if fd not in running:
+                with contextlib.suppress(OSError):  # ChildProcessError: not our child
+                    os.waitpid(p.pid, os.WNOHANG)
+        return [fds[fd] for fd in running]
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _ignores_term(pid: int) -> bool:
+    """Whether `pid` has SIGTERM ignored (``SigIgn`` in /proc/<pid>/status)."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"SigIgn:"):
+                    return bool(int(line.split()[1], 16) >> (signal.SIGTERM - 1) & 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return False
 
 
 def end_descendants(cluster_id: str, grace: float = GRACE) -> None:

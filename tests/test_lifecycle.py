@@ -8,6 +8,7 @@ interrupting running ones.
 from __future__ import annotations
 
 import gc
+import json
 import os
 import signal
 import subprocess
@@ -163,6 +164,59 @@ def test_interpreter_exit_without_close_stops_the_cluster(tmp_path: Path, mode: 
     finally:
         for pid in survivors:
             os.kill(pid, signal.SIGKILL)
+
+
+NESTED_SCRIPT = """
+import json, os, sys, time
+from localpar import Client
+from localpar.datapub import publish_data
+
+def open_a_cluster_and_leave_it(then_wait):
+    inner = Client(1)  # never closed by the task
+    inner[0].apply_sync(os.getpid)
+    deadline = time.monotonic() + 10
+    while inner.manager_pid is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    publish_data({"inner": (inner.cluster_id, [*inner.engine_pids().values(), inner.manager_pid])})
+    time.sleep(then_wait)
+
+c = Client(1)
+ar = c[0].apply_async(open_a_cluster_and_leave_it, 0 if sys.argv[1] == "idle" else 30)
+deadline = time.monotonic() + 20
+while "inner" not in ar.data and time.monotonic() < deadline:
+    time.sleep(0.01)
+if sys.argv[1] == "idle":
+    ar.get(timeout=20)
+cluster, pids = ar.data["inner"]
+print(json.dumps({"cluster": cluster, "pids": pids}), flush=True)
+if sys.argv[1] == "killed":
+    os.kill(os.getpid(), 9)
+c.close()
+"""
+
+
+@pytest.mark.parametrize("ending", ["idle", "busy", "killed"])
+def test_a_client_left_open_inside_a_task_ends_with_its_engine_and_leaves_nothing(tmp_path: Path, ending: str) -> None:
+    """A task opens a cluster and leaves it open; the outer cluster closes (its engine idle or
+    busy in that task) or its client is SIGKILLed: the inner cluster's processes and shared
+    memory (its spin page, named after the outer engine) go too, and nothing is printed."""
+    script = tmp_path / "nested.py"
+    script.write_text(NESTED_SCRIPT)
+    done = subprocess.run(
+        [sys.executable, str(script), ending], capture_output=True, text=True, timeout=60, start_new_session=True
+    )
+    assert done.returncode == (-signal.SIGKILL if ending == "killed" else 0), done.stderr
+    inner = json.loads(done.stdout)
+    survivors = wait_pids_gone(inner["pids"], HANG_GUARD)
+    try:
+        assert not survivors, f"the inner cluster's processes still run: {survivors}"
+        assert not shm_segments(inner["cluster"]), "the inner cluster left shared memory"
+        assert done.stderr == "", done.stderr
+    finally:
+        for pid in survivors:
+            os.kill(pid, signal.SIGKILL)
+        for name in shm_segments(inner["cluster"]):
+            os.unlink(os.path.join("/dev/shm", name))
 
 
 CTRL_C_SCRIPT = """

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import numpy as np
 import psutil
@@ -146,3 +148,134 @@ def test_add_engines_checks_the_descriptor_limit_first(leak_check):
             resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
         assert c.ids == [0]
         assert c[0].apply_sync(os.getpid) == c.engine_pids()[0]
+
+
+# -- threads and processes (ulimit -u) ---------------------------------------------------------
+# RLIMIT_NPROC counts every thread of the user's processes, and root is exempt: as root, the
+# child runs with another real uid (and without the capabilities that exempt it), so that
+# it alone counts against the limit. The child sets the limit itself: this runner is unaffected.
+NPROC_SCRIPT = """
+import json, os, resource, sys, threading, time
+import psutil
+from localpar import Client
+
+def user_tasks():  # what RLIMIT_NPROC counts: every thread of this user's processes
+    count = 0
+    for p in psutil.process_iter():
+        try:
+            if p.uids().real == os.getuid():
+                count += p.num_threads()
+        except psutil.Error:
+            pass
+    return count
+
+limit = user_tasks() + 40
+resource.setrlimit(resource.RLIMIT_NPROC, (limit, limit))
+me = psutil.Process()
+out = {"limit": limit, "attempts": []}
+try:
+    Client(12).close()
+except OSError as exc:
+    out["precheck"] = str(exc)
+out["precheck_children"] = len(me.children(recursive=True))  # before any cluster: no helper either
+
+def ours():
+    # Child processes still running, but multiprocessing's forkserver and resource tracker:
+    # they serve the whole process, not one cluster.
+    found = []
+    for p in me.children(recursive=True):
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE and not any("multiprocessing" in a for a in p.cmdline()):
+                found.append(p.pid)
+        except psutil.NoSuchProcess:
+            pass
+    return found
+
+stop = threading.Event()
+for free in range(12):  # each step leaves the cluster a few more threads and processes
+    held = []
+    while user_tasks() < limit - free:
+        t = threading.Thread(target=stop.wait)
+        t.start()
+        held.append(t)
+    attempt = {"free": free}
+    try:
+        with Client(2) as c:
+            try:
+                c[:].apply_async(os.getpid).get(timeout=20)
+            except Exception as exc:
+                attempt["task_error"] = str(exc)
+            deadline = time.monotonic() + 10
+            while c.manager_pid is None and c.datastore_error is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+            attempt["datastore_error"] = c.datastore_error
+    except Exception as exc:
+        attempt["error"] = f"{type(exc).__name__}: {exc}"
+    stop.set()
+    for t in held:
+        t.join()
+    stop.clear()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and ours():
+        time.sleep(0.02)
+    attempt["children"] = ours()
+    attempt["threads"] = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
+    mine = f"-{os.getpid()}-"  # localpar-<cluster>-<pid>-<n>: the client's spin page, for one
+    attempt["segments"] = [n for n in os.listdir("/dev/shm") if n.startswith("localpar-") and mine in n]
+    out["attempts"].append(attempt)
+    if "error" not in attempt and "task_error" not in attempt and attempt["datastore_error"] is None:
+        break  # a cluster that fits: larger steps would fit too
+print(json.dumps(out), flush=True)
+"""
+
+
+def nproc_command() -> list:
+    if os.geteuid() != 0:
+        return [sys.executable]
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("as root, RLIMIT_NPROC applies only under another uid: needs setpriv")
+    uid = next(u for u in range(54321, 64000) if not any(p.uids().real == u for p in psutil.process_iter()))
+    return [setpriv, f"--ruid={uid}", "--bounding-set=-sys_resource,-sys_admin", sys.executable]
+
+
+def test_reaching_the_thread_and_process_limit_is_a_clear_error_that_leaves_nothing(tmp_path) -> None:
+    script = tmp_path / "nproc.py"
+    script.write_text(NPROC_SCRIPT)
+    done = subprocess.run(
+        [*nproc_command(), str(script)], capture_output=True, text=True, timeout=120, cwd=str(tmp_path)
+    )
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    limit = out["limit"]
+    named = "ulimit -u, RLIMIT_NPROC"
+    failures = 0
+    for attempt in out["attempts"]:
+        for key in ("error", "task_error", "datastore_error"):
+            if attempt.get(key):
+                failures += 1
+                # Named, with its value (the Manager's reason is never empty).
+                assert f"{named} = {limit}" in attempt[key], attempt
+        if attempt.get("error"):
+            assert attempt["error"].startswith("BlockingIOError: [Errno 11] could not start "), attempt
+        assert attempt["children"] == [], attempt  # no engine, Manager or forkserver left running
+        assert attempt["threads"] == [], attempt
+        assert attempt["segments"] == [], attempt  # no spin page left in /dev/shm
+    assert failures, f"no start hit the limit: {out}"
+    assert "cannot join thread" not in done.stderr and "Exception ignored" not in done.stderr, done.stderr
+    # A cluster that could not fit even alone is refused before anything starts.
+    assert named in out.get("precheck", "") and "12 engines" in out["precheck"], out
+    assert out["precheck_children"] == 0
+
+
+def test_far_more_engines_than_cpus_warns_naming_both(monkeypatch, leak_check) -> None:
+    monkeypatch.setattr(limits, "usable_cpus", lambda: 1)
+    with pytest.warns(UserWarning, match=r"^5 engines on 1 usable CPU: more than 4 per CPU"):
+        c = Client(5)
+    with c:
+        assert len(c) == 5
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with Client(4) as c:  # four per CPU: no warning
+            with pytest.warns(UserWarning, match=r"^5 engines on 1 usable CPU"):
+                c.add_engines(1)

@@ -19,10 +19,11 @@ import time
 from pathlib import Path
 from typing import Dict, List
 
+import psutil
 import pytest
 from conftest import pid_gone, wait_pids_gone
 
-from localpar import Client, EngineError
+from localpar import Client, EngineError, proctree
 from localpar import client as client_module
 
 HANG_GUARD = 10.0
@@ -196,3 +197,51 @@ def test_a_mark_names_one_engine_exactly() -> None:
     finally:
         proc.kill()
         proc.wait(HANG_GUARD)
+
+
+# -- ending: what needs no grace period ------------------------------------------------------
+# Each test gives end() a grace far longer than its timeout: ending must not wait for it.
+LONG_GRACE = 600.0
+
+
+@pytest.mark.timeout(30)
+def test_a_process_that_ignores_sigterm_is_killed_without_waiting_the_grace() -> None:
+    ignorer = subprocess.Popen(
+        [sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+         "print('ready', flush=True); time.sleep(300)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert ignorer.stdout is not None and ignorer.stdout.readline() == "ready\n"
+        assert proctree.end([psutil.Process(ignorer.pid)], grace=LONG_GRACE) == []
+        assert pid_gone(ignorer.pid)  # end() reaped it: it was a child of this process
+    finally:
+        if ignorer.poll() is None:
+            ignorer.kill()
+        ignorer.wait(HANG_GUARD)
+        assert ignorer.stdout is not None
+        ignorer.stdout.close()
+
+
+@pytest.mark.timeout(30)
+def test_an_exited_orphan_counts_as_ended_before_its_reaper_reaps_it() -> None:
+    """A zombie whose parent does not reap it (as init may be slow to): exited is ended."""
+    parent = subprocess.Popen(
+        [sys.executable, "-c", "import os, time; pid = os.fork()\n"
+         "if pid == 0: os._exit(0)\n"
+         "print(pid, flush=True); time.sleep(300)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert parent.stdout is not None
+        zombie = psutil.Process(int(parent.stdout.readline()))
+        deadline = time.monotonic() + HANG_GUARD
+        while zombie.status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert zombie.status() == psutil.STATUS_ZOMBIE
+        assert proctree.end([zombie], grace=LONG_GRACE) == []
+    finally:
+        parent.kill()
+        parent.wait(HANG_GUARD)
+        assert parent.stdout is not None
+        parent.stdout.close()
