@@ -82,6 +82,7 @@ def run_engine(spec: EngineSpec) -> None:
 
     multiprocessing.current_process().authkey = spec.authkey
     compat.install()  # ipyparallel's and IPython's datapub names reach localpar's publish_data
+    sharedmem.warn_on_stderr()  # a full /dev/shm is said in the task's stderr (ar.stderr)
     engine = Engine(spec)
     signal.signal(signal.SIGINT, engine.on_sigint)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked by the client during start

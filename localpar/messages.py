@@ -2,7 +2,8 @@
 
     client ── task pipe i ──────► engine i    TASK_HEADER(seq) + call bytes, or STOP
     client ── control pipe i ───► engine i    Abort, Release, UseStore, StoreLost
-    engine i ── event pipe i ───► client      Ready, Result, Aborted
+    engine i ── event pipe i ───► client      Ready, Result, Aborted; Data too big for
+                                              the queue when shared memory is full
     every engine ── pub queue ──► client      Data, Progress, Output (a task's print, live),
                                               or Spilled(a Data too big for one atomic
                                               frame, in shared memory)
@@ -117,7 +118,7 @@ class StoreLost(NamedTuple):
     reason: str
 
 
-Event = Union[Ready, Result, Aborted]
+Event = Union[Ready, Result, Aborted, Data]
 Publication = Union[Data, Progress, Output, Spilled]
 Control = Union[Abort, Release, UseStore, StoreLost]
 

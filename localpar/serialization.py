@@ -36,7 +36,8 @@ def dumps(
 ) -> Tuple[bytes, List[SegmentRef]]:
     """Serialize `obj`; returns the message and the segments it refers to.
 
-    Big buffers go into `pool` segments if given, else into new ones.
+    Big buffers go into `pool` segments if given, else into new ones; if shared
+    memory is full they stay in the message (with a one-time warning).
     Raises `SerializationError` naming `what` if the object cannot be pickled.
     """
     plain = plain_data(obj)
@@ -46,12 +47,19 @@ def dumps(
         except Exception as exc:  # e.g. too deeply nested
             raise SerializationError(f"cannot pickle {what} ({_short_repr(obj)}): {type(exc).__name__}: {exc}") from exc
     segments: List[SegmentRef] = []
+    full = False  # shared memory said no: keep the rest in the pickle stream too
 
     def out_of_band(buf: pickle.PickleBuffer) -> bool:
+        nonlocal full
         raw = buf.raw()
-        if raw.nbytes < SHM_THRESHOLD:
+        if raw.nbytes < SHM_THRESHOLD or full:
             return True  # keep it in the pickle stream
-        segments.append(pool.export(raw) if pool is not None else sharedmem.export(cluster_id, raw))
+        try:
+            segments.append(pool.export(raw) if pool is not None else sharedmem.export(cluster_id, raw))
+        except sharedmem.SharedMemoryFull as exc:
+            full = True
+            sharedmem.warn_full(exc)
+            return True
         return False
 
     try:

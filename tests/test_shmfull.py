@@ -1,0 +1,130 @@
+"""A full /dev/shm: big buffers fall back to the pipes with a warning that names it, no SIGBUS."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from localpar import Client, sharedmem
+
+MB = 1 << 20
+
+
+def _no_room(fd, nbytes):
+    import errno
+
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def fill_shared_memory():
+    """In the engine: from now on, no segment can be made (the test seam of sharedmem)."""
+    from localpar import sharedmem
+
+    sharedmem.reserve = _no_room
+
+
+def publish_around_a_big_one(n):
+    from localpar.datapub import publish_data
+
+    publish_data({"k": 1})
+    publish_data({"k": 2, "big": np.ones(n // 8), "list": list(range(2000))})  # through the event pipe
+    publish_data({"k": 3})  # through the queue again: applied after the big one
+    return np.ones(n // 8)
+
+
+def echo_sum(a):
+    return float(a.sum())
+
+
+def engine_segments(c):
+    (pid,) = c.engine_pids().values()
+    start = f"{sharedmem.prefix(c.cluster_id)}{pid}-"
+    return [n for n in os.listdir(sharedmem._SHM_DIR) if n.startswith(start)]
+
+
+def test_with_shared_memory_full_results_publications_and_arguments_go_through_the_pipes(monkeypatch):
+    with Client(1) as c:
+        v = c[0]
+        v.apply_sync(fill_shared_memory)
+        ar = v.apply_async(publish_around_a_big_one, 2 * MB)
+        np.testing.assert_array_equal(ar.get(timeout=30), np.ones(2 * MB // 8))
+        assert ar.data["k"] == 3 and ar.data["big"].shape == (2 * MB // 8,) and len(ar.data["list"]) == 2000
+        assert "is full" in ar.stderr and "free of" in ar.stderr and sharedmem._SHM_DIR in ar.stderr
+        assert engine_segments(c) == []  # nothing went to shared memory
+        monkeypatch.setattr(sharedmem, "reserve", _no_room)  # the client's side: arguments
+        monkeypatch.setattr(sharedmem, "_warned_full", False)
+        with pytest.warns(RuntimeWarning, match="is full"):
+            assert v.apply_sync(echo_sum, np.ones(MB)) == MB
+
+
+SCRIPT = textwrap.dedent(
+    """
+    import json, warnings
+    import numpy as np
+    from localpar import Client
+
+    def ret():
+        return np.ones(10 * 2**20 // 8)
+
+    def pub():
+        from localpar.datapub import publish_data
+        publish_data({"a": np.ones(10 * 2**20 // 8)})
+        return 1
+
+    def arg(a):
+        return float(a.sum())
+
+    out = {}
+    with warnings.catch_warnings(record=True) as caught, Client(1) as c:
+        warnings.simplefilter("always")
+        v = c[0]
+        out["ret"] = float(v.apply_sync(ret).sum())
+        ar = v.apply_async(pub)
+        ar.get(timeout=30)
+        out["pub"] = float(ar.data["a"].sum())
+        out["arg"] = v.apply_sync(arg, np.ones(10 * 2**20 // 8))
+        out["client_warnings"] = [str(w.message) for w in caught]
+    print(json.dumps(out))
+    """
+)
+
+
+def _can_mount_a_tmpfs() -> bool:
+    if shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=1m tmpfs /dev/shm"], capture_output=True, timeout=10
+    )
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(not _can_mount_a_tmpfs(), reason="no user+mount namespace here to mount a small /dev/shm")
+def test_a_real_one_megabyte_dev_shm_gives_warnings_not_sigbus(tmp_path):
+    script = tmp_path / "full.py"
+    script.write_text(SCRIPT)
+    env = {k: v for k, v in os.environ.items() if k != sharedmem.SHM_DIR_ENV}
+    run = subprocess.run(
+        [
+            "unshare",
+            "-rm",
+            "sh",
+            "-c",
+            f'mount -t tmpfs -o size=1m tmpfs /dev/shm && exec "{sys.executable}" "{script}"',
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    n = 10 * MB // 8
+    assert (out["ret"], out["pub"], out["arg"]) == (n, n, n)
+    assert any("/dev/shm is full" in w and "1.0 MiB" in w for w in out["client_warnings"]), out
