@@ -112,6 +112,7 @@ class SegmentRef(NamedTuple):
     name: str
     nbytes: int
     pooled: bool = False
+    at: int = -1  # where it goes in the pickle stream (``serialization``); -1: an out-of-band buffer
 
 
 def prefix(cluster_id: str) -> str:
