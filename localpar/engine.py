@@ -7,8 +7,14 @@
                                        │                   atomic frames); Manager dict
                                        └─ print, sys.stderr ──► the same queue: Output,
                                                            coalesced (see ``output``)
-    control pipe ──► Abort, Release, UseStore, StoreLost; read before each task and
-                     now and then by publish_data, never blocking the task.
+    control pipe ──► Abort, Release, UseStore, StoreLost; read before each task,
+                     now and then by publish_data (never blocking the task), and as
+                     they come while the engine is idle.
+
+Idle, the engine waits for a task or a control message; once it has been idle
+``SegmentPool.IDLE_TRIM_SECONDS``, it gives free segments beyond
+``SegmentPool.IDLE_KEEP_BYTES`` back to the system (see ``sharedmem``).  The
+wait is timed by that deadline only while there is something to trim.
 
 Interrupts: ``Client.interrupt`` sends SIGINT, which raises KeyboardInterrupt only
 in the task's own code: the handler looks up the interrupted stack for the
@@ -120,6 +126,9 @@ class Engine:
         self.spin_hint = SpinHint(spec.spin_hint)
         self._task_ready = select.poll()
         self._task_ready.register(spec.tasks.fileno(), select.POLLIN)
+        self._idle_ready = select.poll()  # a task, or a control message (segment releases) while idle
+        self._idle_ready.register(spec.tasks.fileno(), select.POLLIN)
+        self._idle_ready.register(spec.control.fileno(), select.POLLIN)
         self._functions: Dict[bytes, Tuple[Callable[..., Any], Dict[str, Any]]] = {}
 
     # -- signals and lifecycle -------------------------------------------------
@@ -164,7 +173,32 @@ class Engine:
             if tasks.eof:
                 return
             if not frames and not self.spin_hint.spin(self._task_ready, self.id):
-                self._task_ready.poll()  # spin first only while the client waits: the next call follows
+                self.idle()  # spin first only while the client waits: the next call follows
+
+    def idle(self) -> None:
+        """Wait for a task; meanwhile apply control messages, and trim the segment pool once
+        idle for ``IDLE_TRIM_SECONDS`` (a timed wait for that deadline, not a polling loop)."""
+        pool = self.pool
+        trim_at = time.monotonic() + pool.IDLE_TRIM_SECONDS
+        tasks_fd = self.spec.tasks.fileno()
+        while True:
+            timeout = None  # nothing to give back: wait for the next message
+            if pool.free_bytes > pool.IDLE_KEEP_BYTES:
+                timeout = max(0, int((trim_at - time.monotonic()) * 1000) + 1)
+            ready = self._idle_ready.poll(timeout)
+            if not ready:
+                with self.lock:  # the pool's other users (releases, publications) hold it too
+                    pool.trim(pool.IDLE_KEEP_BYTES)
+                continue
+            if any(fd == tasks_fd for fd, _ in ready):
+                return
+            with self.lock:
+                self.poll_control()
+            control_fd = self.spec.control.fileno()
+            if self._control.eof or any(
+                fd == control_fd and ev & (select.POLLERR | select.POLLNVAL) for fd, ev in ready
+            ):
+                self._idle_ready.unregister(control_fd)  # the client is gone: the lifeline ends this process
 
     # -- control messages ------------------------------------------------------
     def poll_control(self) -> None:

@@ -14,6 +14,11 @@ a full /dev/shm is then a `SharedMemoryFull` error at once, never a SIGBUS
 when a page is first written.  Callers keep such a buffer in the message
 instead (``serialization``), with a one-time warning (``warn_full``).
 
+An idle engine gives memory back: free pooled segments beyond
+``SegmentPool.IDLE_KEEP_BYTES`` (32 MiB) are unlinked once it has been idle
+for ``SegmentPool.IDLE_TRIM_SECONDS`` (0.5 s); while tasks run, up to
+``MAX_FREE_BYTES`` stay ready for reuse.
+
 ``LOCALPAR_SHM_DIR`` (read at import, so engines inherit it) puts segments
 in another directory: for tests, or a machine whose /dev/shm is too small.
 """
@@ -164,9 +169,16 @@ class SegmentPool:
     write into a new segment pays for the kernel allocating and zeroing its
     pages (measured ~5x slower for 64 MB).  So an engine keeps the segments it
     sent, and reuses each once the client says the array built on it is gone.
+
+    Free segments are bounded: at most ``MAX_FREE_BYTES`` while tasks run, and
+    ``IDLE_KEEP_BYTES`` once the engine has been idle ``IDLE_TRIM_SECONDS``
+    (``trim``): an idle engine holds no more shared memory than that, besides
+    the segments the client still uses.
     """
 
     MAX_FREE_BYTES = 512 * 1024 * 1024
+    IDLE_KEEP_BYTES = 32 * 1024 * 1024
+    IDLE_TRIM_SECONDS = 0.5
 
     def __init__(self, cluster_id: str) -> None:
         self.cluster_id = cluster_id

@@ -1,8 +1,10 @@
-"""Big bytes-like values travel through shared memory."""
+"""Big bytes-like values travel through shared memory; an idle engine gives its segments back."""
 
 from __future__ import annotations
 
+import gc
 import os
+import time
 
 import numpy as np
 import pytest
@@ -10,6 +12,7 @@ import pytest
 from localpar import Client, sharedmem
 
 MB = 1 << 20
+BOUND = getattr(sharedmem.SegmentPool, "IDLE_KEEP_BYTES", 32 * MB)
 
 
 @pytest.fixture(scope="module")
@@ -64,3 +67,25 @@ def test_a_big_bytes_result_comes_through_the_engines_segment_pool(c):
     before = engine_segment_bytes(c)
     assert c[0].apply_sync(return_bytes, 4 * MB) == big_values(4 * MB)[0]
     assert engine_segment_bytes(c) >= before + 4 * MB  # kept for reuse, not pickled into the pipe
+
+
+def publish_many(count, nbytes):
+    from localpar.datapub import publish_data
+
+    for i in range(count):
+        publish_data({f"a{i}": np.full(nbytes // 8, float(i))})
+
+
+def test_an_idle_engine_gives_free_segments_back_without_another_task():
+    with Client(1) as c:
+        ar = c[0].apply_async(publish_many, 6, 8 * MB)
+        ar.get(timeout=30)
+        assert ar.data["a5"][0] == 5.0
+        assert engine_segment_bytes(c) >= 48 * MB  # the client holds every array
+        del ar
+        gc.collect()  # the arrays are gone: the engine hears it and, idle, trims its pool
+        deadline = time.monotonic() + 10
+        while engine_segment_bytes(c) > BOUND and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert engine_segment_bytes(c) <= BOUND
+        assert c[0].apply_sync(return_bytes, MB) == big_values(MB)[0]  # and it still works
