@@ -128,3 +128,29 @@ def test_a_real_one_megabyte_dev_shm_gives_warnings_not_sigbus(tmp_path):
     n = 10 * MB // 8
     assert (out["ret"], out["pub"], out["arg"]) == (n, n, n)
     assert any("/dev/shm is full" in w and "1.0 MiB" in w for w in out["client_warnings"]), out
+
+
+def test_localpar_shm_dir_puts_every_segment_of_client_and_engines_there(tmp_path):
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    script = textwrap.dedent(
+        """
+        import json, os, sys
+        from localpar import Client, sharedmem
+
+        def big():
+            return b"x" * 2**20
+
+        with Client(1) as c:
+            assert len(c[0].apply_sync(big)) == 2**20
+            mine = sorted(n for n in os.listdir(sys.argv[1]) if n.startswith(sharedmem.prefix(c.cluster_id)))
+            elsewhere = [n for n in os.listdir("/dev/shm") if n.startswith(sharedmem.prefix(c.cluster_id))]
+            print(json.dumps({"mine": mine, "elsewhere": elsewhere}))
+        """
+    )
+    env = {**os.environ, sharedmem.SHM_DIR_ENV: str(shm)}
+    run = subprocess.run([sys.executable, "-c", script, str(shm)], capture_output=True, text=True, timeout=60, env=env)
+    assert run.returncode == 0, run.stderr[-2000:]
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    assert out["elsewhere"] == [] and len(out["mine"]) >= 2  # the spin page and the engine's pooled segment
+    assert os.listdir(shm) == []  # and none left after close
