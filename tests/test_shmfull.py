@@ -12,9 +12,11 @@ import textwrap
 import numpy as np
 import pytest
 
+import localpar
 from localpar import Client, sharedmem
 
 MB = 1 << 20
+LOCALPAR_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(localpar.__file__)))
 
 
 def _no_room(fd, nbytes):
@@ -33,9 +35,9 @@ def fill_shared_memory():
 def publish_around_a_big_one(n):
     from localpar.datapub import publish_data
 
-    publish_data({"k": 1})
-    publish_data({"k": 2, "big": np.ones(n // 8), "list": list(range(2000))})  # through the event pipe
-    publish_data({"k": 3})  # through the queue again: applied after the big one
+    publish_data({"k": 1, "x": 1})  # through the queue: applied before the big one
+    publish_data({"k": 2, "x": 2, "big": np.ones(n // 8), "list": list(range(2000))})  # through the event pipe
+    publish_data({"k": 3})  # and the task's later ones too: applied after it
     return np.ones(n // 8)
 
 
@@ -55,7 +57,11 @@ def test_with_shared_memory_full_results_publications_and_arguments_go_through_t
         v.apply_sync(fill_shared_memory)
         ar = v.apply_async(publish_around_a_big_one, 2 * MB)
         np.testing.assert_array_equal(ar.get(timeout=30), np.ones(2 * MB // 8))
-        assert ar.data["k"] == 3 and ar.data["big"].shape == (2 * MB // 8,) and len(ar.data["list"]) == 2000
+        assert (
+            (ar.data["k"], ar.data["x"]) == (3, 2)
+            and ar.data["big"].shape == (2 * MB // 8,)
+            and len(ar.data["list"]) == 2000
+        )
         assert "is full" in ar.stderr and "free of" in ar.stderr and sharedmem._SHM_DIR in ar.stderr
         assert engine_segments(c) == []  # nothing went to shared memory
         monkeypatch.setattr(sharedmem, "reserve", _no_room)  # the client's side: arguments
@@ -109,7 +115,8 @@ def _can_mount_a_tmpfs() -> bool:
 def test_a_real_one_megabyte_dev_shm_gives_warnings_not_sigbus(tmp_path):
     script = tmp_path / "full.py"
     script.write_text(SCRIPT)
-    env = {k: v for k, v in os.environ.items() if k != sharedmem.SHM_DIR_ENV}
+    env = {k: v for k, v in os.environ.items() if k != "LOCALPAR_SHM_DIR"}
+    env["PYTHONPATH"] = LOCALPAR_ROOT  # the localpar under test
     run = subprocess.run(
         [
             "unshare",
@@ -148,7 +155,7 @@ def test_localpar_shm_dir_puts_every_segment_of_client_and_engines_there(tmp_pat
             print(json.dumps({"mine": mine, "elsewhere": elsewhere}))
         """
     )
-    env = {**os.environ, sharedmem.SHM_DIR_ENV: str(shm)}
+    env = {**os.environ, "LOCALPAR_SHM_DIR": str(shm), "PYTHONPATH": LOCALPAR_ROOT}
     run = subprocess.run([sys.executable, "-c", script, str(shm)], capture_output=True, text=True, timeout=60, env=env)
     assert run.returncode == 0, run.stderr[-2000:]
     out = json.loads(run.stdout.strip().splitlines()[-1])
