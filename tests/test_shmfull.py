@@ -70,6 +70,46 @@ def test_with_shared_memory_full_results_publications_and_arguments_go_through_t
             assert v.apply_sync(echo_sum, np.ones(MB)) == MB
 
 
+def _wait_for(path, timeout=10.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return os.path.exists(path)
+
+
+def publish_behind_a_blocked_collector(folder):
+    from localpar.datapub import publish_data
+
+    assert _wait_for(os.path.join(folder, "watching"))  # the client's callback is in place
+    publish_data({"x": 0})
+    assert _wait_for(os.path.join(folder, "blocked"))  # the collector is in the callback
+    publish_data({"x": 1})  # the queue
+    publish_data({"x": 2, "list": list(range(2000))})  # too big for the queue: the event pipe, whole
+    publish_data({"x": 3})  # after it: the event pipe too, or the drain before it would apply it first
+    open(os.path.join(folder, "go"), "w").close()
+
+
+def test_a_publication_sent_on_the_event_pipe_is_applied_in_order_with_the_queue_frames_around_it(tmp_path):
+    """The collector reads event pipes before the queue: here both hold publications of the task,
+    one from before and one from after the one on the event pipe."""
+    with Client(1) as c:
+        c[0].apply_sync(fill_shared_memory)
+        ar = c[0].apply_async(publish_behind_a_blocked_collector, str(tmp_path))
+
+        def hold_the_collector(data):  # runs in the collector thread
+            if data.get("x") == 0:
+                open(tmp_path / "blocked", "w").close()
+                assert _wait_for(tmp_path / "go")
+
+        ar.on_data(hold_the_collector)
+        open(tmp_path / "watching", "w").close()
+        ar.get(timeout=30)
+        assert ar.data["x"] == 3 and len(ar.data["list"]) == 2000
+        assert "is full" in ar.stderr  # it did take the event pipe
+
+
 SCRIPT = textwrap.dedent(
     """
     import json, warnings
