@@ -137,3 +137,36 @@ def test_bytes_rebuilt_from_a_pooled_segment_release_it_at_once():
         assert [r for r in segments if r.at >= 0] == released  # copied out: the array's stays in use
     finally:
         pool.close()
+
+
+def _thp_mode():
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            return f.read().split("[")[1].split("]")[0]
+    except (OSError, IndexError):
+        return "unknown"
+
+
+def _huge_kib_around(address):
+    """AnonHugePages of the mapping that holds `address`, from /proc/self/smaps."""
+    inside = False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split()[0]
+            if "-" in head and all(c in "0123456789abcdef-" for c in head):
+                start, end = (int(x, 16) for x in head.split("-"))
+                inside = start <= address < end
+            elif inside and head == "AnonHugePages:":
+                return int(line.split()[1])
+    return 0
+
+
+@pytest.mark.skipif(_thp_mode() == "never", reason="transparent huge pages are off on this machine")
+def test_big_bytes_are_rebuilt_on_huge_pages():
+    message, segments = dumps(b"h" * (32 << 20), "s12")
+    try:
+        value = loads(message)
+    finally:
+        for ref in segments:
+            sharedmem.unlink(ref.name)
+    assert _huge_kib_around(id(value) + len(value) // 2) > 0  # id() is the object's address in CPython
