@@ -182,6 +182,9 @@ class Collector:
             event = messages.decode(frame)
             if type(event) is Result:
                 self._on_result(handle, event)
+            elif type(event) is Data:  # sent whole: shared memory was full (see publishing)
+                self._drain_queue()  # the engine's earlier publications are in the queue already
+                self._on_data(event)
             elif type(event) is Ready:
                 with self.ledger.lock:
                     handle.ready = True

@@ -9,12 +9,18 @@
                                                            coalesced (see ``output``)
     control pipe ──► the control thread: a Reclaim is answered at once (Reclaimed, on
                      the event pipe), even while a task runs; Abort, Release, UseStore
-                     and StoreLost wait in the inbox, applied before each task and now
-                     and then by publish_data, never blocking the task.
+                     and StoreLost wait in the inbox, applied before each task, now and
+                     then by publish_data (never blocking the task), and as they come
+                     while the engine is idle (the inbox rings the idle loop's bell).
 
 A task runs at most once: under the engine lock, the loop marks a task started
 (`seen`) before running it, and the control thread hands back only tasks not
 marked; a handed-back task's frame is skipped when it arrives.
+
+Idle, the engine waits for a task or a control message; once it has been idle
+``SegmentPool.IDLE_TRIM_SECONDS``, it gives free segments beyond
+``SegmentPool.IDLE_KEEP_BYTES`` back to the system (see ``sharedmem``).  The
+wait is timed by that deadline only while there is something to trim.
 
 Interrupts: ``Client.interrupt`` sends SIGINT, which raises KeyboardInterrupt only
 in the task's own code: the handler looks up the interrupted stack for the
@@ -56,7 +62,7 @@ from multiprocessing.connection import Connection
 from typing import Any, Callable, Deque, Dict, List, NamedTuple, Optional, Set, Tuple
 
 from . import captures, compat, datapub, lifeline, messages, namespace, proctree, sharedmem
-from .framing import FrameReader, write_frame
+from .framing import Bell, FrameReader, write_frame
 from .messages import STOP, TASK_HEADER, Abort, Aborted, Ready, Reclaim, Reclaimed, Release, Result, StoreLost, UseStore
 from .output import Flusher, TaskOutput, TaskStream
 from .publishing import StoreWriter, TaskContext
@@ -91,6 +97,7 @@ def run_engine(spec: EngineSpec) -> None:
 
     multiprocessing.current_process().authkey = spec.authkey
     compat.install()  # ipyparallel's and IPython's datapub names reach localpar's publish_data
+    sharedmem.warn_on_stderr()  # a full /dev/shm is said in the task's stderr (ar.stderr)
     engine = Engine(spec)
     signal.signal(signal.SIGINT, engine.on_sigint)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked by the client during start
@@ -134,6 +141,10 @@ class Engine:
         self.spin_hint = SpinHint(spec.spin_hint)
         self._task_ready = select.poll()
         self._task_ready.register(spec.tasks.fileno(), select.POLLIN)
+        self._inbox_bell = Bell()  # rung by the control thread when the inbox gets a message
+        self._idle_ready = select.poll()  # a task, or a control message (segment releases) while idle
+        self._idle_ready.register(spec.tasks.fileno(), select.POLLIN)
+        self._idle_ready.register(self._inbox_bell.fd, select.POLLIN)
         self._functions: Dict[bytes, Tuple[Callable[..., Any], Dict[str, Any]]] = {}
 
     # -- signals and lifecycle -------------------------------------------------
@@ -179,7 +190,28 @@ class Engine:
             if tasks.eof:
                 return
             if not frames and not self.spin_hint.spin(self._task_ready, self.id):
-                self._task_ready.poll()  # spin first only while the client waits: the next call follows
+                self.idle()  # spin first only while the client waits: the next call follows
+
+    def idle(self) -> None:
+        """Wait for a task; meanwhile apply control messages, and trim the segment pool once
+        idle for ``IDLE_TRIM_SECONDS`` (a timed wait for that deadline, not a polling loop)."""
+        pool = self.pool
+        trim_at = time.monotonic() + pool.IDLE_TRIM_SECONDS
+        tasks_fd = self.spec.tasks.fileno()
+        while True:
+            timeout = None  # nothing to give back: wait for the next message
+            if pool.free_bytes > pool.IDLE_KEEP_BYTES:
+                timeout = max(0, int((trim_at - time.monotonic()) * 1000) + 1)
+            ready = self._idle_ready.poll(timeout)
+            if not ready:
+                with self.lock:  # the pool's other users (releases, publications) hold it too
+                    pool.trim(pool.IDLE_KEEP_BYTES)
+                continue
+            if any(fd == tasks_fd for fd, _ in ready):
+                return
+            self._inbox_bell.clear()
+            with self.lock:
+                self.poll_control()
 
     # -- control messages ------------------------------------------------------
     def read_control(self) -> None:
@@ -199,6 +231,7 @@ class Engine:
                         self.reclaim(message.seqs)
                     else:
                         self._inbox.append(message)
+                        self._inbox_bell.ring()
                 if self._control.eof:
                     return
 

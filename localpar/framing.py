@@ -168,3 +168,29 @@ class Outbox:
     def close_in_child(self) -> None:
         """In a forked child: no lock is safe to take there."""
         self._conn.close()
+
+
+class Bell:
+    """A pipe whose read end a poll watches; ringing it never blocks (a pending ring is enough)."""
+
+    def __init__(self) -> None:
+        self.fd, self._w = os.pipe()
+        os.set_blocking(self.fd, False)
+        os.set_blocking(self._w, False)
+
+    def ring(self) -> None:
+        try:
+            os.write(self._w, b"x")
+        except OSError:  # full (a ring is pending anyway) or closed (the owner is gone)
+            pass
+
+    def clear(self) -> None:
+        try:
+            while os.read(self.fd, 4096):
+                pass
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        for fd in (self.fd, self._w):
+            os.close(fd)

@@ -23,43 +23,17 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import os
 import threading
 import time
 from typing import TYPE_CHECKING, Callable, Dict, Iterator, List, Optional, Tuple
 
 from . import chaos
 from .errors import EngineError, RemoteError
+from .framing import Bell
 
 if TYPE_CHECKING:
     from .handles import EngineHandle, TaskRecord
     from .spin import SpinHint
-
-
-class Doorbell:
-    """A pipe whose read end the collector polls; ringing it never blocks."""
-
-    def __init__(self) -> None:
-        self.fd, self._w = os.pipe()
-        os.set_blocking(self.fd, False)
-        os.set_blocking(self._w, False)
-
-    def ring(self) -> None:
-        try:
-            os.write(self._w, b"x")
-        except OSError:  # full (a ring is pending anyway) or closed (the cluster is gone)
-            pass
-
-    def clear(self) -> None:
-        try:
-            while os.read(self.fd, 4096):
-                pass
-        except OSError:
-            pass
-
-    def close(self) -> None:
-        for fd in (self.fd, self._w):
-            os.close(fd)
 
 
 class Ledger:
@@ -70,7 +44,7 @@ class Ledger:
         self.closed = False
         self.version = 0  # bumped whenever the collector must watch other descriptors
         self.waiters = 0  # callers waiting for a result: engines spin between tasks meanwhile
-        self.doorbell = Doorbell()
+        self.doorbell = Bell()  # the collector polls it
         self.collector_thread: Optional[threading.Thread] = None  # set by the collector
         self._next_id = 0
         self._seqs = itertools.count(1)  # task numbers, unique per cluster

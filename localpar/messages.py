@@ -2,7 +2,8 @@
 
     client ── task pipe i ──────► engine i    TASK_HEADER(seq) + call bytes, or STOP
     client ── control pipe i ───► engine i    Abort, Reclaim, Release, UseStore, StoreLost
-    engine i ── event pipe i ───► client      Ready, Result, Aborted, Reclaimed
+    engine i ── event pipe i ───► client      Ready, Result, Aborted, Reclaimed; Data too
+                                              big for the queue when shared memory is full
     every engine ── pub queue ──► client      Data, Progress, Output (a task's print, live),
                                               or Spilled(a Data too big for one atomic
                                               frame, in shared memory)
@@ -131,7 +132,7 @@ class StoreLost(NamedTuple):
     reason: str
 
 
-Event = Union[Ready, Result, Aborted, Reclaimed]
+Event = Union[Ready, Result, Aborted, Reclaimed, Data]
 Publication = Union[Data, Progress, Output, Spilled]
 Control = Union[Abort, Reclaim, Release, UseStore, StoreLost]
 

@@ -12,6 +12,12 @@ left running by an earlier task cannot publish into a later task's data.  When
 the task returns, the engine closes its context under the lock, flushing what the
 full pipe held back, and only then writes the result with the count of Data
 frames sent: the client completes the task once it has applied that many.
+
+Shared memory full: a Data frame too big for the queue cannot be spilled, so it
+goes whole on the engine's own event pipe, big buffers in it (with a one-time
+warning, see ``sharedmem``), and so do the task's later Data frames.  Order is
+kept: the task's earlier queue frames were written before it, and the collector
+drains the queue before applying a Data from an event pipe; none come after it.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ class TaskContext:
         self.sent = 0  # Data frames in the queue
         self.pubseq = 0
         self.closed = False
+        self.on_events = False  # Data goes on the event pipe from now on (shared memory was full)
         self.older_threads: Set[Optional[int]] = {t.ident for t in threading.enumerate()} - {engine.main_ident}
 
     def publish(self, data: Dict[str, Any]) -> None:
@@ -71,8 +78,12 @@ class TaskContext:
         if self.pending is not None:
             self.pending.update(data)
             delta = self.pending
-        frame, segments = self._encode_data(delta)
-        if engine.queue.try_put(frame):
+        frame, segments, whole = self._encode_data(delta)
+        if whole is not None:  # no room in shared memory to spill it: the event pipe takes it whole
+            engine.send(whole)
+            self.sent += 1
+            self.pending = None
+        elif engine.queue.try_put(frame):
             self.sent += 1
             self.pending = None
         else:  # the client is behind: keep the latest state here, send it later
@@ -90,15 +101,20 @@ class TaskContext:
         """The task returned: send what the full pipe held back; returns the Data frames sent."""
         self.closed = True
         if self.pending is not None:
-            frame, _ = self._encode_data(self.pending)
-            self.engine.queue.put(frame)
+            frame, _, whole = self._encode_data(self.pending)
+            if whole is not None:
+                self.engine.send(whole)
+            else:
+                self.engine.queue.put(frame)
             self.sent += 1
             self.pending = None
         if self.pubseq:
             self.engine.store.offer(self.seq, self.pubseq, self.state)
         return self.sent
 
-    def _encode_data(self, delta: Dict[str, Any]) -> Tuple[bytes, List[sharedmem.SegmentRef]]:
+    def _encode_data(self, delta: Dict[str, Any]) -> Tuple[bytes, List[sharedmem.SegmentRef], Optional[Data]]:
+        """The queue frame for `delta` and its segments; or the Data message to send whole on the
+        event pipe, once a frame too big for the queue found no room in shared memory to spill."""
         engine = self.engine
         cluster = engine.spec.cluster_id
         try:
@@ -106,12 +122,20 @@ class TaskContext:
         except SerializationError:
             culprit = find_unpicklable((f"published value {k!r}", v) for k, v in delta.items())
             raise SerializationError(f"cannot pickle {culprit}") from None
-        frame = messages.encode(Data(self.seq, engine.id, self.pubseq, body))
+        data = Data(self.seq, engine.id, self.pubseq, body)
+        if self.on_events:
+            return b"", segments, data
+        frame = messages.encode(data)
         if len(frame) > MAX_PAYLOAD:  # too big for one atomic write: spill it
-            ref = sharedmem.export(cluster, memoryview(frame))
+            try:
+                ref = sharedmem.export(cluster, memoryview(frame))
+            except sharedmem.SharedMemoryFull as exc:
+                sharedmem.warn_full(exc)
+                self.on_events = True
+                return b"", segments, data
             frame = messages.encode(Spilled(self.seq, engine.id, self.pubseq, ref))
             segments = [*segments, ref]
-        return frame, segments
+        return frame, segments, None
 
 
 def _give_back(engine: Engine, ref: sharedmem.SegmentRef) -> None:

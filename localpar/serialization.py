@@ -2,14 +2,19 @@
 
 ``dumps`` pickles with cloudpickle at protocol 5, so lambdas, closures and
 functions from ``__main__`` or a notebook travel by value.  Buffers of at least
-``SHM_THRESHOLD`` bytes (numpy arrays above all) go out of band into shared
-memory segments (see ``sharedmem``) and only their names travel in the message.
+``SHM_THRESHOLD`` bytes go into shared memory segments (see ``sharedmem``) and
+only their names travel in the message: numpy arrays (and any pickle-5 buffer,
+memoryviews included) out of band, mapped by the receiver without a copy;
+``bytes`` and ``bytearray``, which the pickler writes itself, as big writes of
+the pickle stream, copied once on each side (see ``_Stream``).
 
 Message layout: ``[u32 n][n bytes: pickled segment refs][pickle body]``.
 """
 
 from __future__ import annotations
 
+import collections
+import io
 import mmap
 import pickle
 import struct
@@ -20,7 +25,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 import cloudpickle
 
-from . import captures, sharedmem
+from . import captures, hugepages, sharedmem
 from .errors import SerializationError
 from .sharedmem import SegmentRef
 
@@ -36,7 +41,8 @@ def dumps(
 ) -> Tuple[bytes, List[SegmentRef]]:
     """Serialize `obj`; returns the message and the segments it refers to.
 
-    Big buffers go into `pool` segments if given, else into new ones.
+    Big buffers go into `pool` segments if given, else into new ones; if shared
+    memory is full they stay in the message (with a one-time warning).
     Raises `SerializationError` naming `what` if the object cannot be pickled.
     """
     plain = plain_data(obj)
@@ -45,46 +51,120 @@ def dumps(
             return _NO_SEGMENTS + pickle.dumps(obj, protocol=5), []
         except Exception as exc:  # e.g. too deeply nested
             raise SerializationError(f"cannot pickle {what} ({_short_repr(obj)}): {type(exc).__name__}: {exc}") from exc
-    segments: List[SegmentRef] = []
-
-    def out_of_band(buf: pickle.PickleBuffer) -> bool:
-        raw = buf.raw()
-        if raw.nbytes < SHM_THRESHOLD:
-            return True  # keep it in the pickle stream
-        segments.append(pool.export(raw) if pool is not None else sharedmem.export(cluster_id, raw))
-        return False
-
+    stream = _Stream(cluster_id, pool)
     try:
-        if plain:  # the C pickler writes these as cloudpickle would, 5x faster
-            body = pickle.dumps(obj, protocol=5, buffer_callback=out_of_band)
-        else:
-            body = cloudpickle.dumps(obj, protocol=5, buffer_callback=out_of_band)
+        if plain == WITH_ARRAYS:  # the C pickler writes these as cloudpickle would, 5x faster
+            stream.parts.append(pickle.dumps(obj, protocol=5, buffer_callback=stream.out_of_band))
+        else:  # big bytes may be anywhere: the stream takes them as the pickler writes them
+            pickler = pickle.Pickler if plain else _Pickler
+            pickler(stream, 5, buffer_callback=stream.out_of_band).dump(obj)
     except Exception as exc:
-        for ref in segments:
+        for ref in stream.segments:
             if pool is not None and ref.pooled:
                 pool.release(ref.name)
             else:
                 sharedmem.unlink(ref.name)
         raise SerializationError(f"cannot pickle {what} ({_short_repr(obj)}): {type(exc).__name__}: {exc}") from exc
-    if not segments:
-        return _NO_SEGMENTS + body, segments
-    refs = pickle.dumps(segments, protocol=5)
-    return _HEADER.pack(len(refs)) + refs + body, segments
+    body = stream.parts[0] if len(stream.parts) == 1 else b"".join(stream.parts)
+    if not stream.segments:
+        return _NO_SEGMENTS + body, []
+    refs = pickle.dumps(stream.segments, protocol=5)
+    return _HEADER.pack(len(refs)) + refs + body, stream.segments
 
 
-_SCALARS = frozenset({type(None), bool, int, float, complex, str, bytes})
+class _Stream:
+    """Where a pickler writes a message: big pieces go to shared memory.
+
+    Two kinds: pickle-5 buffers handed out of band (numpy arrays; the receiver
+    maps them, zero-copy), and big writes of the stream itself.  The C pickler
+    writes a payload of 64 KiB or more (``bytes``, ``bytearray``, a buffer kept
+    in band) with a write of its own, so those become segments spliced back
+    into the stream where they were (``SegmentRef.at``): one copy on each side,
+    and no pickler hook per object.  Nothing goes to a full /dev/shm.
+    """
+
+    __slots__ = ("cluster_id", "pool", "parts", "size", "segments", "full")
+
+    def __init__(self, cluster_id: str, pool: Optional[sharedmem.SegmentPool]) -> None:
+        self.cluster_id = cluster_id
+        self.pool = pool
+        self.parts: List[bytes] = []
+        self.size = 0  # bytes written in band so far
+        self.segments: List[SegmentRef] = []
+        self.full = False  # shared memory said no: keep everything in band
+
+    def _export(self, view: memoryview) -> Optional[SegmentRef]:
+        if self.full:
+            return None
+        try:
+            return self.pool.export(view) if self.pool is not None else sharedmem.export(self.cluster_id, view)
+        except sharedmem.SharedMemoryFull as exc:
+            self.full = True
+            sharedmem.warn_full(exc)
+            return None
+
+    def out_of_band(self, buf: pickle.PickleBuffer) -> bool:
+        raw = buf.raw()
+        if raw.nbytes < SHM_THRESHOLD:
+            return True  # keep it in the pickle stream
+        ref = self._export(raw)
+        if ref is None:
+            return True
+        self.segments.append(ref)
+        return False
+
+    def write(self, data: Any) -> int:
+        n = len(data) if type(data) is bytes else memoryview(data).nbytes
+        if n >= SHM_THRESHOLD:
+            ref = self._export(memoryview(data))
+            if ref is not None:
+                self.segments.append(ref._replace(at=self.size))
+                return n
+        self.parts.append(data if type(data) is bytes else bytes(data))  # a payload view may not outlive the call
+        self.size += n
+        return n
+
+
+def _reduce_memoryview(view: memoryview) -> Tuple[Any, Tuple[Any, ...]]:
+    data = pickle.PickleBuffer(view if view.contiguous else view.tobytes())
+    return _rebuild_memoryview, (data, view.format, view.shape)
+
+
+def _rebuild_memoryview(data: Any, fmt: Any, shape: Tuple[int, ...]) -> memoryview:
+    """A memoryview again: on the segment itself if it came out of band."""
+    view = memoryview(data).cast("B")
+    if fmt == "B" and len(shape) == 1:
+        return view
+    try:
+        return view.cast(fmt, shape)
+    except (TypeError, ValueError):  # a format cast() does not take: the bytes, flat
+        return view
+
+
+class _Pickler(cloudpickle.Pickler):
+    """cloudpickle, with memoryviews sent as buffers (cloudpickle copies them into bytes)."""
+
+    # cloudpickle's own table with one more entry: as many maps as it has, so lookups cost the same
+    _maps = cloudpickle.Pickler.dispatch_table.maps
+    dispatch_table = collections.ChainMap({**_maps[0], memoryview: _reduce_memoryview}, *_maps[1:])
+
+
+_SCALARS = frozenset({type(None), bool, int, float, complex, str})
 _CONTAINERS = frozenset({tuple, list, dict})
 _PLAIN_BUDGET = 64  # objects looked at before giving up and using cloudpickle
 
 
 SCALARS_ONLY = 1
 WITH_ARRAYS = 2
+WITH_BYTES = 3  # and bytes or bytearrays of at least SHM_THRESHOLD
 
 
 def plain_data(obj: Any) -> int:
-    """Whether `obj` is builtin scalars (``SCALARS_ONLY``), or scalars and numpy arrays
-    of plain dtypes (``WITH_ARRAYS``), nested in a few tuples, lists and dicts:
-    nothing that cloudpickle would pickle by value.  0 otherwise."""
+    """Whether `obj` is builtin scalars (``SCALARS_ONLY``), or scalars, small
+    bytearrays and numpy arrays of plain dtypes (``WITH_ARRAYS``), or those and
+    bytes or bytearrays of at least ``SHM_THRESHOLD`` (``WITH_BYTES``), nested in
+    a few tuples, lists and dicts: nothing that cloudpickle would pickle by
+    value.  0 otherwise."""
     stack = [obj]
     budget = _PLAIN_BUDGET
     found = SCALARS_ONLY
@@ -104,12 +184,19 @@ def plain_data(obj: Any) -> int:
             else:
                 stack += item
             continue
+        if kind is bytes or kind is bytearray:
+            if len(item) >= SHM_THRESHOLD:
+                found = WITH_BYTES
+            elif kind is bytearray and found is SCALARS_ONLY:
+                found = WITH_ARRAYS
+            continue
         if ndarray is None:
             numpy = sys.modules.get("numpy")  # not imported: no array can be here
             ndarray = numpy.ndarray if numpy is not None else ()
         if kind is not ndarray or item.dtype.hasobject:
             return 0
-        found = WITH_ARRAYS
+        if found is SCALARS_ONLY:
+            found = WITH_ARRAYS
     return found
 
 
@@ -122,35 +209,115 @@ def loads(
     """Rebuild an object from `dumps` output.
 
     With `unlink`, segments are unlinked once mapped; pooled ones are instead
-    handed to `on_release` when the last object using them is gone.
+    handed to `on_release` when the last object using them is gone, or, for the
+    bytes copied out of them, right after loading.
     """
     view = memoryview(message)
     (n,) = _HEADER.unpack_from(view)
-    buffers: Optional[List[memoryview]] = None
-    if n:
-        segments: List[SegmentRef] = pickle.loads(view[_HEADER.size : _HEADER.size + n])
+    body = view[_HEADER.size + n :]
+    if not n:
         try:
-            buffers = [sharedmem.attach(ref) for ref in segments]
-        finally:
-            if unlink:
-                for ref in segments:
-                    if not ref.pooled:
-                        sharedmem.unlink(ref.name)
-        if on_release is not None:
-            for ref, buf in zip(segments, buffers):
-                if ref.pooled:
-                    release_when_unused(buf, ref, on_release)
+            return pickle.loads(body)
+        except Exception as exc:
+            raise SerializationError(f"cannot unpickle {what}: {type(exc).__name__}: {exc}") from exc
+    segments: List[SegmentRef] = pickle.loads(view[_HEADER.size : _HEADER.size + n])
+    out_of_band = [ref for ref in segments if ref.at < 0]
+    spliced = [ref for ref in segments if ref.at >= 0]
     try:
-        return pickle.loads(view[_HEADER.size + n :], buffers=buffers)
+        buffers = [sharedmem.attach(ref) for ref in out_of_band]
+        pieces = [sharedmem.attach(ref) for ref in spliced]
+    finally:
+        if unlink:
+            for ref in segments:
+                if not ref.pooled:
+                    sharedmem.unlink(ref.name)
+    if on_release is not None:
+        for ref, buf in zip(out_of_band, buffers):
+            if ref.pooled:
+                release_when_unused(buf, ref, on_release)
+    if not spliced:
+        return _unpickle(lambda: pickle.loads(body, buffers=buffers), what)
+    try:
+        reader = _Spliced(body, [(ref.at, piece) for ref, piece in zip(spliced, pieces)])
+        return _unpickle(lambda: pickle.Unpickler(reader, buffers=buffers).load(), what)
+    finally:  # copied out: unmapped, and the sender may reuse them now
+        for piece in pieces:
+            mapping = piece.obj
+            piece.release()
+            try:
+                if isinstance(mapping, mmap.mmap):
+                    mapping.close()
+            except BufferError:  # a view of it is still alive: it closes with that view
+                pass
+        if on_release is not None:
+            for ref in spliced:
+                if ref.pooled:
+                    on_release(ref)
+
+
+def _unpickle(load: Callable[[], Any], what: str) -> Any:
+    try:
+        return load()
     except Exception as exc:
         raise SerializationError(f"cannot unpickle {what}: {type(exc).__name__}: {exc}") from exc
+
+
+class _Spliced:
+    """A message's pickle stream, read back with its big writes taken from their segments:
+    the unpickler reads them straight into the object it rebuilds (one copy)."""
+
+    def __init__(self, body: memoryview, splices: List[Tuple[int, memoryview]]) -> None:
+        self._pieces: List[memoryview] = []
+        pos = 0
+        for at, piece in splices:
+            self._pieces += [body[pos:at], piece]
+            pos = at
+        self._pieces.append(body[pos:])
+        self._index = 0
+        self._offset = 0
+
+    def readinto(self, target: Any) -> int:
+        out = memoryview(target).cast("B")
+        if out.nbytes >= hugepages.MIN_BYTES:  # a fresh bytes object being filled
+            hugepages.advise(out)
+        done = 0
+        while done < out.nbytes and self._index < len(self._pieces):
+            piece = self._pieces[self._index]
+            k = min(piece.nbytes - self._offset, out.nbytes - done)
+            out[done : done + k] = piece[self._offset : self._offset + k]
+            done += k
+            self._offset += k
+            if self._offset >= piece.nbytes:
+                self._index, self._offset = self._index + 1, 0
+        return done
+
+    def read(self, n: int = -1) -> bytes:
+        if n < 0:
+            n = sum(p.nbytes for p in self._pieces[self._index :]) - self._offset
+        if self._index < len(self._pieces) and self._offset + n <= self._pieces[self._index].nbytes:
+            data = self._pieces[self._index][self._offset : self._offset + n].tobytes()  # the usual case
+            self._offset += n
+            return data
+        buf = bytearray(n)
+        return bytes(buf[: self.readinto(buf)])
+
+    def readline(self) -> bytes:
+        line = bytearray()
+        while not line.endswith(b"\n"):
+            byte = self.read(1)
+            if not byte:
+                break
+            line += byte
+        return bytes(line)
 
 
 def dumps_inline(obj: Any) -> bytes:
     """`obj` pickled whole, big buffers included: for the Manager dict, which keeps bytes
     (so values only cloudpickle can pickle are safe there too)."""
     try:
-        return cloudpickle.dumps(obj, protocol=5)
+        file = io.BytesIO()
+        _Pickler(file, 5).dump(obj)
+        return file.getvalue()
     except Exception as exc:
         raise SerializationError(f"cannot pickle {_short_repr(obj)}: {type(exc).__name__}: {exc}") from exc
 
@@ -243,7 +410,7 @@ def find_unpicklable(parts: Iterable[Tuple[str, Any]]) -> Optional[str]:
     """Name the first of `parts` that cannot be pickled, with the reason; None if all can."""
     for name, obj in parts:
         try:
-            cloudpickle.dumps(obj, protocol=5, buffer_callback=lambda buf: False)
+            _Pickler(io.BytesIO(), 5, buffer_callback=lambda buf: False).dump(obj)
         except Exception as exc:
             return f"{name} ({_short_repr(obj)}): {type(exc).__name__}: {exc}"
     return None

@@ -8,19 +8,103 @@ The sender writes a buffer into it once; the receiver maps it copy-on-write
 the client unlinks the segments it sent when their task ends.  Anything a crash
 leaves behind is swept by cluster prefix at close, when an engine dies, and by
 every child when it sees the client die.
+
+Space is reserved when a segment is made (``reserve``, i.e. ``posix_fallocate``):
+a full /dev/shm is then a `SharedMemoryFull` error at once, never a SIGBUS
+when a page is first written.  Callers keep such a buffer in the message
+instead (``serialization``), with a one-time warning (``warn_full``).
+
+An idle engine gives memory back: free pooled segments beyond
+``SegmentPool.IDLE_KEEP_BYTES`` (32 MiB) are unlinked once it has been idle
+for ``SegmentPool.IDLE_TRIM_SECONDS`` (0.5 s); while tasks run, up to
+``MAX_FREE_BYTES`` stay ready for reuse.
+
+``LOCALPAR_SHM_DIR`` (read at import, so engines inherit it) puts segments
+in another directory: for tests, or a machine whose /dev/shm is too small.
 """
 
 from __future__ import annotations
 
+import errno
 import glob
 import itertools
 import mmap
 import os
+import sys
 import tempfile
+import warnings
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
-_SHM_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
+SHM_DIR_ENV = "LOCALPAR_SHM_DIR"
+_SHM_DIR = os.environ.get(SHM_DIR_ENV) or ("/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir())
 _counter = itertools.count()
+_warned_full = False
+_warn_on_stderr = False
+
+
+class SharedMemoryFull(OSError):
+    """No room in the shared-memory directory for a segment; the message names it and its free space."""
+
+
+def reserve(fd: int, nbytes: int) -> None:
+    """Allocate `nbytes` for the segment open on `fd` now, so that a full directory is an
+    ``OSError(ENOSPC)`` here rather than a SIGBUS at the first write of a mapped page."""
+    try:
+        os.posix_fallocate(fd, 0, nbytes)
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+            raise
+        os.ftruncate(fd, nbytes)  # a file system without fallocate: no reservation possible
+
+
+def _create(name: str, nbytes: int) -> int:
+    """A new 0600 segment of `nbytes` reserved bytes, open read-write; `SharedMemoryFull` if no room."""
+    fd = os.open(path(name), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        reserve(fd, nbytes)
+    except BaseException as exc:
+        os.close(fd)
+        unlink(name)
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise SharedMemoryFull(exc.errno, f"{_SHM_DIR} is full: {_space(nbytes)}") from None
+        raise
+    return fd
+
+
+def _space(needed: int) -> str:
+    try:
+        st = os.statvfs(_SHM_DIR)
+        free, size = st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
+    except OSError:
+        return f"{_mib(needed)} needed"
+    return f"{_mib(needed)} needed, {_mib(free)} free of {_mib(size)}"
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MiB"
+
+
+def warn_full(exc: SharedMemoryFull) -> None:
+    """Say once per process that big buffers travel in the message instead of shared memory."""
+    global _warned_full
+    if _warned_full:
+        return
+    _warned_full = True
+    text = (
+        f"localpar: {exc.strerror}; big buffers are sent through the pipe instead "
+        f"(slower, and with more memory); give {_SHM_DIR} more room, or set {SHM_DIR_ENV} to a bigger tmpfs"
+    )
+    if _warn_on_stderr:  # an engine: the task's stderr, which the client shows as ar.stderr
+        sys.stderr.write(f"RuntimeWarning: {text}\n")
+    else:
+        warnings.warn(text, RuntimeWarning, stacklevel=3)
+
+
+def warn_on_stderr() -> None:
+    """In an engine: `warn_full` writes to ``sys.stderr`` (the running task's), whatever the
+    warning filters it inherited from the client say, and once for this process."""
+    global _warn_on_stderr, _warned_full
+    _warn_on_stderr, _warned_full = True, False
 
 
 class SegmentRef(NamedTuple):
@@ -33,6 +117,7 @@ class SegmentRef(NamedTuple):
     name: str
     nbytes: int
     pooled: bool = False
+    at: int = -1  # where it goes in the pickle stream (``serialization``); -1: an out-of-band buffer
 
 
 def prefix(cluster_id: str) -> str:
@@ -48,11 +133,12 @@ def export(cluster_id: str, buf: memoryview, label: Optional[str] = None) -> Seg
     """Copy `buf` into a new private segment and return its reference.
 
     Its name ends with a counter, or with `label` for a segment with a purpose.
+    Raises `SharedMemoryFull` if there is no room for it.
     """
     name = f"{prefix(cluster_id)}{os.getpid()}-{next(_counter) if label is None else label}"
-    fd = os.open(path(name), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    view = buf.cast("B") if buf.format != "B" or buf.ndim != 1 else buf
+    fd = _create(name, max(view.nbytes, 1))
     try:
-        view = buf.cast("B") if buf.format != "B" or buf.ndim != 1 else buf
         written = 0
         while written < view.nbytes:
             written += os.write(fd, view[written:])
@@ -83,9 +169,16 @@ class SegmentPool:
     write into a new segment pays for the kernel allocating and zeroing its
     pages (measured ~5x slower for 64 MB).  So an engine keeps the segments it
     sent, and reuses each once the client says the array built on it is gone.
+
+    Free segments are bounded: at most ``MAX_FREE_BYTES`` while tasks run, and
+    ``IDLE_KEEP_BYTES`` once the engine has been idle ``IDLE_TRIM_SECONDS``
+    (``trim``): an idle engine holds no more shared memory than that, besides
+    the segments the client still uses.
     """
 
     MAX_FREE_BYTES = 512 * 1024 * 1024
+    IDLE_KEEP_BYTES = 32 * 1024 * 1024
+    IDLE_TRIM_SECONDS = 0.5
 
     def __init__(self, cluster_id: str) -> None:
         self.cluster_id = cluster_id
@@ -105,9 +198,12 @@ class SegmentPool:
         if fits:
             return self._free.pop(min(fits)[1])
         name = f"{prefix(self.cluster_id)}{os.getpid()}-{next(_counter)}"
-        fd = os.open(path(name), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            os.ftruncate(fd, max(n, 1))
+            fd = _create(name, max(n, 1))
+        except SharedMemoryFull:
+            self.trim(0)  # free segments too small or too big for this buffer: give their room back
+            fd = _create(name, max(n, 1))
+        try:
             return name, mmap.mmap(fd, max(n, 1))
         finally:
             os.close(fd)
@@ -117,7 +213,16 @@ class SegmentPool:
         if mapping is None:
             return
         self._free.append((name, mapping))
-        while sum(len(m) for _, m in self._free) > self.MAX_FREE_BYTES:
+        self.trim(self.MAX_FREE_BYTES)
+
+    @property
+    def free_bytes(self) -> int:
+        """The size of the segments waiting for reuse."""
+        return sum(len(m) for _, m in self._free)
+
+    def trim(self, keep_bytes: int) -> None:
+        """Unlink free segments, oldest first, until at most `keep_bytes` of them are left."""
+        while self._free and self.free_bytes > keep_bytes:
             old, m = self._free.pop(0)
             m.close()
             unlink(old)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import gc
 import os
 import stat
+import warnings
 
 import numpy as np
+import pytest
 
 from localpar import sharedmem
 from localpar.sharedmem import SegmentPool
@@ -67,5 +70,66 @@ def test_loads_reports_a_pooled_segment_once_its_array_is_garbage():
         del value
         gc.collect()
         assert released == segments
+    finally:
+        pool.close()
+
+
+def _no_room(fd, nbytes):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_a_full_shm_dir_is_an_error_naming_it_and_its_free_space_and_leaves_no_file(monkeypatch):
+    monkeypatch.setattr(sharedmem, "reserve", _no_room)
+    for make in (
+        lambda: SegmentPool("t5").export(memoryview(np.ones(1000))),
+        lambda: sharedmem.export("t5", memoryview(b"x" * 100)),
+    ):
+        with pytest.raises(sharedmem.SharedMemoryFull, match=f"{sharedmem._SHM_DIR} is full: .* needed, .* free of "):
+            make()
+    assert shm_names("t5") == []
+
+
+def test_a_new_segment_has_its_space_reserved_before_it_is_written(monkeypatch):
+    reserved = []
+    real = sharedmem.reserve
+    monkeypatch.setattr(sharedmem, "reserve", lambda fd, n: (reserved.append(n), real(fd, n)))
+    pool = SegmentPool("t6")
+    try:
+        pool.export(memoryview(np.ones(1000)))
+        sharedmem.unlink(sharedmem.export("t6", memoryview(b"x" * 100)).name)
+        assert reserved == [8000, 100]
+    finally:
+        pool.close()
+
+
+def test_dumps_keeps_big_buffers_in_the_message_when_shared_memory_is_full_and_warns_once(monkeypatch):
+    from localpar.serialization import dumps, loads
+
+    monkeypatch.setattr(sharedmem, "reserve", _no_room)
+    monkeypatch.setattr(sharedmem, "_warned_full", False)
+    value = {"a": np.arange(100_000.0), "b": b"y" * 200_000}
+    with pytest.warns(RuntimeWarning, match="is full.*free.*through the pipe instead"):
+        message, segments = dumps(value, "t7")
+    assert segments == [] and len(message) > 1_000_000
+    back = loads(message)
+    np.testing.assert_array_equal(back["a"], value["a"])
+    assert back["b"] == value["b"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dumps(value, "t7")  # once per process
+    assert shm_names("t7") == []
+
+
+def test_trim_unlinks_the_oldest_free_segments_down_to_the_bound():
+    pool = SegmentPool("t8")
+    try:
+        refs = [pool.export(memoryview(np.ones(n))) for n in (1000, 2000, 3000)]
+        for ref in refs:
+            pool.release(ref.name)
+        assert pool.free_bytes == 48_000
+        pool.trim(30_000)
+        assert shm_names("t8") == [refs[2].name] and pool.free_bytes == 24_000
+        pool.trim(0)
+        assert shm_names("t8") == []
     finally:
         pool.close()
