@@ -81,7 +81,7 @@ class Client:
         How many engines to start (an int, at least 1; default: ``os.cpu_count()``).
         More than 16 per usable CPU is refused with a ValueError (such a cluster mostly
         exhausts memory) unless ``oversubscribe=True``; more than 4 per CPU warns. Each
-        engine holds 6 file descriptors in this process and takes about 4 threads and
+        engine holds 6 file descriptors in this process and takes about 5 threads and
         processes: a cluster that would pass ``ulimit -n`` or ``ulimit -u`` is refused with
         an ``OSError`` saying so, before anything starts (see ``localpar.limits``).
     start_method
