@@ -20,6 +20,12 @@ def wait_for_gate(path: str) -> int:
     return os.getpid()
 
 
+def run_short_tasks(lb) -> None:
+    """Tasks well under 100 µs each: from now on the balancer queues deep."""
+    for ar in [lb.apply_async(abs, -i) for i in range(50)]:
+        ar.get(timeout=30)
+
+
 @pytest.mark.parametrize("depth, third_is_sent", [(1, False), (2, True)])
 def test_depth_bounds_the_tasks_handed_to_each_engine(tmp_path, depth, third_is_sent):
     gate = str(tmp_path / "gate")
@@ -39,8 +45,7 @@ def test_short_tasks_are_queued_deeper_and_long_ones_are_not(tmp_path):
     with Client(2) as c:
         c.load_balance_depth = 1
         lb = c.load_balanced_view()
-        for ar in [lb.apply_async(abs, -i) for i in range(50)]:  # short tasks: well under 100 µs each
-            ar.get(timeout=30)
+        run_short_tasks(lb)
         ars = [lb.apply_async(wait_for_gate, gate) for _ in range(2 * balancer.MAX_DEPTH + 10)]
         sent = sum(ar._records[0].engine_id >= 0 for ar in ars)
         assert 6 <= sent <= 2 * balancer.MAX_DEPTH  # more than one per engine, yet bounded
@@ -84,8 +89,7 @@ def test_short_tasks_queued_behind_a_long_one_are_handed_to_an_idle_engine(tmp_p
     gate = str(tmp_path / "gate")
     with Client(2) as c:
         lb = c.load_balanced_view()
-        for ar in [lb.apply_async(abs, -i) for i in range(50)]:  # short tasks: deep queues from now on
-            ar.get(timeout=30)
+        run_short_tasks(lb)
         c.load_balance_depth = 1
         assert c._balancer.effective_depth() > 2
         long = c[0].apply_async(wait_for_gate, gate)  # engine 0 is busy until the gate opens
@@ -104,8 +108,7 @@ def test_tasks_handed_back_run_exactly_once(tmp_path):
     out = str(tmp_path / "lines")
     with Client(2) as c:
         lb = c.load_balanced_view()
-        for ar in [lb.apply_async(abs, -i) for i in range(50)]:
-            ar.get(timeout=30)
+        run_short_tasks(lb)
         ars = [lb.apply_async(append_line, out, str(i), 0.02 if i % 50 == 0 else 0.0) for i in range(1500)]
         for ar in ars:
             ar.get(timeout=60)
@@ -118,8 +121,7 @@ def test_an_abort_racing_a_hand_back_still_aborts(tmp_path):
     gate = str(tmp_path / "gate")
     with Client(2) as c:
         lb = c.load_balanced_view()
-        for ar in [lb.apply_async(abs, -i) for i in range(50)]:
-            ar.get(timeout=30)
+        run_short_tasks(lb)
         blockers = [c[i].apply_async(wait_for_gate, gate) for i in (0, 1)]
         queued = [lb.apply_async(os.getpid) for _ in range(20)]
         c.abort(queued)
