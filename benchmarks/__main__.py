@@ -13,6 +13,7 @@ localpar would pick forkserver instead of fork).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -21,7 +22,7 @@ from typing import Any, Dict, List, Optional
 
 from . import limits, machine, memory, notebook, scaling, shared
 from .measure import MB, Plan, measure_peer
-from .peers import ALL, Dask, Ipyparallel, Localpar, Peer, Pool
+from .peers import ALL, Dask, Ipyparallel, Localpar, Loky, Peer, Pool
 
 
 def parse(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -106,9 +107,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         if cls in (Ipyparallel, Dask):  # their first thread rules out fork from here on
             _fork_sensitive(results, args, quick, log, watch)
         log(cls.name)
-        slow = {Ipyparallel: (0.25, 2), Dask: (0.25, 3)}.get(cls)
+        lighter = {
+            Ipyparallel: plan.scaled(0.25, 2),
+            Dask: plan.scaled(0.25, 3),
+            Loky: dataclasses.replace(plan, starts=3, batches=3),
+        }
         try:
-            results["peers"][cls.name] = measure_peer(cls, plan.scaled(*slow) if slow else plan, log)
+            results["peers"][cls.name] = measure_peer(cls, lighter.get(cls, plan), log)
         except Exception as exc:  # a broken peer is reported, never fatal
             log(f"  FAILED: {type(exc).__name__}: {exc}")
             results["peers"][cls.name] = {"name": cls.name, "skipped": f"failed: {type(exc).__name__}: {exc}"}

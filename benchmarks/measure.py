@@ -33,7 +33,7 @@ class Plan:
     calls: int = 2000
     tasks: int = 5000
     map_items: int = 100_000
-    map_lb_items: int = 10_000  # LoadBalancedView.map, one task per item
+    map_lb_items: int = 5000  # LoadBalancedView.map, one task per item
     publications: int = 500
     gap: float = 0.002  # seconds the engine sleeps between two publications
     array_sizes: tuple = (MB, 64 * MB)
@@ -128,11 +128,12 @@ def measure_peer(cls: Type[Peer], plan: Plan, log: Any = print) -> Dict[str, Any
 
 def _kinds(peer: Peer, plan: Plan, out: Dict[str, Any], log: Any) -> None:
     """Round trip, submit-all and map for each kind of no-op; module-function figures also at the top level."""
-    fns = notebook.install() if type(peer).notebook else {notebook.MODULE: None}
+    every = notebook.install()
+    fns: Dict[str, Optional[Callable[..., Any]]] = {notebook.MODULE: None}  # None: the adapter's tasks.noop
+    fns.update({kind: every[kind] for kind in type(peer).notebook})
     usable: Dict[str, Optional[Callable[..., Any]]] = {}
     kinds: Dict[str, Dict[str, Any]] = {}
     for kind, fn in fns.items():
-        fn = None if kind == notebook.MODULE else fn
         try:
             peer.noop(fn)
             usable[kind] = fn
@@ -156,6 +157,8 @@ def _kinds(peer: Peer, plan: Plan, out: Dict[str, Any], log: Any) -> None:
         kinds[kind]["map_rate"] = map_items / median([timed(partial(peer.map, map_items, fn)) for _ in range(batches)])
     if isinstance(peer, Localpar) and peer.balanced:
         for kind, fn in usable.items():
+            if kind not in (notebook.MODULE, notebook.MAIN):
+                continue
             kinds[kind]["map_lb_rate"] = plan.map_lb_items / timed(partial(peer.map_balanced, plan.map_lb_items, fn))
     for kind, k in kinds.items():
         if "na" in k:

@@ -15,8 +15,8 @@ Tools that can stream data out of a running task also have
 it) and ``publish_array(nbytes, kind)`` (seconds until a published array, or
 ``bytes`` with ``kind="bytes"``, is readable).
 A tool whose package is missing is reported by ``missing()`` and skipped.
-``notebook`` says whether the suite measures its rows for ``__main__`` functions
-(the slow tools are left out to keep the run short); ``map_items_max`` caps the
+``notebook`` names the kinds of ``__main__`` no-op the suite measures for it
+(the slow tools only have the module function, to keep the run short); ``map_items_max`` caps the
 items of a map for tools that send one message per item.
 """
 
@@ -28,9 +28,10 @@ import logging
 import multiprocessing
 import os
 import time
-from typing import Any, Callable, Dict, List, Optional, Type
+from typing import Any, Callable, Dict, List, Optional, Tuple, Type
 
 from . import tasks
+from .notebook import CLOSURE, LAMBDA, MAIN
 from .stats import clock
 
 _fork = multiprocessing.get_context("fork")
@@ -55,7 +56,7 @@ class Peer:
     name = "?"
     module: Optional[str] = None  # the package that must be importable
     can_publish = False
-    notebook = False  # measure the __main__ function/lambda/closure rows
+    notebook: Tuple[str, ...] = ()  # which __main__ kinds to measure besides the module function (see notebook)
     map_items_max: Optional[int] = None
 
     @classmethod
@@ -113,7 +114,7 @@ class Localpar(Peer):
     name = "localpar"
     module = "localpar"
     can_publish = True
-    notebook = True
+    notebook: Tuple[str, ...] = (MAIN, LAMBDA, CLOSURE)
 
     def __init__(self, balanced: bool = True) -> None:
         self.balanced = balanced
@@ -169,6 +170,7 @@ class LocalparDirect(Localpar):
 
     name = "localpar (DirectView)"
     can_publish = False
+    notebook = (MAIN,)  # the other kinds are in localpar's row; this one is about the view
 
     def __init__(self) -> None:
         super().__init__(balanced=False)
@@ -208,7 +210,7 @@ def _read_published_array(read: Any, timeout: float = 120) -> float:
 
 class Pool(Peer):
     name = "multiprocessing.Pool (fork)"
-    notebook = True
+    notebook = (MAIN, LAMBDA, CLOSURE)
 
     def start(self, n: int) -> None:
         self.pool = _fork.Pool(n)
@@ -268,7 +270,7 @@ class _Executor(Peer):
 
 class ProcessPool(_Executor):
     name = "ProcessPoolExecutor (fork)"
-    notebook = True
+    notebook = (MAIN, LAMBDA, CLOSURE)
 
     def make(self, n: int) -> Any:
         return concurrent.futures.ProcessPoolExecutor(n, mp_context=_fork)

@@ -139,10 +139,11 @@ def shared_table(r: Dict[str, Any]) -> List[str]:
     ]
     for name in (LOCALPAR, POOL):
         for kind, k in sh.get(name, {}).items():
-            rates = ", ".join(f"{x:,.0f}" for x in k["rates"])
+            rates = ", ".join(f"{x:,.0f}" for x in k.get("rates", []))
+            submit = f"{_fmt(k['submit_rate'], 1)} ({rates})" if "submit_rate" in k else "–"
             lines.append(
                 f"| {name} | {notebook.LABELS[kind]} | {_fmt(k['rtt']['p50'], 1e6)} | {_fmt(k['rtt']['p99'], 1e6)} "
-                f"| {_fmt(k['submit_rate'], 1)} ({rates}) |"
+                f"| {submit} |"
             )
     return lines + [""]
 
@@ -190,13 +191,14 @@ ipyparallel and dask); localpar through its LoadBalancedView
 **Map**: each tool's own map over 100,000 items (5,000 for the tools that send one message per item: the
 executors, dask; median of runs as for submit-all) with its default chunking
 (localpar and ipyparallel: `c[:].map_sync`, one chunk per engine; Pool: its automatic chunksize; the executors:
-chunksize 1); localpar's `LoadBalancedView.map` (default chunksize 1: one task per item) over 10,000 items, one run.
+chunksize 1); localpar's `LoadBalancedView.map` (default chunksize 1: one task per item) over 5,000 items, one run.
 **Function kinds**: *module function* is `benchmarks.tasks.noop` (importable: pickled by reference);
 the `__main__` function, lambda and closure are the same no-op defined in `__main__` (the suite runs a cell of
 source in `__main__`'s namespace, as a notebook does), which cloudpickle pickles by value on every call. Plain pickle
 (Pool, ProcessPoolExecutor) sends a `__main__` function by name (the forked workers have it) and cannot send a lambda
-or a closure: *n/a*. Measured for localpar, Pool and ProcessPoolExecutor; the slower tools only with the module
-function, to keep the run short. The kinds follow one another for each measure, so they share the same moment.
+or a closure: *n/a*. Measured for localpar, Pool and ProcessPoolExecutor (*localpar (DirectView)*: the `__main__`
+function only); the slower tools only with the module function, to keep the run short. The kinds follow one
+another for each measure, so they share the same moment.
 **Publication**: the engine publishes `{'k': counter, 't': time.perf_counter()}` every 2 ms (`perf_counter` is
 CLOCK_MONOTONIC, one clock for all processes); the reader polls `ar.data` in a loop (with `os.sched_yield()` so that
 a client's I/O thread can run), and records seen − published for each new counter. dask: `log_event` on the worker
@@ -457,7 +459,8 @@ WHY_MISSED = {
 
 GENERAL_NOTES = """\
 - ipyparallel and dask run a quarter of the sequential calls and publications of the others (they are 20–100× slower
-  per call) and fewer starts (2 and 3); their figures are medians and percentiles all the same.
+  per call) and fewer starts (2 and 3); their figures are medians and percentiles all the same. loky runs 3 starts
+  and 3 submit-all and map runs instead of 5.
 - ProcessPoolExecutor starts its workers on demand, so its startup is that of one worker; loky is a fresh
   `loky.ProcessPoolExecutor` (its own spawn-like start), not the reusable executor.
 - localpar's row uses the LoadBalancedView for submit-all, because that is what `Pool.apply_async` does; the
