@@ -125,14 +125,16 @@ def shared_table(r: Dict[str, Any]) -> List[str]:
     sh = r.get("shared")
     if not sh:
         return []
+    spin = "`LOCALPAR_SPIN_US` unset" if sh.get("spin_env") is None else f"`LOCALPAR_SPIN_US={sh['spin_env']}`"
+    if "spin_env" not in sh:
+        spin = "`LOCALPAR_SPIN_US` not recorded"
     lines = [
         "## A shared machine: one core burned by another process",
         "",
         f"A helper process ran `while True: pass` during the whole measurement (it used {sh['burner_cores']:.2f} "
         f"cores of {r['machine']['cores']}). localpar and Pool were both up and were measured in turn, "
         f"{sh['rounds']} rounds each of round trips and of {sh['tasks']:,} tasks submitted then gathered, so that "
-        "both saw the same load; localpar's spinning left as found (`LOCALPAR_SPIN_US` unset unless the environment "
-        "line above says otherwise).",
+        f"both saw the same load; localpar's spinning left as found ({spin}).",
         "",
         "| tool | function | round trip p50 µs | p99 µs | submit-all tasks/s (median; each round) |",
         "|---|---|---|---|---|",

@@ -4,13 +4,13 @@ A helper process spins in a busy loop for the whole measurement (started
 after the tools, killed by its pid after).  localpar and Pool are both up at
 once and measured in alternation, round after round, so that both see the
 same load; the round trip uses a function from ``__main__`` (the notebook
-case) and a module function, submit-all the module function and the
-``__main__`` one.  localpar is left as found (engines and callers spin for up
+case) and a module function, submit-all the module function.  localpar is left as found (engines and callers spin for up
 to 100 µs unless ``LOCALPAR_SPIN_US`` says otherwise).
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -67,20 +67,18 @@ def measure(workers: int, calls: int, tasks: int, rounds: int, log: Any = print)
         for peer in started:
             peer.close()
     out: Dict[str, Any] = {"rounds": rounds, "tasks": tasks, "burner_cores": burned / wall if wall else 0.0}
+    out["spin_env"] = os.environ.get("LOCALPAR_SPIN_US")
     for name in peers:
-        out[name] = {
-            kind: {
-                "rtt": summary(rtt[name][kind]),
-                "submit_rate": median(rates[name][kind]),
-                "rates": rates[name][kind],
-            }
-            for kind in kinds
-        }
+        out[name] = {kind: {"rtt": summary(rtt[name][kind])} for kind in kinds}
+        module = out[name][notebook.MODULE]
+        module["rates"] = rates[name][notebook.MODULE]
+        module["submit_rate"] = median(module["rates"])
         for kind in kinds:
             k = out[name][kind]
+            rate = f"; {tasks} tasks {k['submit_rate']:.0f}/s" if "submit_rate" in k else ""
             log(
                 f"  busy core, {name}, {kind}: round trip p50 {k['rtt']['p50'] * 1e6:.0f} us "
-                f"p99 {k['rtt']['p99'] * 1e6:.0f} us; {tasks} tasks {k['submit_rate']:.0f}/s"
+                f"p99 {k['rtt']['p99'] * 1e6:.0f} us{rate}"
             )
     log(f"  the helper burned {out['burner_cores']:.2f} cores meanwhile")
     return out
