@@ -4,8 +4,9 @@ A helper process spins in a busy loop for the whole measurement (started
 after the tools, killed by its pid after).  localpar and Pool are both up at
 once and measured in alternation, round after round, so that both see the
 same load; the round trip uses a function from ``__main__`` (the notebook
-case) and a module function, submit-all the module function.  localpar is left as found (engines and callers spin for up
-to 100 µs unless ``LOCALPAR_SPIN_US`` says otherwise).
+case) and a module function, submit-all the module function.  localpar is
+left as found (engines and callers spin for up to 100 µs unless
+``LOCALPAR_SPIN_US`` says otherwise).
 """
 
 from __future__ import annotations
