@@ -55,10 +55,7 @@ def calls_table(r: Dict[str, Any]) -> List[str]:
         for kind in notebook.KINDS:
             k = kinds.get(kind)
             label = notebook.LABELS[kind]
-            if k is None:
-                if kind == notebook.MODULE:
-                    continue
-                lines.append(f"| {name} | {label} | not measured | | | | | |")
+            if k is None:  # not measured for this tool (see the method above)
                 continue
             if "na" in k:
                 reason = "plain pickle cannot send it" if "ickl" in k["na"] else k["na"][:60]
