@@ -54,8 +54,7 @@ def run_repeated(args: argparse.Namespace, argv: List[str]) -> int:
             print(f"=== run {i + 1} of {n}", flush=True)
             md, js = os.path.join(tmp, f"run{i}.md"), os.path.join(tmp, f"run{i}.json")
             subprocess.run(_child_argv(args, md, js), check=True)
-            runs.append(load(js))
-            _print_verdicts(runs[-1])
+            runs.append(load(js))  # the run itself printed its verdicts
     final = dict(runs[-1])
     final["command"] = "python -m benchmarks " + " ".join(argv)
     final["repeat_runs"] = runs
