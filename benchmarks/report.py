@@ -459,7 +459,7 @@ WHY_MISSED = {
 GENERAL_NOTES = """\
 - ipyparallel and dask run a quarter of the sequential calls and publications of the others (they are 20–100× slower
   per call) and fewer starts (2 and 3); their figures are medians and percentiles all the same. loky runs 3 starts
-  and 3 submit-all and map runs instead of 5.
+  and one submit-all and map run (all of its sequential calls).
 - ProcessPoolExecutor starts its workers on demand, so its startup is that of one worker; loky is a fresh
   `loky.ProcessPoolExecutor` (its own spawn-like start), not the reusable executor.
 - localpar's row uses the LoadBalancedView for submit-all, because that is what `Pool.apply_async` does; the
