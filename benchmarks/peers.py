@@ -1,17 +1,23 @@
 """One small adapter per tool, all with the same verbs.
 
     start(n)            create the cluster/pool and get a first no-op result back
-    noop()              one sequential round trip of a no-op call
-    submit_many(count)  submit `count` no-op tasks, then gather them all
-    map(count)          the tool's own map of a no-op over `count` items
+    call(f, *args)      one call, waited for (the tool's apply/submit().result())
+    noop(fn)            one sequential round trip of a no-op call (`fn`: which no-op, see notebook)
+    submit_many(count, fn)  submit `count` no-op tasks, then gather them all
+    map(count, fn)      the tool's own map of a no-op over `count` items
     array(nbytes)       a call returning a float64 array of `nbytes`
+    payload_bytes(nbytes)  a call returning `bytes` of that size
     pids()              the worker processes' pids
     close()             shut everything down and wait for it
 
 Tools that can stream data out of a running task also have
 ``publish_latencies(count, gap)`` (seconds from publication to the reader seeing
-it) and ``publish_array(nbytes)`` (seconds until a published array is readable).
+it) and ``publish_array(nbytes, kind)`` (seconds until a published array, or
+``bytes`` with ``kind="bytes"``, is readable).
 A tool whose package is missing is reported by ``missing()`` and skipped.
+``notebook`` names the kinds of ``__main__`` no-op the suite measures for it
+(the slow tools only have the module function, to keep the run short); ``map_items_max`` caps the
+items of a map for tools that send one message per item.
 """
 
 from __future__ import annotations
@@ -22,12 +28,18 @@ import logging
 import multiprocessing
 import os
 import time
-from typing import Any, Dict, List, Optional, Type
+from typing import Any, Callable, Dict, List, Optional, Tuple, Type
 
 from . import tasks
+from .notebook import CLOSURE, LAMBDA, MAIN
 from .stats import clock
 
 _fork = multiprocessing.get_context("fork")
+Fn = Optional[Callable[..., Any]]
+
+
+def _noop(fn: Fn) -> Callable[..., Any]:
+    return tasks.noop if fn is None else fn
 
 
 def _poll_data(read: Any, until: float, stop: Any) -> None:
@@ -44,6 +56,8 @@ class Peer:
     name = "?"
     module: Optional[str] = None  # the package that must be importable
     can_publish = False
+    notebook: Tuple[str, ...] = ()  # which __main__ kinds to measure besides the module function (see notebook)
+    map_items_max: Optional[int] = None
 
     @classmethod
     def missing(cls) -> Optional[str]:
@@ -65,17 +79,23 @@ class Peer:
     def start(self, n: int) -> None:
         raise NotImplementedError
 
-    def noop(self) -> None:
+    def call(self, f: Callable[..., Any], *args: Any) -> Any:
         raise NotImplementedError
 
-    def submit_many(self, count: int) -> None:
+    def noop(self, fn: Fn = None) -> None:
+        self.call(_noop(fn))
+
+    def submit_many(self, count: int, fn: Fn = None) -> None:
         raise NotImplementedError
 
-    def map(self, count: int) -> None:
+    def map(self, count: int, fn: Fn = None) -> None:
         raise NotImplementedError
 
     def array(self, nbytes: int) -> Any:
-        raise NotImplementedError
+        return self.call(tasks.array, nbytes)
+
+    def payload_bytes(self, nbytes: int) -> Any:
+        return self.call(tasks.payload_bytes, nbytes)
 
     def pids(self) -> List[int]:
         raise NotImplementedError
@@ -86,7 +106,7 @@ class Peer:
     def publish_latencies(self, count: int, gap: float) -> List[float]:
         raise NotImplementedError
 
-    def publish_array(self, nbytes: int) -> float:
+    def publish_array(self, nbytes: int, kind: str = "array") -> float:
         raise NotImplementedError
 
 
@@ -94,6 +114,7 @@ class Localpar(Peer):
     name = "localpar"
     module = "localpar"
     can_publish = True
+    notebook: Tuple[str, ...] = (MAIN, LAMBDA, CLOSURE)
 
     def __init__(self, balanced: bool = True) -> None:
         self.balanced = balanced
@@ -105,24 +126,26 @@ class Localpar(Peer):
         self.first = self.client[0]
         self.first.apply_sync(tasks.noop)
 
-    def noop(self) -> None:
-        self.first.apply_sync(tasks.noop)
+    def call(self, f: Callable[..., Any], *args: Any) -> Any:
+        return self.first.apply_sync(f, *args)
 
-    def submit_many(self, count: int) -> None:
+    def submit_many(self, count: int, fn: Fn = None) -> None:
+        f = _noop(fn)
         if self.balanced:
             view = self.client.load_balanced_view()
-            ars = [view.apply_async(tasks.noop, i) for i in range(count)]
+            ars = [view.apply_async(f, i) for i in range(count)]
         else:  # round-robin over DirectViews: tasks queue up on each engine
             views = [self.client[i] for i in self.client.ids]
-            ars = [views[i % len(views)].apply_async(tasks.noop, i) for i in range(count)]
+            ars = [views[i % len(views)].apply_async(f, i) for i in range(count)]
         for ar in ars:
             ar.get(timeout=120)
 
-    def map(self, count: int) -> None:
-        self.client[:].map_sync(tasks.noop, range(count))
+    def map(self, count: int, fn: Fn = None) -> None:
+        self.client[:].map_sync(_noop(fn), range(count))
 
-    def array(self, nbytes: int) -> Any:
-        return self.first.apply_sync(tasks.array, nbytes)
+    def map_balanced(self, count: int, fn: Fn = None) -> None:
+        """``LoadBalancedView.map`` with its default chunksize (1): one task per item."""
+        self.client.load_balanced_view().map_sync(_noop(fn), range(count))
 
     def pids(self) -> List[int]:
         return list(self.client.engine_pids().values())
@@ -134,9 +157,9 @@ class Localpar(Peer):
         ar = self.first.apply_async(tasks.localpar_publish_counter, count, gap)
         return _read_counter(lambda: ar.data, ar.done, count * gap + 30)
 
-    def publish_array(self, nbytes: int) -> float:
-        self.first.apply_sync(tasks.prepare_array, nbytes)  # made before the clock starts
-        ar = self.first.apply_async(tasks.localpar_publish_array, nbytes, 0.05)
+    def publish_array(self, nbytes: int, kind: str = "array") -> float:
+        self.first.apply_sync(tasks.prepare_payload, nbytes, kind)  # made before the clock starts
+        ar = self.first.apply_async(tasks.localpar_publish_array, nbytes, 0.05, kind)
         seconds = _read_published_array(lambda: ar.data)
         ar.get(timeout=60)
         return seconds
@@ -147,6 +170,7 @@ class LocalparDirect(Localpar):
 
     name = "localpar (DirectView)"
     can_publish = False
+    notebook = (MAIN,)  # the other kinds are in localpar's row; this one is about the view
 
     def __init__(self) -> None:
         super().__init__(balanced=False)
@@ -186,24 +210,23 @@ def _read_published_array(read: Any, timeout: float = 120) -> float:
 
 class Pool(Peer):
     name = "multiprocessing.Pool (fork)"
+    notebook = (MAIN, LAMBDA, CLOSURE)
 
     def start(self, n: int) -> None:
         self.pool = _fork.Pool(n)
         self.pool.apply(tasks.noop)
 
-    def noop(self) -> None:
-        self.pool.apply(tasks.noop)
+    def call(self, f: Callable[..., Any], *args: Any) -> Any:
+        return self.pool.apply(f, args)
 
-    def submit_many(self, count: int) -> None:
-        results = [self.pool.apply_async(tasks.noop, (i,)) for i in range(count)]
+    def submit_many(self, count: int, fn: Fn = None) -> None:
+        f = _noop(fn)
+        results = [self.pool.apply_async(f, (i,)) for i in range(count)]
         for r in results:
             r.get(timeout=120)
 
-    def map(self, count: int) -> None:
-        self.pool.map(tasks.noop, range(count))
-
-    def array(self, nbytes: int) -> Any:
-        return self.pool.apply(tasks.array, (nbytes,))
+    def map(self, count: int, fn: Fn = None) -> None:
+        self.pool.map(_noop(fn), range(count))
 
     def pids(self) -> List[int]:
         return [p.pid for p in self.pool._pool]  # type: ignore[attr-defined]
@@ -217,6 +240,7 @@ class _Executor(Peer):
     """Anything with the concurrent.futures Executor API."""
 
     executor: Any
+    map_items_max = 5000  # chunksize 1: one work item per element
 
     def make(self, n: int) -> Any:
         raise NotImplementedError
@@ -225,19 +249,17 @@ class _Executor(Peer):
         self.executor = self.make(n)
         self.executor.submit(tasks.noop).result()
 
-    def noop(self) -> None:
-        self.executor.submit(tasks.noop).result()
+    def call(self, f: Callable[..., Any], *args: Any) -> Any:
+        return self.executor.submit(f, *args).result()
 
-    def submit_many(self, count: int) -> None:
-        futures = [self.executor.submit(tasks.noop, i) for i in range(count)]
-        for f in futures:
-            f.result(timeout=120)
+    def submit_many(self, count: int, fn: Fn = None) -> None:
+        f = _noop(fn)
+        futures = [self.executor.submit(f, i) for i in range(count)]
+        for fut in futures:
+            fut.result(timeout=120)
 
-    def map(self, count: int) -> None:
-        list(self.executor.map(tasks.noop, range(count)))
-
-    def array(self, nbytes: int) -> Any:
-        return self.executor.submit(tasks.array, nbytes).result()
+    def map(self, count: int, fn: Fn = None) -> None:
+        list(self.executor.map(_noop(fn), range(count)))
 
     def pids(self) -> List[int]:
         return list(self.executor._processes)
@@ -248,6 +270,7 @@ class _Executor(Peer):
 
 class ProcessPool(_Executor):
     name = "ProcessPoolExecutor (fork)"
+    notebook = (MAIN, LAMBDA, CLOSURE)
 
     def make(self, n: int) -> Any:
         return concurrent.futures.ProcessPoolExecutor(n, mp_context=_fork)
@@ -276,20 +299,18 @@ class Ipyparallel(Peer):
         self.first = self.rc[0]
         self.first.apply_sync(tasks.noop)
 
-    def noop(self) -> None:
-        self.first.apply_sync(tasks.noop)
+    def call(self, f: Callable[..., Any], *args: Any) -> Any:
+        return self.first.apply_sync(f, *args)
 
-    def submit_many(self, count: int) -> None:
+    def submit_many(self, count: int, fn: Fn = None) -> None:
+        f = _noop(fn)
         view = self.rc.load_balanced_view()
-        ars = [view.apply_async(tasks.noop, i) for i in range(count)]
+        ars = [view.apply_async(f, i) for i in range(count)]
         for ar in ars:
             ar.get(timeout=300)
 
-    def map(self, count: int) -> None:
-        self.rc[:].map_sync(tasks.noop, range(count))
-
-    def array(self, nbytes: int) -> Any:
-        return self.first.apply_sync(tasks.array, nbytes)
+    def map(self, count: int, fn: Fn = None) -> None:
+        self.rc[:].map_sync(_noop(fn), range(count))
 
     def pids(self) -> List[int]:
         return list(self.rc[:].apply_sync(tasks.getpid))
@@ -304,9 +325,9 @@ class Ipyparallel(Peer):
         ar.get(timeout=60)
         return latencies
 
-    def publish_array(self, nbytes: int) -> float:
-        self.first.apply_sync(tasks.prepare_array, nbytes)
-        ar = self.first.apply_async(tasks.ipp_publish_array, nbytes, 0.05)
+    def publish_array(self, nbytes: int, kind: str = "array") -> float:
+        self.first.apply_sync(tasks.prepare_payload, nbytes, kind)
+        ar = self.first.apply_async(tasks.ipp_publish_array, nbytes, 0.05, kind)
         seconds = _read_published_array(lambda: ar.data)
         ar.get(timeout=120)
         return seconds
@@ -316,6 +337,7 @@ class Dask(Peer):
     name = "dask.distributed"
     module = "distributed"
     can_publish = True
+    map_items_max = 5000  # one task per item through the scheduler
 
     def start(self, n: int) -> None:
         from distributed import Client, LocalCluster
@@ -326,18 +348,16 @@ class Dask(Peer):
         self.client = Client(self.cluster)
         self.client.submit(tasks.noop, pure=False).result()
 
-    def noop(self) -> None:
-        self.client.submit(tasks.noop, pure=False).result()
+    def call(self, f: Callable[..., Any], *args: Any) -> Any:
+        return self.client.submit(f, *args, pure=False).result()
 
-    def submit_many(self, count: int) -> None:
-        futures = [self.client.submit(tasks.noop, i, pure=False) for i in range(count)]
+    def submit_many(self, count: int, fn: Fn = None) -> None:
+        f = _noop(fn)
+        futures = [self.client.submit(f, i, pure=False) for i in range(count)]
         self.client.gather(futures)
 
-    def map(self, count: int) -> None:
-        self.client.gather(self.client.map(tasks.noop, range(count), pure=False))
-
-    def array(self, nbytes: int) -> Any:
-        return self.client.submit(tasks.array, nbytes, pure=False).result()
+    def map(self, count: int, fn: Fn = None) -> None:
+        self.client.gather(self.client.map(_noop(fn), range(count), pure=False))
 
     def pids(self) -> List[int]:
         return list(self.client.run(tasks.getpid).values())

@@ -1,186 +1,18 @@
-"""The targets of issue 6, checked as ratios from one run, and the markdown report."""
+"""The markdown report: the targets (see ``targets``) met or missed in this run, the figures, the notes."""
 
 from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
-MB = 1 << 20
-LOCALPAR, LOCALPAR_DV, POOL = "localpar", "localpar (DirectView)", "multiprocessing.Pool (fork)"
-PPE, IPP, DASK = "ProcessPoolExecutor (fork)", "ipyparallel", "dask.distributed"
-BIG = 64 * MB
-BOUNDED = 32 * MB  # client growth allowed under a million publications
-
-
-@dataclass
-class Target:
-    what: str
-    goal: str
-    ratio: Optional[float]  # None: could not be measured in this run
-    ok: Optional[bool]
-    detail: str = ""
-
-
-def _get(results: Dict[str, Any], peer: str, *path: Any) -> Optional[float]:
-    node: Any = results["peers"].get(peer)
-    for key in path:
-        if not isinstance(node, dict) or key not in node:
-            return None
-        node = node[key]
-    return float(node) if isinstance(node, (int, float)) else None
-
-
-def _ratio(
-    what: str, goal: str, num: Optional[float], den: Optional[float], ok: Callable[[float], bool], detail: str = ""
-) -> Target:
-    if num is None or den is None or den == 0:
-        return Target(what, goal, None, None, detail or "not measured in this run")
-    ratio = num / den
-    return Target(what, goal, ratio, ok(ratio), detail)
-
-
-def _at_most(
-    what: str, goal: str, num: Optional[float], den: Optional[float], limit: float, detail: str = ""
-) -> Target:
-    return _ratio(what, goal, num, den, lambda ratio: ratio <= limit, detail)
-
-
-def _at_least(
-    what: str, goal: str, num: Optional[float], den: Optional[float], limit: float, detail: str = ""
-) -> Target:
-    return _ratio(what, goal, num, den, lambda ratio: ratio >= limit, detail)
+from . import notebook
+from .targets import BIG, GOALS, LOCALPAR, MB, POOL, Target, evaluate
+from .targets import get as _get
 
 
 def targets(r: Dict[str, Any]) -> List[Target]:
-    lim = r["limits"]
-    memcpy_bw = BIG / lim["memcpy"][BIG] if BIG in lim["memcpy"] else None
-
-    def bw(peer: str, key: str) -> Optional[float]:
-        secs = _get(r, peer, key, BIG)
-        return BIG / secs if secs else None
-
-    def ms(x: Optional[float]) -> str:
-        return "?" if x is None else f"{x * 1e3:.1f} ms"
-
-    def us(x: Optional[float]) -> str:
-        return "?" if x is None else f"{x * 1e6:.0f} µs"
-
-    lp_start, pool_start = _get(r, LOCALPAR, "startup"), _get(r, POOL, "startup")
-    ipp_start, dask_start = _get(r, IPP, "startup"), _get(r, DASK, "startup")
-    lp_p50, lp_p99 = _get(r, LOCALPAR, "rtt", "p50"), _get(r, LOCALPAR, "rtt", "p99")
-    lp_rate, pool_rate, ipp_rate = (_get(r, p, "submit_rate") for p in (LOCALPAR, POOL, IPP))
-    pub50, pub99 = _get(r, LOCALPAR, "pub", "p50"), _get(r, LOCALPAR, "pub", "p99")
-    ipp_pub50 = _get(r, IPP, "pub", "p50")
-    lp_uss = max(r["peers"].get(LOCALPAR, {}).get("idle_uss") or [math.nan])
-    pool_uss = max(r["peers"].get(POOL, {}).get("idle_uss") or [math.nan])
-    out = [
-        _at_most("startup vs Pool(fork)", "≤ 1.5×", lp_start, pool_start, 1.5, f"{ms(lp_start)} vs {ms(pool_start)}"),
-        _at_least(
-            "startup: ipyparallel / localpar", "≥ 100×", ipp_start, lp_start, 100, f"{ms(ipp_start)} vs {ms(lp_start)}"
-        ),
-        _at_least("startup: dask / localpar", "≥ 10×", dask_start, lp_start, 10, f"{ms(dask_start)} vs {ms(lp_start)}"),
-        _at_most(
-            "round trip p50 vs raw Pipe ping-pong",
-            "≤ 1.3×",
-            lp_p50,
-            lim["pingpong"]["p50"],
-            1.3,
-            f"{us(lp_p50)} vs {us(lim['pingpong']['p50'])}",
-        ),
-        _at_most(
-            "round trip p99 vs ProcessPoolExecutor p99",
-            "≤ 1×",
-            lp_p99,
-            _get(r, PPE, "rtt", "p99"),
-            1.0,
-            f"{us(lp_p99)} vs {us(_get(r, PPE, 'rtt', 'p99'))}",
-        ),
-        _at_least(
-            "5,000 tasks submit-all: localpar / Pool",
-            "≥ 1×",
-            lp_rate,
-            pool_rate,
-            1.0,
-            f"{lp_rate or 0:.0f} vs {pool_rate or 0:.0f} tasks/s (LoadBalancedView)",
-        ),
-        _at_least(
-            "5,000 tasks submit-all: localpar / ipyparallel",
-            "≥ 50×",
-            lp_rate,
-            ipp_rate,
-            50,
-            f"{lp_rate or 0:.0f} vs {ipp_rate or 0:.0f} tasks/s",
-        ),
-        _at_most(
-            "publication p50 vs raw Pipe one-way",
-            "≤ 2×",
-            pub50,
-            lim["one_way"]["p50"],
-            2.0,
-            f"{us(pub50)} vs {us(lim['one_way']['p50'])}",
-        ),
-        _at_least(
-            "publication p50: ipyparallel / localpar", "≥ 8×", ipp_pub50, pub50, 8, f"{us(ipp_pub50)} vs {us(pub50)}"
-        ),
-        _at_most("publication p99", "≤ 1 ms", pub99, 1e-3, 1.0, us(pub99)),
-        _at_least(
-            "64 MB returned vs memcpy bandwidth",
-            "≥ 0.5×",
-            bw(LOCALPAR, "array"),
-            memcpy_bw,
-            0.5,
-            _mbs(bw(LOCALPAR, "array"), memcpy_bw),
-        ),
-        _at_least(
-            "64 MB published vs memcpy bandwidth",
-            "≥ 0.5×",
-            bw(LOCALPAR, "pub_array"),
-            memcpy_bw,
-            0.5,
-            _mbs(bw(LOCALPAR, "pub_array"), memcpy_bw),
-        ),
-        _at_least(
-            "64 MB returned: localpar / Pool",
-            "≥ 20×",
-            bw(LOCALPAR, "array"),
-            bw(POOL, "array"),
-            20,
-            _mbs(bw(LOCALPAR, "array"), bw(POOL, "array")),
-        ),
-    ]
-    if math.isnan(lp_uss) or math.isnan(pool_uss):
-        out.append(Target("idle engine USS vs Pool worker + 5 MB", "≤ +5 MB", None, None, "not measured"))
-    else:
-        diff = (lp_uss - pool_uss) / MB
-        out.append(
-            Target(
-                "idle engine USS vs Pool worker + 5 MB",
-                "≤ +5 MB",
-                diff,
-                diff <= 5,
-                f"{lp_uss / MB:.1f} MB vs {pool_uss / MB:.1f} MB (ratio column: difference in MB)",
-            )
-        )
-    cm = r.get("client_memory")
-    if cm:
-        grown = max(cm["peak_rss_growth"], cm["rss_growth"]) / MB
-        out.append(
-            Target(
-                f"client memory after {cm['count']:,} publications",
-                f"bounded (≤ {BOUNDED // MB} MB)",
-                grown,
-                grown <= BOUNDED / MB,
-                f"peak RSS growth {grown:.1f} MB (ratio column: MB)",
-            )
-        )
-    return out
-
-
-def _mbs(a: Optional[float], b: Optional[float]) -> str:
-    f = lambda x: "?" if x is None else f"{x / 1e6:,.0f} MB/s"  # noqa: E731
-    return f"{f(a)} vs {f(b)}"
+    return evaluate(r)
 
 
 # -- markdown -------------------------------------------------------------------------------------
@@ -198,59 +30,153 @@ def _bw(p: Dict[str, Any], key: str, n: int) -> Optional[float]:
 
 
 def absolute_table(r: Dict[str, Any]) -> List[str]:
-    head = (
-        "| tool | startup ms | shutdown ms | round trip p50 µs | p99 µs | submit-all tasks/s | map items/s "
-        "| publication p50 µs | p99 µs | 1 MB returned MB/s | 64 MB returned MB/s | 1 MB published MB/s "
-        "| 64 MB published MB/s | idle USS/worker MB |"
-    )
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    """Startup, shutdown and idle memory per tool."""
+    lines = ["| tool | startup ms | shutdown ms | idle USS/worker MB |", "|---|---|---|---|"]
     for name, p in r["peers"].items():
         if "skipped" in p:
-            lines.append(f"| {name} | skipped: {p['skipped']} |" + " |" * 12)
+            lines.append(f"| {name} | skipped: {p['skipped']} | | |")
             continue
-        pub = p.get("pub", {})
-        cells = [
-            _fmt(p["startup"], 1e3, 1),
-            _fmt(p["shutdown"], 1e3, 1),
-            _fmt(p["rtt"]["p50"], 1e6),
-            _fmt(p["rtt"]["p99"], 1e6),
-            _fmt(p["submit_rate"], 1),
-            _fmt(p["map_rate"], 1),
-            _fmt(pub.get("p50"), 1e6),
-            _fmt(pub.get("p99"), 1e6),
-            *(_fmt(_bw(p, key, n), 1) for key in ("array", "pub_array") for n in (MB, BIG)),
-            " / ".join(f"{u / MB:.1f}" for u in p.get("idle_uss") or []) or "–",
-        ]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lim = r["limits"]
-    memcpy = [_fmt(n / lim["memcpy"][n] / 1e6 if n in lim["memcpy"] else None, 1) for n in (MB, BIG)]
-    cells = [
-        "–",
-        "–",
-        _fmt(lim["pingpong"]["p50"], 1e6),
-        _fmt(lim["pingpong"]["p99"], 1e6),
-        "–",
-        "–",
-        _fmt(lim["one_way"]["p50"], 1e6),
-        _fmt(lim["one_way"]["p99"], 1e6),
-        *memcpy,
-        *memcpy,
-        "–",
-    ]
-    lines.append("| *limit: bare Pipe / memcpy* | " + " | ".join(cells) + " |")
-    if "pingpong_spin" in lim:
-        spun = [_fmt(lim[k][q], 1e6) for k in ("pingpong_spin",) for q in ("p50", "p99")]
-        spun += ["–", "–"] + [_fmt(lim["one_way_spin"][q], 1e6) for q in ("p50", "p99")]
-        lines.append("| *floor: bare Pipe, waiting side spinning* | – | – | " + " | ".join(spun) + " |" + " – |" * 5)
+        uss = " / ".join(f"{u / MB:.1f}" for u in p.get("idle_uss") or []) or "–"
+        lines.append(f"| {name} | {_fmt(p['startup'], 1e3, 1)} | {_fmt(p['shutdown'], 1e3, 1)} | {uss} |")
     return lines
 
 
+def calls_table(r: Dict[str, Any]) -> List[str]:
+    """Round trip, submit-all and map, one row per tool and kind of function."""
+    lines = [
+        "| tool | function | round trip p50 µs | p99 µs | submit-all tasks/s | map items/s | map items "
+        "| `LoadBalancedView.map` items/s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, p in r["peers"].items():
+        if "skipped" in p:
+            continue
+        kinds = p.get("kinds") or {notebook.MODULE: p}
+        for kind in notebook.KINDS:
+            k = kinds.get(kind)
+            label = notebook.LABELS[kind]
+            if k is None:  # not measured for this tool (see the method above)
+                continue
+            if "na" in k:
+                reason = "plain pickle cannot send it" if "ickl" in k["na"] else k["na"][:60]
+                lines.append(f"| {name} | {label} | n/a: {reason} | n/a | n/a | n/a | | |")
+                continue
+            cells = [
+                _fmt(k["rtt"]["p50"], 1e6),
+                _fmt(k["rtt"]["p99"], 1e6),
+                _fmt(k.get("submit_rate"), 1),
+                _fmt(k.get("map_rate"), 1),
+                f"{p.get('map_items', 0):,}",
+                _fmt(k.get("map_lb_rate"), 1),
+            ]
+            lines.append(f"| {name} | {label} | " + " | ".join(cells) + " |")
+    lim = r["limits"]
+    lines.append(
+        f"| *limit: bare Pipe* | | {_fmt(lim['pingpong']['p50'], 1e6)} | {_fmt(lim['pingpong']['p99'], 1e6)} "
+        "| – | – | | |"
+    )
+    if "pingpong_spin" in lim:
+        spin = lim["pingpong_spin"]
+        lines.append(
+            f"| *floor: bare Pipe, waiting side spinning* | | {_fmt(spin['p50'], 1e6)} | {_fmt(spin['p99'], 1e6)} "
+            "| – | – | | |"
+        )
+    return lines
+
+
+def publication_table(r: Dict[str, Any]) -> List[str]:
+    lines = ["| tool | publication p50 µs | p99 µs |", "|---|---|---|"]
+    for name, p in r["peers"].items():
+        pub = p.get("pub")
+        if pub:
+            lines.append(f"| {name} | {_fmt(pub['p50'], 1e6)} | {_fmt(pub['p99'], 1e6)} |")
+    lim = r["limits"]
+    lines.append(
+        f"| *limit: bare Pipe one-way* | {_fmt(lim['one_way']['p50'], 1e6)} | {_fmt(lim['one_way']['p99'], 1e6)} |"
+    )
+    if "one_way_spin" in lim:
+        spin = lim["one_way_spin"]
+        lines.append(f"| *floor: waiting side spinning* | {_fmt(spin['p50'], 1e6)} | {_fmt(spin['p99'], 1e6)} |")
+    return lines
+
+
+def transfer_table(r: Dict[str, Any]) -> List[str]:
+    """Big values returned and published, arrays and ``bytes``, in MB/s."""
+    cols = [("array", MB), ("array", BIG), ("bytes", BIG), ("pub_array", MB), ("pub_array", BIG), ("pub_bytes", BIG)]
+    lines = [
+        "| tool | 1 MB array returned | 64 MB array returned | 64 MB `bytes` returned | 1 MB array published "
+        "| 64 MB array published | 64 MB `bytes` published |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, p in r["peers"].items():
+        if "skipped" in p:
+            continue
+        lines.append(f"| {name} | " + " | ".join(_fmt(_bw(p, key, n), 1) for key, n in cols) + " |")
+    lim = r["limits"]
+    memcpy = {n: _fmt(n / lim["memcpy"][n] / 1e6 if n in lim["memcpy"] else None, 1) for n in (MB, BIG)}
+    lines.append("| *limit: memcpy* | " + " | ".join(memcpy[n] for _, n in cols) + " |")
+    return lines
+
+
+def shared_table(r: Dict[str, Any]) -> List[str]:
+    sh = r.get("shared")
+    if not sh:
+        return []
+    spin = "`LOCALPAR_SPIN_US` unset" if sh.get("spin_env") is None else f"`LOCALPAR_SPIN_US={sh['spin_env']}`"
+    if "spin_env" not in sh:
+        spin = "`LOCALPAR_SPIN_US` not recorded"
+    lines = [
+        "## A shared machine: one core burned by another process",
+        "",
+        f"A helper process ran `while True: pass` during the whole measurement (it used {sh['burner_cores']:.2f} "
+        f"cores of {r['machine']['cores']}). localpar and Pool were both up and were measured in turn, "
+        f"{sh['rounds']} rounds each of round trips and of {sh['tasks']:,} tasks submitted then gathered, so that "
+        f"both saw the same load; localpar's spinning left as found ({spin}).",
+        "",
+        "| tool | function | round trip p50 µs | p99 µs | submit-all tasks/s (median; each round) |",
+        "|---|---|---|---|---|",
+    ]
+    for name in (LOCALPAR, POOL):
+        for kind, k in sh.get(name, {}).items():
+            rates = ", ".join(f"{x:,.0f}" for x in k.get("rates", []))
+            submit = f"{_fmt(k['submit_rate'], 1)} ({rates})" if "submit_rate" in k else "–"
+            lines.append(
+                f"| {name} | {notebook.LABELS[kind]} | {_fmt(k['rtt']['p50'], 1e6)} | {_fmt(k['rtt']['p99'], 1e6)} "
+                f"| {submit} |"
+            )
+    return lines + [""]
+
+
 def target_table(r: Dict[str, Any]) -> List[str]:
-    lines = ["| target | goal | measured | result | figures |", "|---|---|---|---|---|"]
+    lines = ["| issue | target | goal | measured | result | figures |", "|---|---|---|---|---|---|"]
     for t in targets(r):
         ratio = "n/a" if t.ratio is None else f"{t.ratio:,.2f}"
-        verdict = "n/a" if t.ok is None else ("**pass**" if t.ok else "**FAIL**")
-        lines.append(f"| {t.what} | {t.goal} | {ratio} | {verdict} | {t.detail} |")
+        verdict = "n/a" if t.ok is None else ("**met**" if t.ok else "**MISSED**")
+        lines.append(f"| {t.issue} | {t.what} | {t.goal} | {ratio} | {verdict} | {t.detail} |")
+    return lines
+
+
+def repeat_table(runs: List[Dict[str, Any]]) -> List[str]:
+    """Per target: in how many of the consecutive runs it was met, and each run's ratio."""
+    n = len(runs)
+    per_run = [targets(r) for r in runs]
+    head = "| issue | target | goal | " + " | ".join(f"run {i + 1}" for i in range(n)) + " | met | needed | result |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for i, g in enumerate(GOALS):
+        ts = [pr[i] for pr in per_run]
+        measured = [t for t in ts if t.ok is not None]
+        met = sum(1 for t in measured if t.ok)
+        needed = n if g.runs >= 5 else max(1, round(n * g.runs / 5))
+        cells = ["–" if t.ratio is None else f"{t.ratio:,.2f}{'' if t.ok else ' ✗'}" for t in ts]
+        if not measured:
+            verdict = "n/a"
+        else:
+            verdict = "**met**" if met >= needed and len(measured) == n else "**MISSED**"
+        lines.append(
+            f"| {g.issue} | {g.what} | {g.goal} | "
+            + " | ".join(cells)
+            + f" | {met} of {len(measured)} | {needed} of {n} | {verdict} |"
+        )
     return lines
 
 
@@ -258,12 +184,20 @@ METHOD = """\
 Medians unless marked p50/p99.
 **Startup**: cluster created → first no-op result back (median of several starts; shutdown likewise).
 **Round trip**: one no-op call at a time, sequential (`c[0].apply_sync`, `pool.apply`, `submit().result()`).
-**Submit-all**: 5,000 no-op tasks submitted, then all gathered, median of 5 runs (1 for ipyparallel and dask);
-localpar through its LoadBalancedView
+**Submit-all**: 5,000 no-op tasks submitted, then all gathered, median of 5 runs (3 for the `__main__` kinds, 1 for
+ipyparallel and dask); localpar through its LoadBalancedView
 (the same semantics as `Pool.apply_async`), *localpar (DirectView)* round-robin over `c[i]`.
-**Map**: each tool's own map over 5,000 items (median of runs as for submit-all) with its default chunking
+**Map**: each tool's own map over 100,000 items (5,000 for the tools that send one message per item: the
+executors, dask; median of runs as for submit-all) with its default chunking
 (localpar and ipyparallel: `c[:].map_sync`, one chunk per engine; Pool: its automatic chunksize; the executors:
-chunksize 1).
+chunksize 1); localpar's `LoadBalancedView.map` (default chunksize 1: one task per item) over 5,000 items, one run.
+**Function kinds**: *module function* is `benchmarks.tasks.noop` (importable: pickled by reference);
+the `__main__` function, lambda and closure are the same no-op defined in `__main__` (the suite runs a cell of
+source in `__main__`'s namespace, as a notebook does), which cloudpickle pickles by value on every call. Plain pickle
+(Pool, ProcessPoolExecutor) sends a `__main__` function by name (the forked workers have it) and cannot send a lambda
+or a closure: *n/a*. Measured for localpar, Pool and ProcessPoolExecutor (*localpar (DirectView)*: the `__main__`
+function only); the slower tools only with the module function, to keep the run short. The kinds follow one
+another for each measure, so they share the same moment.
 **Publication**: the engine publishes `{'k': counter, 't': time.perf_counter()}` every 2 ms (`perf_counter` is
 CLOCK_MONOTONIC, one clock for all processes); the reader polls `ar.data` in a loop (with `os.sched_yield()` so that
 a client's I/O thread can run), and records seen − published for each new counter. dask: `log_event` on the worker
@@ -274,6 +208,7 @@ caller waits polls its pipe, for up to 100 µs before blocking; one thread of th
 pipe and completes every result, so a round trip has at least one thread hand-off in the client. The targets compare
 with the issue's bare Pipe, whose ends block, and the *floor* row shows the same Pipe with the waiting side spinning:
 the best that technique gives.
+**Bytes**: the same with a 64 MB `bytes` object (made once per worker, kept), returned or published.
 **Arrays**: a call returning a float64 array that the worker made once and keeps (array creation is not timed);
 *published*: `publish_data(dict(a=arr, t=...))` until `ar.data['a']` is there. localpar hands over a copy-on-write
 mapping: the client's first read of every page is not in the figure (≈ 7 ms for 64 MB on this machine).
@@ -316,16 +251,35 @@ def write(r: Dict[str, Any], path: str, png: str, notes: str = "") -> None:
         f"{load['wall']:.0f} s run (≈ {load['other_cores']:.2f} of {m['cores']} cores); "
         f"1-min load average up to {load['loadavg_max']:.2f}. {busy}",
         "",
-        "## Targets (issue 6), as ratios from this one run",
+        "## Targets (issues 6 and 13), as ratios from this one run",
+        "",
+        "The goals live in one table in `benchmarks/targets.py`.",
         "",
         *target_table(r),
         "",
+        *_repeat_section(r),
         "## Absolute figures",
         "",
         METHOD,
         "",
+        "### Round trip, submit-all and map, by kind of function",
+        "",
+        *calls_table(r),
+        "",
+        *_pickled_line(r),
+        "### Startup, shutdown, idle memory",
+        "",
         *absolute_table(r),
         "",
+        "### Publication latency",
+        "",
+        *publication_table(r),
+        "",
+        "### Big values (MB/s)",
+        "",
+        *transfer_table(r),
+        "",
+        *shared_table(r),
     ]
     cm = r.get("client_memory")
     if cm:
@@ -345,6 +299,34 @@ def write(r: Dict[str, Any], path: str, png: str, notes: str = "") -> None:
         lines += [notes.strip(), ""]
     with open(path, "w") as f:
         f.write("\n".join(lines))
+
+
+def _repeat_section(r: Dict[str, Any]) -> List[str]:
+    runs = r.get("repeat_runs")
+    if not runs:
+        return []
+    n = len(runs)
+    return [
+        f"## The targets over {n} consecutive runs",
+        "",
+        f"The same command ran {n} times in a row, each in a fresh process; the figures in this report are those of "
+        f"the last run. Issue 13 asks that every target be met in at least 4 of 5 consecutive runs, and the "
+        "load-balanced submit-all in every one (✗: missed in that run).",
+        "",
+        *repeat_table(runs),
+        "",
+    ]
+
+
+def _pickled_line(r: Dict[str, Any]) -> List[str]:
+    sizes = r.get("pickled")
+    if not sizes:
+        return []
+    parts = []
+    for kind, sz in sizes.items():
+        plain = "cannot" if sz["pickle"] is None else f"{sz['pickle']} B"
+        parts.append(f"{notebook.LABELS[kind]} {sz['cloudpickle']} B (plain pickle: {plain})")
+    return ["Pickled size of each no-op with cloudpickle: " + "; ".join(parts) + ".", ""]
 
 
 ENV_SHOWN = ("OPENBLAS_CORETYPE", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -437,11 +419,47 @@ WHY_MISSED = {
     "round trip p99 vs ProcessPoolExecutor p99": (
         "Tails follow the machine's load: other processes were running on the same 2 cores (see load above)."
     ),
+    "round trip p50: `__main__` function / module function": (
+        "The client pickles a function sent by value (code, names, captured globals) with cloudpickle at every "
+        "call, since its globals may have changed (`serialization.dumps_call`); only by-reference pickles are "
+        "cached. The engine keeps unpickled functions by their pickled bytes, but binds the captured globals into "
+        "its namespace before each call. A module function is a cached reference of a few dozen bytes."
+    ),
+    "round trip p50 of a `__main__` function: localpar / Pool": (
+        "Pool sends a `__main__` function by name (its forked workers have it); localpar pays the by-value pickle "
+        "on every call (see the row above) on top of its module-function round trip."
+    ),
+    "5,000 tasks submit-all (LoadBalancedView) / Pool `apply_async`": (
+        "See the issue-6 submit-all row: the client's per-task Python, split between the submitting thread and the "
+        "collector, bounds the rate."
+    ),
+    "map of 100,000 tiny items: localpar / Pool.map": (
+        "`c[:].map_sync` sends one chunk per engine, each task a list of 50,000 calls: the figure is mostly "
+        "pickling the items and the results and running the loop in the engines, as for Pool's chunks."
+    ),
+    "startup to first result vs Pool(fork)": (
+        "As for the issue-6 startup row: the pipes, the collector thread and the Manager process, whose start "
+        "competes with the first call on 2 cores."
+    ),
+    "one core busy: round trip p50 of a `__main__` function, localpar / Pool": (
+        "Not profiled yet. With a core taken, the collector thread, the waiting caller and a spinning engine "
+        "compete for what is left; each hand-off can wait for a scheduler slice."
+    ),
+    "one core busy: 5,000 tasks submit-all, localpar / Pool": (
+        "Not profiled yet. The submitting thread and the collector share the GIL and, with a core taken, one CPU "
+        "with the engines."
+    ),
+    "64 MB `bytes` returned vs memcpy bandwidth": (
+        "`bytes` are not handed out as out-of-band buffers the way arrays are: they are pickled in band and travel "
+        "through the pipe (issue 13)."
+    ),
+    "64 MB `bytes` published vs memcpy bandwidth": ("Same as for returned `bytes`."),
 }
 
 GENERAL_NOTES = """\
 - ipyparallel and dask run a quarter of the sequential calls and publications of the others (they are 20–100× slower
-  per call) and fewer starts (2 and 3); their figures are medians and percentiles all the same.
+  per call) and fewer starts (2 and 3); their figures are medians and percentiles all the same. loky runs 3 starts
+  and one submit-all and map run (all of its sequential calls).
 - ProcessPoolExecutor starts its workers on demand, so its startup is that of one worker; loky is a fresh
   `loky.ProcessPoolExecutor` (its own spawn-like start), not the reusable executor.
 - localpar's row uses the LoadBalancedView for submit-all, because that is what `Pool.apply_async` does; the

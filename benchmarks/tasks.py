@@ -33,9 +33,25 @@ def array(nbytes: int) -> Any:
     return arr
 
 
-def prepare_array(nbytes: int) -> None:
-    """Make and cache the array without sending it back."""
-    array(nbytes)
+_bytes: Dict[int, bytes] = {}
+
+
+def payload_bytes(nbytes: int) -> bytes:
+    """`nbytes` of ``bytes`` ending in 0x01, made once per worker then reused (as `array`)."""
+    data = _bytes.get(nbytes)
+    if data is None:
+        data = _bytes[nbytes] = bytes(nbytes - 1) + b"\x01"
+    return data
+
+
+def payload(nbytes: int, kind: str) -> Any:
+    """A cached float64 array (`kind` "array") or ``bytes`` ("bytes") of `nbytes`."""
+    return payload_bytes(nbytes) if kind == "bytes" else array(nbytes)
+
+
+def prepare_payload(nbytes: int, kind: str = "array") -> None:
+    """Make and cache the payload without sending it back."""
+    payload(nbytes, kind)
 
 
 def _publish_counter(publish_data: Any, count: int, gap: float) -> int:
@@ -68,25 +84,25 @@ def dask_publish_counter(count: int, gap: float, topic: str) -> int:
     return count
 
 
-def _publish_array(publish_data: Any, nbytes: int, hold: float) -> float:
-    """Publish a big array with its send time; stay alive `hold` s so the reader can see it."""
-    arr = array(nbytes)
+def _publish_array(publish_data: Any, nbytes: int, hold: float, kind: str) -> float:
+    """Publish a big array (or bytes) with its send time; stay alive `hold` s so the reader can see it."""
+    arr = payload(nbytes, kind)
     t = time.perf_counter()
     publish_data({"a": arr, "t": t})
     time.sleep(hold)
     return t
 
 
-def localpar_publish_array(nbytes: int, hold: float) -> float:
+def localpar_publish_array(nbytes: int, hold: float, kind: str = "array") -> float:
     from localpar.datapub import publish_data
 
-    return _publish_array(publish_data, nbytes, hold)
+    return _publish_array(publish_data, nbytes, hold, kind)
 
 
-def ipp_publish_array(nbytes: int, hold: float) -> float:
+def ipp_publish_array(nbytes: int, hold: float, kind: str = "array") -> float:
     from ipyparallel.datapub import publish_data
 
-    return _publish_array(publish_data, nbytes, hold)
+    return _publish_array(publish_data, nbytes, hold, kind)
 
 
 def localpar_publish_many(count: int) -> int:
