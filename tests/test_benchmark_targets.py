@@ -1,7 +1,5 @@
-"""Checks of the suite's own bookkeeping (no cluster, no timing): ``python -m pytest benchmarks/test_targets.py``.
-
-Outside ``testpaths`` on purpose: the benchmark suite is not part of the unit tests.
-"""
+"""The benchmark suite's own bookkeeping (no cluster, no timing): targets, verdicts, the
+notebook cell, the JSON round trip.  The report must not call a missed target met."""
 
 from __future__ import annotations
 
