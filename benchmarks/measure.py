@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, List, Optional, Type
 from . import notebook
 from .memory import idle_uss
 from .peers import Localpar, Peer
-from .stats import clock, median, repeat, summary, timed
+from .stats import clock, interleaved, median, summary, timed
 
 MB = 1 << 20
 BIG = 64 * MB
@@ -143,8 +143,9 @@ def _kinds(peer: Peer, plan: Plan, out: Dict[str, Any], log: Any) -> None:
     out["kinds"] = kinds
     map_items = min(plan.map_items, type(peer).map_items_max or plan.map_items)
     out["map_items"] = map_items
-    for kind, fn in usable.items():
-        kinds[kind]["rtt"] = summary(repeat(partial(peer.noop, fn), plan.calls, warmup=min(50, plan.calls // 10)))
+    calls = {kind: partial(peer.noop, fn) for kind, fn in usable.items()}  # in turn: see stats.interleaved
+    for kind, durations in interleaved(calls, plan.calls, warmup=min(50, plan.calls // 10)).items():
+        kinds[kind]["rtt"] = summary(durations)
     for kind, fn in usable.items():
         peer.submit_many(min(200, plan.tasks), fn)  # warm up
         batches = plan.batches if kind == notebook.MODULE else plan.kind_batches

@@ -130,7 +130,8 @@ def shared_table(r: Dict[str, Any]) -> List[str]:
         "",
         f"A helper process ran `while True: pass` during the whole measurement (it used {sh['burner_cores']:.2f} "
         f"cores of {r['machine']['cores']}). localpar and Pool were both up and were measured in turn, "
-        f"{sh['rounds']} rounds each of round trips and of {sh['tasks']:,} tasks submitted then gathered, so that "
+        f"{sh['rounds']} rounds each of round trips (one call of each tool and function, then again) and of "
+        f"{sh['tasks']:,} tasks submitted then gathered, so that "
         f"both saw the same load; localpar's spinning left as found ({spin}).",
         "",
         "| tool | function | round trip p50 µs | p99 µs | submit-all tasks/s (median; each round) |",
@@ -196,8 +197,9 @@ the `__main__` function, lambda and closure are the same no-op defined in `__mai
 source in `__main__`'s namespace, as a notebook does), which cloudpickle pickles by value on every call. Plain pickle
 (Pool, ProcessPoolExecutor) sends a `__main__` function by name (the forked workers have it) and cannot send a lambda
 or a closure: *n/a*. Measured for localpar, Pool and ProcessPoolExecutor (*localpar (DirectView)*: the `__main__`
-function only); the slower tools only with the module function, to keep the run short. The kinds follow one
-another for each measure, so they share the same moment.
+function only); the slower tools only with the module function, to keep the run short. Round trips of the
+kinds are taken call by call in turn (one of each, then again), so the machine's drift weighs on all alike;
+submit-all and map follow one another for each measure.
 **Publication**: the engine publishes `{'k': counter, 't': time.perf_counter()}` every 2 ms (`perf_counter` is
 CLOCK_MONOTONIC, one clock for all processes); the reader polls `ar.data` in a loop (with `os.sched_yield()` so that
 a client's I/O thread can run), and records seen − published for each new counter. dask: `log_event` on the worker

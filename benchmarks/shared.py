@@ -22,7 +22,7 @@ import psutil
 
 from . import notebook
 from .peers import Localpar, Peer, Pool
-from .stats import median, repeat, summary, timed
+from .stats import interleaved, median, summary, timed
 
 BURN = "while True:\n    pass\n"
 
@@ -52,11 +52,14 @@ def measure(workers: int, calls: int, tasks: int, rounds: int, log: Any = print)
         burn_cpu0 = sum(psutil.Process(burner.pid).cpu_times()[:2])
         t0 = time.monotonic()
         per_round = max(20, calls // rounds)
+        noops = {
+            (name, kind): partial(peer.noop, None if kind == notebook.MODULE else fns[kind])
+            for name, peer in peers.items()
+            for kind in kinds
+        }
         for _ in range(rounds):
-            for name, peer in peers.items():
-                for kind in kinds:
-                    fn = None if kind == notebook.MODULE else fns[kind]
-                    rtt[name][kind] += repeat(partial(peer.noop, fn), per_round, warmup=10)
+            for (name, kind), durations in interleaved(noops, per_round, warmup=10).items():  # tools in turn
+                rtt[name][kind] += durations
             for name, peer in peers.items():
                 rates[name][notebook.MODULE].append(tasks / timed(partial(peer.submit_many, tasks)))
         burned = sum(psutil.Process(burner.pid).cpu_times()[:2]) - burn_cpu0

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, List, Mapping, Sequence, TypeVar
+
+K = TypeVar("K")
 
 clock = time.perf_counter
 
@@ -39,6 +41,19 @@ def repeat(f: Callable[[], object], times: int, warmup: int = 0) -> List[float]:
     for _ in range(warmup):
         f()
     return [timed(f) for _ in range(times)]
+
+
+def interleaved(fs: Mapping[K, Callable[[], object]], times: int, warmup: int = 0) -> Dict[K, List[float]]:
+    """Durations of `times` calls of each of `fs`, taken in turn (one of each, then again):
+    the machine's drift between moments then weighs on every one alike."""
+    for _ in range(warmup):
+        for f in fs.values():
+            f()
+    out: Dict[K, List[float]] = {name: [] for name in fs}
+    for _ in range(times):
+        for name, f in fs.items():
+            out[name].append(timed(f))
+    return out
 
 
 def median(values: Sequence[float]) -> float:

@@ -27,7 +27,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Callable, Dict, Iterator, List, Optional, Tuple
 
-from . import chaos
+from . import chaos, spin
 from .errors import EngineError, RemoteError
 from .framing import Bell
 
@@ -195,11 +195,12 @@ class Ledger:
     # -- waiting ------------------------------------------------------------------------
     @contextlib.contextmanager
     def waiting(self) -> Iterator[None]:
-        """Around a caller's wait for a result: engines spin between tasks meanwhile."""
+        """Around a caller's wait for a result: engines spin between tasks meanwhile, if a
+        CPU is to spare (``spin.cpu_to_spare``)."""
         with self.lock:
             self.waiters += 1
             first = self.waiters == 1
-        if first:
+        if first and spin.cpu_to_spare():
             self._spin_hint.waiting()
         if chaos.ENABLED:
             chaos.pause()
@@ -210,7 +211,7 @@ class Ledger:
                 self.waiters -= 1
                 last = self.waiters == 0
             if last:
-                self._spin_hint.done_waiting()
+                self._spin_hint.done_waiting()  # also ends the spinning begun above
 
     def notify_waiters(self) -> None:
         """The collector applied a batch: wake every `wait_until` to look again."""

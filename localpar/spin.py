@@ -82,6 +82,33 @@ _DEADLINE = struct.Struct("d")
 SPIN_HINT_LABEL = "spin"  # the hint's segment: localpar-<cluster>-<client pid>-spin
 
 
+CONTENTION_CHECK_SECONDS = 0.05
+_LOADAVG = "/proc/loadavg"
+_contention = {"checked": -math.inf, "spare": True}  # the latest reading; any thread may refresh it
+
+
+def cpu_to_spare() -> bool:
+    """Whether spinning pays now: fewer tasks are runnable machine-wide than there are CPUs.
+
+    On a machine shared with busy processes a spinner takes the CPU that the
+    process it waits for (an engine, the collector) needs, so every wait there
+    blocks at once.  The count of runnable tasks comes from /proc/loadavg (this
+    reader included), read at most every ``CONTENTION_CHECK_SECONDS``; where it
+    cannot be read, spinning is allowed as before.
+    """
+    now = time.monotonic()
+    if now - _contention["checked"] < CONTENTION_CHECK_SECONDS:
+        return bool(_contention["spare"])
+    try:
+        with open(_LOADAVG, "rb") as f:
+            running = int(f.read().split()[3].split(b"/")[0])
+        spare = running <= (os.cpu_count() or 1)
+    except (OSError, ValueError, IndexError):
+        spare = True
+    _contention["checked"], _contention["spare"] = now, spare
+    return spare
+
+
 def spin_until_ready(poller: select.poll, seconds: Optional[float] = None) -> bool:
     """Poll without blocking for up to `seconds` (default ``SPIN_SECONDS``); True as soon as something is ready."""
     if seconds is None:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import select
+import threading
 import time
 
 import psutil
 import pytest
+from conftest import wait_for_file
 
 from localpar import spin
 from localpar.spin import spin_until_ready
@@ -177,3 +179,54 @@ def test_a_sane_spin_setting_is_used_silently(value, seconds):
     done = _run_with_spin_env(value, SHOW_SPIN)
     assert done.returncode == 0 and done.stderr == "", done.stderr
     assert float(done.stdout.split()[0]) == pytest.approx(seconds)
+
+
+@pytest.fixture
+def loadavg(tmp_path, monkeypatch):
+    """Point the contention check at a file of ours: ``write(n)`` says n tasks are runnable."""
+    path = tmp_path / "loadavg"
+    monkeypatch.setattr(spin, "_LOADAVG", str(path))
+
+    def write(running: int) -> None:
+        path.write_text(f"0.10 0.20 0.30 {running}/300 4242\n")
+        spin._contention["checked"] = -float("inf")  # read it again now
+
+    yield write
+    spin._contention["checked"] = -float("inf")
+
+
+def test_spinning_stops_while_the_machine_has_no_cpu_to_spare(loadavg, tmp_path):
+    cpus = os.cpu_count() or 1
+    loadavg(1)
+    assert spin.cpu_to_spare()
+    loadavg(cpus + 1)  # a busy process besides this one
+    assert not spin.cpu_to_spare()
+    os.remove(tmp_path / "loadavg")
+    spin._contention["checked"] = -float("inf")
+    assert spin.cpu_to_spare()  # unreadable: spin as before
+
+
+def test_a_caller_waiting_on_a_busy_machine_lets_the_engines_block(loadavg, tmp_path):
+    from localpar import Client
+    from localpar.spin import SpinHint
+
+    gate = tmp_path / "gate"
+    with Client(1) as c:
+        engine_side = SpinHint(c._spin_hint.name)
+        try:
+            for running, hot in ((os.cpu_count() or 1) + 1, False), (1, True):
+                loadavg(running)
+                ar = c[0].apply_async(wait_for_file, str(gate))
+                waiter = threading.Thread(target=ar.get, kwargs={"timeout": 30})
+                waiter.start()
+                deadline = time.monotonic() + 10
+                while c._ledger.waiters == 0 and time.monotonic() < deadline:
+                    time.sleep(0.001)  # until the caller is in get()
+                assert c._ledger.waiters == 1
+                assert engine_side.hot() is hot
+                gate.touch()
+                waiter.join(timeout=30)
+                assert ar.get(timeout=30) and not waiter.is_alive()
+                gate.unlink()
+        finally:
+            engine_side.close()
