@@ -770,8 +770,15 @@ class _Cluster:
             if self.closed:  # close() ends every marked process itself
                 return
             self.helpers = [t for t in self.helpers if t.is_alive()]
-            self.helpers.append(thread)
-            thread.start()
+            try:
+                thread.start()
+            except RuntimeError:  # no thread to be had (ulimit -u): do it here, late rather than never
+                started = False
+            else:
+                started = True
+                self.helpers.append(thread)  # close() joins only threads that started
+        if not started:
+            target()
 
     def forked(self) -> None:
         """In a forked child: close the client's ends, touch nothing else (locks may be held).

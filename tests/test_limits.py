@@ -279,3 +279,28 @@ def test_far_more_engines_than_cpus_warns_naming_both(monkeypatch, leak_check) -
         with Client(4) as c:  # four per CPU: no warning
             with pytest.warns(UserWarning, match=r"^5 engines on 1 usable CPU"):
                 c.add_engines(1)
+
+
+def test_no_thread_for_an_engines_death_neither_stops_the_client_nor_its_close(monkeypatch) -> None:
+    """At the thread limit, the work after an engine's death runs where it was noticed instead."""
+    import signal
+    import threading
+
+    from localpar import EngineError
+
+    real_start = threading.Thread.start
+
+    def start(self: threading.Thread) -> None:
+        if self.name.startswith("localpar-after-death-"):
+            raise RuntimeError("can't start new thread")
+        real_start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", start)  # the test's stand-in for ulimit -u
+    with Client(2) as c:
+        doomed = c[0].apply_async(__import__("time").sleep, 60)
+        os.kill(c.engine_pids()[0], signal.SIGKILL)
+        with pytest.raises(EngineError):
+            doomed.get(timeout=30)
+        assert c[1].apply_sync(abs, -5) == 5  # the collector is still serving
+        assert c.wait_for_death(0, timeout=10)
+    # leaving the block closed it without "cannot join thread before it is started"

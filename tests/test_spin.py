@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import os
 import select
-import threading
 import time
 
 import psutil
 import pytest
-from conftest import wait_for_file
 
 from localpar import spin
 from localpar.spin import spin_until_ready
@@ -206,27 +204,17 @@ def test_spinning_stops_while_the_machine_has_no_cpu_to_spare(loadavg, tmp_path)
     assert spin.cpu_to_spare()  # unreadable: spin as before
 
 
-def test_a_caller_waiting_on_a_busy_machine_lets_the_engines_block(loadavg, tmp_path):
+def test_a_caller_waiting_on_a_busy_machine_lets_the_engines_block(loadavg):
     from localpar import Client
     from localpar.spin import SpinHint
 
-    gate = tmp_path / "gate"
     with Client(1) as c:
         engine_side = SpinHint(c._spin_hint.name)
         try:
             for running, hot in ((os.cpu_count() or 1) + 1, False), (1, True):
                 loadavg(running)
-                ar = c[0].apply_async(wait_for_file, str(gate))
-                waiter = threading.Thread(target=ar.get, kwargs={"timeout": 30})
-                waiter.start()
-                deadline = time.monotonic() + 10
-                while c._ledger.waiters == 0 and time.monotonic() < deadline:
-                    time.sleep(0.001)  # until the caller is in get()
-                assert c._ledger.waiters == 1
-                assert engine_side.hot() is hot
-                gate.touch()
-                waiter.join(timeout=30)
-                assert ar.get(timeout=30) and not waiter.is_alive()
-                gate.unlink()
+                with c._ledger.waiting():  # what a caller in get() does around its wait
+                    assert engine_side.hot() is hot
+                assert c[0].apply_sync(abs, -3) == 3
         finally:
             engine_side.close()
