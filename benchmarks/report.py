@@ -191,7 +191,8 @@ ipyparallel and dask); localpar through its LoadBalancedView
 **Map**: each tool's own map over 100,000 items (5,000 for the tools that send one message per item: the
 executors, dask; median of runs as for submit-all) with its default chunking
 (localpar and ipyparallel: `c[:].map_sync`, one chunk per engine; Pool: its automatic chunksize; the executors:
-chunksize 1); localpar's `LoadBalancedView.map` (default chunksize 1: one task per item) over 5,000 items, one run.
+chunksize 1); localpar's `LoadBalancedView.map` over 5,000 items, one run, with its default chunksize (one task per
+item up to 32 items per engine, 32 tasks per engine beyond: here tasks of 78 items).
 **Function kinds**: *module function* is `benchmarks.tasks.noop` (importable: pickled by reference);
 the `__main__` function, lambda and closure are the same no-op defined in `__main__` (the suite runs a cell of
 source in `__main__`'s namespace, as a notebook does), which cloudpickle pickles by value on every call. Plain pickle
