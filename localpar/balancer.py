@@ -29,7 +29,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Deque, Dict, List, Optional, Set, Tuple
 
 from . import chaos
-from .errors import NoEnginesError, RemoteError, TaskAborted
+from .errors import ClientClosedError, NoEnginesError, RemoteError, TaskAborted
 from .messages import Reclaim
 
 if TYPE_CHECKING:
@@ -156,6 +156,14 @@ class Balancer:
         for record in dropped:
             self._ledger.fail(record, TaskAborted(record.msg_id), status="aborted")
         return True
+
+    def close(self, reason: str) -> None:
+        """The client closed: every queued task fails with ClientClosedError."""
+        with self._lock:
+            dropped = [item[1] for item in self._queue]
+            self._queue.clear()
+        for record in dropped:
+            self._ledger.fail(record, ClientClosedError(f"{reason} while task {record.msg_id} was queued"))
 
     def queued_msg_ids(self) -> Set[str]:
         with self._lock:

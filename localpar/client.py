@@ -707,6 +707,7 @@ class _Cluster:
         self.cluster_id = client.cluster_id
         self.ledger = client._ledger
         self.collector = client._collector
+        self.balancer = client._balancer
         self.lifeline = client._lifeline
         self.queue = client._queue
         self.spin_hint = client._spin_hint
@@ -820,6 +821,7 @@ class _Cluster:
             elif h.alive:
                 h.process.terminate()
         self.collector.stop()  # fails what is pending with ClientClosedError
+        self.balancer.close("the client was closed")  # and what waits for an engine
         _end_processes([h.process for h in handles], [h.death_fd for h in handles if h.alive])
         proctree.end(tree + proctree.scan(marks=[f"{self.cluster_id}:"]))
         for thread in self.helpers:  # no new ones: closed is set

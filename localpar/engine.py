@@ -7,11 +7,12 @@
                                        │                   atomic frames); Manager dict
                                        └─ print, sys.stderr ──► the same queue: Output,
                                                            coalesced (see ``output``)
-    control pipe ──► the control thread: a Reclaim is answered at once (Reclaimed, on
-                     the event pipe), even while a task runs; Abort, Release, UseStore
-                     and StoreLost wait in the inbox, applied before each task, now and
-                     then by publish_data (never blocking the task), and as they come
-                     while the engine is idle (the inbox rings the idle loop's bell).
+    control pipe ──► read under the engine lock by the control thread as messages come,
+                     and by the loop before each task: a Reclaim is answered at once
+                     (Reclaimed, on the event pipe), even while a task runs; Abort,
+                     Release, UseStore and StoreLost go to the inbox, applied before each
+                     task, now and then by publish_data (never blocking the task), and as
+                     they come while the engine is idle (the inbox rings the idle loop's bell).
 
 A task runs at most once: under the engine lock, the loop marks a task started
 (`seen`) before running it, and the control thread hands back only tasks not
@@ -221,19 +222,24 @@ class Engine:
         while True:
             ready.poll()
             with self.lock:
-                try:
-                    frames = self._control.read_frames()
-                except OSError:
+                if not self._take_control():
                     return  # the client is gone: the lifeline ends this process
-                for frame in frames:
-                    message = messages.decode(frame)
-                    if type(message) is Reclaim:
-                        self.reclaim(message.seqs)
-                    else:
-                        self._inbox.append(message)
-                        self._inbox_bell.ring()
-                if self._control.eof:
-                    return
+
+    def _take_control(self) -> bool:
+        """Read what has arrived on the control pipe: a Reclaim is answered, the rest goes to
+        the inbox.  The engine lock is held, so the pipe has one reader at a time; False at its end."""
+        try:
+            frames = self._control.read_frames()
+        except OSError:
+            return False
+        for frame in frames:
+            message = messages.decode(frame)
+            if type(message) is Reclaim:
+                self.reclaim(message.seqs)
+            else:
+                self._inbox.append(message)
+                self._inbox_bell.ring()
+        return not self._control.eof
 
     def reclaim(self, seqs: List[int]) -> None:
         """Hand back those of `seqs` not started yet; the engine lock is held."""
@@ -242,7 +248,11 @@ class Engine:
         self.send(Reclaimed(back))  # answered even if empty: the client waits for it before asking again
 
     def poll_control(self) -> None:
-        """Apply the control messages that have arrived; the engine lock is held."""
+        """Apply the control messages that have arrived; the engine lock is held.
+
+        It reads the pipe itself too: an Abort written before a task starts must be seen
+        by then, whether or not the control thread has woken up yet."""
+        self._take_control()
         while self._inbox:
             message = self._inbox.popleft()
             if isinstance(message, Abort):

@@ -166,10 +166,16 @@ class SpinHint:
 
     # -- the client's side --------------------------------------------------------------
     def waiting(self) -> None:
-        _DEADLINE.pack_into(self._page, 0, math.inf)
+        self._set_deadline(math.inf)
 
     def done_waiting(self) -> None:
-        _DEADLINE.pack_into(self._page, 0, time.monotonic() + HOT_AFTER_WAIT_SECONDS)
+        self._set_deadline(time.monotonic() + HOT_AFTER_WAIT_SECONDS)
+
+    def _set_deadline(self, deadline: float) -> None:
+        try:
+            _DEADLINE.pack_into(self._page, 0, deadline)
+        except (TypeError, ValueError):  # closed with its cluster (a wait ending late): nobody spins now
+            pass
 
     def forget(self, engine_id: int) -> None:
         """A dead engine spins no more (it may have died spinning)."""
@@ -195,4 +201,7 @@ class SpinHint:
             self._page[slot] = 0
 
     def close(self) -> None:
-        self._page.close()
+        try:
+            self._page.close()
+        except BufferError:  # a caller is writing it this instant; the mapping goes with this object
+            pass

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import psutil
 import pytest
@@ -138,6 +139,38 @@ def test_close_from_another_thread_fails_a_waiting_get_with_client_closed_error(
     with pytest.raises(ClientClosedError, match="closed while task"):
         ar.get()  # no timeout: close() must wake it
     closer.join(timeout=30)
+
+
+def test_close_fails_tasks_still_queued_for_an_engine_and_wakes_their_waiters(leak_check):
+    """Load-balanced tasks that never reached an engine fail too, including one a thread waits on."""
+    import threading
+
+    c = Client(1)
+    c.load_balance_depth = 1
+    lb = c.load_balanced_view()
+    running = lb.apply_async(sleep_a_while, 30)
+    queued = [lb.apply_async(sleep_a_while, 30) for _ in range(3)]  # no engine has room for these
+    assert all(r.engine_id == -1 for ar in queued for r in ar._records)
+    outcome = []
+
+    def wait() -> None:
+        try:
+            queued[-1].get()  # no timeout: close() must wake it
+        except BaseException as exc:
+            outcome.append(exc)
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    deadline = time.monotonic() + 10
+    while c._ledger.waiters == 0 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    c.close()
+    waiter.join(timeout=30)
+    assert not waiter.is_alive()
+    assert len(outcome) == 1 and isinstance(outcome[0], ClientClosedError), outcome
+    for ar in [running, *queued]:
+        with pytest.raises(ClientClosedError, match="closed while task"):
+            ar.get(timeout=5)
 
 
 def ignore_sigterm_and_sleep() -> None:

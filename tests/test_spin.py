@@ -218,3 +218,17 @@ def test_a_caller_waiting_on_a_busy_machine_lets_the_engines_block(loadavg):
                 assert c[0].apply_sync(abs, -3) == 3
         finally:
             engine_side.close()
+
+
+def test_a_wait_ending_after_its_cluster_closed_does_not_fail_on_the_spin_page():
+    from localpar import sharedmem
+    from localpar.spin import SpinHint
+
+    hint = SpinHint.create("spinclosed")
+    try:
+        hint.waiting()
+        hint.close()  # the cluster closed while a caller waited
+        hint.done_waiting()  # that caller's wait ends: nothing to tell engines any more
+        hint.waiting()
+    finally:
+        sharedmem.sweep("spinclosed")
