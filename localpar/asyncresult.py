@@ -187,8 +187,8 @@ class AsyncResult(Future):
             return True
         self._ledger.check_can_wait()
         limit = None if timeout is None or timeout < 0 else timeout
-        with self._ledger.waiting():
-            seconds = spin.SPIN_SECONDS if spin.cpu_to_spare() else 0.0
+        with self._ledger.waiting() as cpu_to_spare:
+            seconds = spin.SPIN_SECONDS if cpu_to_spare else 0.0
             if spin.spin_until(self.done, seconds if limit is None else min(limit, seconds)):
                 return True  # the answer was microseconds away: no wake-up needed
             try:

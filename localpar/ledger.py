@@ -194,18 +194,19 @@ class Ledger:
 
     # -- waiting ------------------------------------------------------------------------
     @contextlib.contextmanager
-    def waiting(self) -> Iterator[None]:
+    def waiting(self) -> Iterator[bool]:
         """Around a caller's wait for a result: engines spin between tasks meanwhile, if a
-        CPU is to spare (``spin.cpu_to_spare``)."""
+        CPU is to spare (``spin.cpu_to_spare``); yields that answer, for the caller's own spin."""
+        spare = spin.cpu_to_spare()
         with self.lock:
             self.waiters += 1
             first = self.waiters == 1
-        if first and spin.cpu_to_spare():
+        if first and spare:
             self._spin_hint.waiting()
         if chaos.ENABLED:
             chaos.pause()
         try:
-            yield
+            yield spare
         finally:
             with self.lock:
                 self.waiters -= 1

@@ -382,7 +382,8 @@ def function_blob(f: Callable[..., Any], cluster_id: str) -> Tuple[bytes, List[S
     fblob = _by_reference.get(f)
     if fblob is not None:
         return fblob, []
-    now = None if captures.by_reference(f) else captures.snapshot(f)
+    by_reference = captures.by_reference(f)
+    now = None if by_reference else captures.snapshot(f)
     if now is not None:
         kept = _by_value.get(f.__code__)
         if kept is not None and captures.same(kept[0], now):
@@ -394,7 +395,7 @@ def function_blob(f: Callable[..., Any], cluster_id: str) -> Tuple[bytes, List[S
         if len(_by_value) >= _BY_VALUE_KEPT:
             _by_value.pop(next(iter(_by_value)))
         _by_value[f.__code__] = now, fblob
-    elif captures.by_reference(f):
+    elif by_reference:
         _by_reference[f] = fblob
     return fblob, []
 
