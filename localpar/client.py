@@ -160,14 +160,14 @@ class Client:
         try:
             for engine_id in self._ledger.reserve_ids(n):
                 self._start_engine(engine_id)
+            if datastore:  # the Manager starts at the cluster's first publication (see datastore)
+                self._collector.on_first_data = _weakly(self, Client._start_datastore_thread)
             with limits.starting("the collector thread"):
                 self._collector.start()  # the first thread: engines above were forked from a single-threaded process
             if self.memory_limit is not None:
                 self._cluster.memory_watch = memory.MemoryWatch(self._ledger, self.memory_limit, self.cluster_id)
                 with limits.starting("the memory watch thread"):
                     self._cluster.memory_watch.start()
-            if datastore:
-                self._cluster.start_datastore(_weakly(self, Client._start_datastore))
         except BaseException:
             self._finalizer()
             raise
@@ -222,8 +222,12 @@ class Client:
             handle.send_control(UseStore(store.proxy_bytes))
         return handle
 
+    def _start_datastore_thread(self) -> None:
+        """The collector saw the cluster's first publication: start the Manager beside it."""
+        self._cluster.start_datastore(_weakly(self, Client._start_datastore))
+
     def _start_datastore(self) -> None:
-        """Runs in a thread of its own: the Manager starts while the caller already works."""
+        """Runs in a thread of its own: the tasks go on publishing while the Manager starts."""
         ctx = launch.get_context(launch.threaded_method())
         try:
             store = DataStore(ctx, self._authkey, self._lifeline.reader, self.cluster_id)
@@ -284,7 +288,8 @@ class Client:
 
     @property
     def manager_pid(self) -> Optional[int]:
-        """The pid of the Manager process holding the durable data, once started."""
+        """The pid of the Manager process holding the durable data; None until the cluster's
+        first ``publish_data`` has started it."""
         store = self._collector.store
         return None if store is None else store.pid
 
@@ -730,10 +735,19 @@ class _Cluster:
             raise ClientClosedError("this Client is closed")
 
     def start_datastore(self, start: Callable[[], None]) -> None:
+        """Run `start` in a thread of its own, once, unless closed; called by the collector,
+        so it never raises: a thread that cannot start is the Manager's error."""
         thread = threading.Thread(target=start, name=f"localpar-manager-start-{self.cluster_id}", daemon=True)
-        with limits.starting("the thread that starts the Manager"):
-            thread.start()
-        self.store_starter = thread  # only once started: close() joins it
+        with self._lock:
+            if self.closed or self.store_starter is not None:
+                return
+            try:
+                thread.start()
+            except RuntimeError as exc:  # no thread to be had (ulimit -u)
+                why = limits.process_limit_error("the thread that starts the Manager", exc).strerror
+                self.collector.store_error = f"the Manager process could not start: {why}"
+                return
+            self.store_starter = thread  # only once started: close() joins it
 
     def adopt_store(self, store: DataStore) -> bool:
         """Keep the started Manager for close(); False if the cluster closed meanwhile."""

@@ -46,6 +46,7 @@ from . import chaos, limits, messages, sharedmem
 from .errors import ClientClosedError, EngineError, RemoteError, SerializationError, TaskAborted
 from .handles import EngineHandle, TaskRecord
 from .ledger import Ledger
+from .lifeline import exit_status
 from .messages import Aborted, Data, Output, Progress, Ready, Reclaimed, Result, Spilled, StoreLost, UseStore
 from .pubqueue import PublicationQueue
 from .serialization import loads, segments_of
@@ -68,6 +69,9 @@ class Collector:
         # The client's hook for a dead engine: ends its descendants and may replace it,
         # in a helper thread (it must return at once: this thread reads for everyone).
         self.on_death: Optional[Callable[[EngineHandle], None]] = None
+        # The client's hook for the cluster's first publication: it starts the Manager then,
+        # so that a cluster that never publishes never starts one.  Called once, then dropped.
+        self.on_first_data: Optional[Callable[[], None]] = None
         self.store: Optional[DataStore] = None  # set under ledger.lock
         self.store_error: Optional[str] = None  # why the Manager is gone
         # Engine segments whose arrays the client dropped; appended from GC
@@ -274,6 +278,9 @@ class Collector:
             sharedmem.unlink(spilled.ref.name)
 
     def _on_data(self, data: Data) -> None:
+        if self.on_first_data is not None:
+            start_store, self.on_first_data = self.on_first_data, None
+            start_store()
         record = self.ledger.records.get(data.seq)
         if record is None or record.result is None:
             _logger.warning("a publication of engine %s arrived after its task had ended; dropped", data.engine_id)
@@ -301,8 +308,8 @@ class Collector:
         self._drain_queue()
         pending = self.ledger.engine_died(handle)
         self._room = True  # tasks queued for this engine alone must now fail
+        handle.exitcode = exit_status(handle.process, handle.death_fd)
         handle.process.join(timeout=1.0)  # it has exited: this only reaps it
-        handle.exitcode = handle.process.exitcode
         if not handle.ready and handle.death_reason is None:  # it died starting: was it the ulimit -u?
             handle.death_reason = limits.process_limit_note()
         self._recover_from_store(handle, pending)

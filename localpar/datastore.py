@@ -9,9 +9,12 @@ leaving values over 1 MB out (they would cost a full copy per write; the client
 has them already), bounds its memory and cost.  Values travel as bytes, so the
 Manager never needs to unpickle what only cloudpickle can rebuild.
 
-The Manager starts in a thread of its own, so that ``Client()`` returns as soon
-as the engines are started and the first calls do not wait for it; it watches
-the client's lifeline like every child.  Nothing the client does with it can
+The Manager starts at the cluster's first publication, in a thread of its own:
+a cluster that never publishes never starts one, and starting it competes neither
+with ``Client()`` nor with the first calls (it costs a fork and a process boot on a
+core the engines need).  Publications made before it is up are in the client
+already; the engines write it from their next one.  It watches the client's
+lifeline like every child.  Nothing the client does with it can
 block for long: the read after a death has a timeout, and shutdown kills it.
 """
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from typing import Callable
+from typing import Callable, Optional
 
 
 class Lifeline:
@@ -57,6 +58,35 @@ def watch(reader: Connection, on_parent_death: Callable[[], None]) -> threading.
     thread = threading.Thread(target=wait_for_eof, name="localpar-lifeline", daemon=True)
     thread.start()
     return thread
+
+
+def exit_status(process: BaseProcess, death: int) -> Optional[int]:
+    """The exit code of `process`, which has exited (`death`, from `death_fd`, said so),
+    as multiprocessing gives it (negative: killed by that signal); None if unknown.
+
+    Read through the pidfd without reaping, where it can be.  Any thread's
+    ``Process.start()`` (the Manager's, a replacement engine's, the user's own) reaps
+    every exited child of multiprocessing's, and a ``join`` that runs between that
+    thread's ``waitpid`` and its noting the status finds no child and returns None.
+    So if the child is reaped already, the status is the reaping thread's to note:
+    give it the GIL for a while (at most `REAPED_ELSEWHERE_WAIT`); there is nothing
+    else to wait on.
+    """
+    if death != process.sentinel:
+        try:
+            found = os.waitid(os.P_PIDFD, death, os.WEXITED | os.WNOWAIT)
+        except (AttributeError, OSError):
+            found = None
+        if found is not None:
+            return found.si_status if found.si_code == os.CLD_EXITED else -found.si_status
+    process.join(timeout=1.0)
+    deadline = time.monotonic() + REAPED_ELSEWHERE_WAIT
+    while process.exitcode is None and time.monotonic() < deadline:
+        time.sleep(0.001)
+    return process.exitcode
+
+
+REAPED_ELSEWHERE_WAIT = 0.1
 
 
 def death_fd(process: BaseProcess) -> int:

@@ -68,6 +68,7 @@ def start_busy_task(c, deadline):
 
 c = Client(2)
 deadline = time.monotonic() + 10
+c[0].apply_sync(publish_data, {"first": "publication"})  # which starts the Manager
 while c.manager_pid is None and time.monotonic() < deadline:
     time.sleep(0.02)
 c[:].apply_sync(os.getpid)
@@ -95,7 +96,10 @@ def wait_for_file(path: str, limit: float = 20.0) -> str:
 
 
 def wait_for_manager(c: Any, timeout: float = 10.0) -> int:
-    """The pid of the cluster's Manager process, once the drain thread has started it."""
+    """The pid of the cluster's Manager process, started by a first publication."""
+    from localpar.datapub import publish_data
+
+    c[c.ids[0]].apply_sync(publish_data, {"first": "publication"})
     deadline = time.monotonic() + timeout
     while c.manager_pid is None:
         assert time.monotonic() < deadline, "the Manager process did not start"

@@ -1,4 +1,4 @@
-"""The Manager dict: values only cloudpickle can pickle, and a Manager that stops answering."""
+"""The Manager dict: when it starts, values only cloudpickle can pickle, and a Manager that stops answering."""
 
 from __future__ import annotations
 
@@ -25,6 +25,24 @@ def publish_unusual_values_then_more(seconds: float) -> int:
     for n in range(1, 20):
         publish_data({"n": n})
     return n
+
+
+def test_the_manager_starts_at_the_first_publication_and_not_before(leak_check):
+    """A cluster that publishes nothing starts no Manager: it would compete with the first
+    calls for a core (a fork and a process boot) for nothing."""
+    with Client(1) as c:
+        for _ in range(20):  # 0.4 s of tasks: a Manager started with the client would be up by now
+            c[0].apply_sync(time.sleep, 0.02)
+        assert c.manager_pid is None and c.datastore_error is None
+        ar = c[0].apply_async(publish_data, {"first": "publication"})
+        ar.get(timeout=HANG_GUARD)
+        deadline = time.monotonic() + HANG_GUARD
+        while c.manager_pid is None:
+            assert time.monotonic() < deadline and c.datastore_error is None, c.datastore_error
+            time.sleep(0.01)
+        assert ar.data == {"first": "publication"}
+        ar = c[0].apply_async(publish_unusual_values_then_more, 0.5)  # the store writer has it now
+        assert ar.get(timeout=HANG_GUARD) == 19 and ar.data["n"] == 19
 
 
 def test_values_only_cloudpickle_can_pickle_do_not_break_the_durable_copy(leak_check):

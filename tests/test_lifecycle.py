@@ -173,7 +173,7 @@ from localpar.datapub import publish_data
 
 def open_a_cluster_and_leave_it(then_wait):
     inner = Client(1)  # never closed by the task
-    inner[0].apply_sync(os.getpid)
+    inner[0].apply_sync(publish_data, {"first": "publication"})  # which starts its Manager
     deadline = time.monotonic() + 10
     while inner.manager_pid is None and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -234,6 +234,7 @@ def quick(x):
 
 with Client(2) as c:
     deadline = time.monotonic() + 10
+    c[1].apply_sync(publish_data, {"first": "publication"})  # which starts the Manager
     while c.manager_pid is None and time.monotonic() < deadline:
         time.sleep(0.02)
     ar = c[0].apply_async(long_task)

@@ -71,6 +71,7 @@ def test_many_client_lifecycles_leave_nothing_behind(leak_check: LeakChecker) ->
     for i in range(200):
         with Client(2, start_method="fork") as c:
             assert c[:].apply_async(tiny, i).get(timeout=HANG_GUARD) == [i, i]
+            c[:].apply_sync(publish_data, {"i": i})  # the first publication starts the Manager
             deadline = time.monotonic() + HANG_GUARD
             while c.manager_pid is None:  # the whole cluster, Manager included, is torn down
                 assert time.monotonic() < deadline

@@ -134,6 +134,9 @@ PIDS = Path(__file__).parent / "pids.jsonl"
 
 
 def record(client):
+    from localpar.datapub import publish_data
+
+    client[client.ids[0]].apply_sync(publish_data, {"first": "publication"})  # which starts the Manager
     deadline = time.monotonic() + 20
     while client.manager_pid is None and time.monotonic() < deadline:
         time.sleep(0.02)
