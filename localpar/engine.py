@@ -32,8 +32,8 @@ or inside the engine's talk with the client on the task's behalf
 the task, dropped once the task has ended.  So no pipe is ever left with half a
 message, no count is left short, and the loop never sees it.
 
-An engine lives in its own session (a terminal's Ctrl-C is the client's), and a
-daemon thread watches the lifeline: the engine exits when the client dies.  It
+An engine lives in its own session (a terminal's Ctrl-C is the client's), and its
+control thread watches the lifeline too: the engine exits when the client dies.  It
 is the subreaper of what its tasks start and ends those processes before it
 exits, on STOP and on lifeline EOF alike (see ``proctree``); a cluster a task
 opened and left open (a nested ``Client``) is closed first, so that it removes
@@ -102,7 +102,6 @@ def run_engine(spec: EngineSpec) -> None:
     engine = Engine(spec)
     signal.signal(signal.SIGINT, engine.on_sigint)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked by the client during start
-    lifeline.watch(spec.lifeline, engine.on_client_death)
     threading.Thread(target=engine.read_control, name="localpar-control", daemon=True).start()
     os.register_at_fork(after_in_child=_forked_by_a_task)
     try:
@@ -216,14 +215,22 @@ class Engine:
 
     # -- control messages ------------------------------------------------------
     def read_control(self) -> None:
-        """The control pipe's one reader, in a thread of its own (see the module docstring)."""
+        """The control pipe's one reader and the lifeline's watch, in a thread of its own (see
+        the module docstring): one thread, not two, because each costs engine start-up time."""
+        line = self.spec.lifeline.fileno()
         ready = select.poll()
         ready.register(self._control.fd, select.POLLIN)
+        ready.register(line, select.POLLIN)
         while True:
-            ready.poll()
-            with self.lock:
-                if not self._take_control():
-                    return  # the client is gone: the lifeline ends this process
+            for fd, _ in ready.poll():
+                if fd == line:
+                    if lifeline.broken(line):
+                        self.on_client_death()
+                    continue
+                with self.lock:
+                    more = self._take_control()
+                if not more:  # the client closed its end: only the lifeline is left to watch
+                    ready.unregister(self._control.fd)
 
     def _take_control(self) -> bool:
         """Read what has arrived on the control pipe: a Reclaim is answered, the rest goes to

@@ -11,6 +11,7 @@ publication queue (atomic frames, see ``pubqueue``) uses one of each.
 from __future__ import annotations
 
 import collections
+import fcntl
 import os
 import select
 import struct
@@ -22,7 +23,17 @@ from . import chaos
 
 LENGTH = struct.Struct("<I")
 ATOMIC_WRITE = select.PIPE_BUF  # a pipe write of at most this many bytes is never split (4096 on Linux)
-_CHUNK = 1 << 18  # bytes read per system call
+_F_GETPIPE_SZ = 1032  # Linux's fcntl: the pipe's capacity
+_DEFAULT_PIPE_SIZE = 1 << 16
+_MAX_READ = 1 << 18
+
+
+def pipe_capacity(fd: int) -> int:
+    """Bytes the pipe `fd` holds: what one read can get at most."""
+    try:
+        return max(fcntl.fcntl(fd, _F_GETPIPE_SZ), 4096)
+    except OSError:
+        return _DEFAULT_PIPE_SIZE
 
 
 def frame(payload: bytes) -> bytes:
@@ -44,7 +55,8 @@ class FrameReader:
         os.set_blocking(fd, False)
         self.fd = fd
         self.eof = False  # the writers are gone and every byte was read
-        self._scratch = bytearray(_CHUNK)
+        # A whole pipe in one read, up to _MAX_READ: the buffer is zeroed when made, 1 MiB in 0.8 ms.
+        self._scratch = bytearray(min(pipe_capacity(fd), _MAX_READ))
         self._view = memoryview(self._scratch)
         self._buffer = bytearray()  # the start of a frame not complete yet
 
@@ -81,7 +93,7 @@ class FrameReader:
                 rest = self._buffer
             data.release()
             self._buffer = rest
-            if got < _CHUNK:
+            if got < len(self._scratch):
                 break
         return frames
 

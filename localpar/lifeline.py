@@ -40,19 +40,25 @@ class Lifeline:
         self.reader.close()
 
 
+def broken(fd: int) -> bool:
+    """Read the lifeline `fd` (blocking until it is readable): True once the client is gone.
+    Nothing is ever written to it, so it becomes readable only at its end."""
+    try:
+        return not os.read(fd, 1)
+    except InterruptedError:
+        return False
+    except OSError:
+        return True
+
+
 def watch(reader: Connection, on_parent_death: Callable[[], None]) -> threading.Thread:
-    """Start a daemon thread that calls `on_parent_death` when the client is gone."""
+    """Start a daemon thread that calls `on_parent_death` when the client is gone (the
+    Manager's; an engine watches its lifeline from its control thread)."""
 
     def wait_for_eof() -> None:
         fd = reader.fileno()
-        while True:
-            try:
-                if not os.read(fd, 1):
-                    break
-            except InterruptedError:
-                continue
-            except OSError:
-                break
+        while not broken(fd):
+            pass
         on_parent_death()
 
     thread = threading.Thread(target=wait_for_eof, name="localpar-lifeline", daemon=True)

@@ -37,7 +37,7 @@ import os
 import select
 import signal
 import time
-from typing import Dict, Iterable, List, Set
+from typing import Any, Dict, Iterable, List, Set
 
 import psutil
 
@@ -46,13 +46,19 @@ GRACE = 1.0  # seconds between TERM and KILL
 _PR_SET_CHILD_SUBREAPER = 36
 
 
+def _find_prctl() -> Any:
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_prctl = _find_prctl()  # looked up once, on import by the client: engines forked from it skip it
+
+
 def become_subreaper() -> bool:
     """Make this process the reaper of its orphaned descendants; False where it cannot."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return bool(libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
-    except (OSError, AttributeError):
-        return False
+    return _prctl is not None and bool(_prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
 
 
 def mark(cluster_id: str) -> None:
