@@ -20,6 +20,10 @@ is marked running (``set_running_or_notify_cancel``) when its first task leaves
 the queue, so ``cancel()`` succeeds exactly while none has.  Tasks are assigned
 and registered in the ledger under `_lock`, and written to their engines after
 it is released, like every failure, so that no user callback runs under it.
+`schedule` first looks, without the locks, whether the queue is empty and no
+balanced task is on an engine (the ledger's `balanced`), and if so returns: the
+queue grows, and `balanced` too, only in a thread that schedules afterwards
+itself, so a stale "nothing" is never the last look.
 """
 
 from __future__ import annotations
@@ -60,13 +64,20 @@ class Balancer:
         self._lock = threading.Lock()
 
     def submit(self, ar: AsyncResult, items: List[Tuple[TaskRecord, bytes, Optional[List[int]]]]) -> None:
+        """Queue `ar`'s tasks, and hand them out if the queue was empty.  Behind other tasks
+        they wait for room, which only the collector sees (a task ends, an engine comes or
+        goes), and it schedules then: a burst of submissions costs an append each."""
         with self._lock:
+            was_empty = not self._queue
             self._queue.extend((ar, record, call, allowed) for record, call, allowed in items)
-        self.schedule()
+        if was_empty:
+            self.schedule()
 
     def schedule(self) -> None:
         """Hand queued tasks to the least busy allowed engine while one has room; with none
         queued and an engine idle, ask busy engines for tasks back."""
+        if not self._queue and not self._ledger.balanced:
+            return  # nothing to hand out or take back (see the module docstring)
         depth = self.effective_depth()
         to_send: List[Tuple[EngineHandle, TaskRecord, bytes]] = []
         to_fail: List[Tuple[TaskRecord, RemoteError, str]] = []
@@ -100,8 +111,11 @@ class Balancer:
                     del load[least]
             if not self._queue:
                 to_reclaim = self._to_reclaim(load)
+        by_engine: Dict[EngineHandle, List[Tuple[int, bytes]]] = {}
         for handle, record, call in to_send:
-            handle.send_task(record.seq, call)
+            by_engine.setdefault(handle, []).append((record.seq, call))
+        for handle, tasks in by_engine.items():
+            handle.send_tasks(tasks)
         for handle, seqs in to_reclaim:
             handle.send_control(Reclaim(seqs))
         for record, error, status in to_fail:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import fcntl
+import itertools
 import os
 import select
 import struct
@@ -131,22 +132,34 @@ class Outbox:
 
     def send(self, payload: bytes) -> None:
         """Write a frame now, or leave it for the collector: never blocks."""
+        self.send_many([payload])
+
+    def send_many(self, payloads: List[bytes]) -> None:
+        """Write these frames in order now, or leave them for the collector: never blocks.
+        Small frames go several to a write, each write whole frames of at most ``PIPE_BUF``
+        bytes in all, so the rule above holds for each write."""
         with self.lock:
             if chaos.ENABLED:
                 chaos.pause()
             if self._conn.closed:
                 return
-            self._frames.append(memoryview(frame(payload)))
             frames = self._frames
+            frames.extend(memoryview(frame(payload)) for payload in payloads)
             while frames and len(frames[0]) <= ATOMIC_WRITE:
+                count, size = 1, len(frames[0])
+                while count < len(frames) and size + len(frames[count]) <= ATOMIC_WRITE:
+                    size += len(frames[count])
+                    count += 1
+                chunk = frames[0] if count == 1 else b"".join(itertools.islice(frames, count))
                 try:
-                    os.write(self.fd, frames[0])  # whole or nothing
+                    os.write(self.fd, chunk)  # whole or nothing
                 except BlockingIOError:
                     break
                 except OSError:
                     frames.clear()  # the reader is gone (a dead engine: the collector hears of it)
                     return
-                frames.popleft()
+                for _ in range(count):
+                    frames.popleft()
             if frames and not self._watched:
                 self._on_backlog()
                 self._watched = True

@@ -118,6 +118,10 @@ class EngineHandle:
         """Write task `seq`; never blocks (see ``framing.Outbox``)."""
         self.tasks.send(TASK_HEADER.pack(seq) + call)
 
+    def send_tasks(self, tasks: List[Tuple[int, bytes]]) -> None:
+        """Write these ``(seq, call)`` in order, small ones several to a system call."""
+        self.tasks.send_many([TASK_HEADER.pack(seq) + call for seq, call in tasks])
+
     def send_stop(self) -> None:
         """Ask the engine to leave its loop once the tasks before this are done."""
         self.tasks.send(STOP)

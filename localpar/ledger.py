@@ -2,9 +2,9 @@
 
 Ownership (who may touch what):
 
-- ``Ledger.lock`` guards `engines`, `records`, every handle's `pending`,
-  `alive`, `ready`, `completed` and `idle_since` (read by ``status``), `closed`,
-  `version` and `waiters`.  It is never held while blocking, nor while user code
+- ``Ledger.lock`` guards `engines`, `records`, `balanced`, every handle's
+  `pending`, `alive`, `ready`, `completed` and `idle_since` (read by ``status``),
+  `closed`, `version` and `waiters`.  It is never held while blocking, nor while user code
   (a callback) runs.
 - A task completes in `complete`: under the lock the record is marked done and
   counted off its AsyncResult; the last record finishes the Future outside the
@@ -41,6 +41,7 @@ class Ledger:
         self.lock = threading.Lock()
         self.engines: Dict[int, EngineHandle] = {}
         self.records: Dict[int, TaskRecord] = {}
+        self.balanced = 0  # of `records`, those the load balancer placed (their `call` is kept)
         self.closed = False
         self.version = 0  # bumped whenever the collector must watch other descriptors
         self.waiters = 0  # callers waiting for a result: engines spin between tasks meanwhile
@@ -125,6 +126,7 @@ class Ledger:
                 record = self.records.get(seq)
                 if record is not None and seq in handle.pending:
                     del self.records[seq]
+                    self.balanced -= record.call is not None
                     handle.pending.discard(seq)
                     record.engine_id = -1
                     records.append(record)
@@ -139,6 +141,7 @@ class Ledger:
             if handle is None or not handle.alive or self.closed:
                 return False
             self.records[record.seq] = record
+            self.balanced += record.call is not None
             handle.pending.add(record.seq)
             return True
 
@@ -158,7 +161,8 @@ class Ledger:
             if record.done:
                 return
             record.done = True
-            self.records.pop(record.seq, None)
+            if self.records.pop(record.seq, None) is not None:
+                self.balanced -= record.call is not None
             handle = self.engines.get(record.engine_id)
             if handle is not None and record.seq in handle.pending:
                 handle.pending.discard(record.seq)

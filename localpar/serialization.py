@@ -348,7 +348,7 @@ CALL_FUNCTION_SIZE = struct.Struct("<I")
 """A call is ``[u32 size][the function, as dumps() made it][its arguments, likewise]``."""
 
 _by_reference: weakref.WeakKeyDictionary[Any, bytes] = weakref.WeakKeyDictionary()
-_by_value: Dict[types.CodeType, Tuple[captures.Snapshot, bytes]] = {}
+_by_value: Dict[types.CodeType, Tuple[captures.Snapshot, bytes, types.FunctionType]] = {}
 _BY_VALUE_KEPT = 256  # functions sent by value whose pickle is kept (see ``captures``)
 _NO_ARGUMENTS = _NO_SEGMENTS + pickle.dumps(((), {}), protocol=5)
 
@@ -382,19 +382,18 @@ def function_blob(f: Callable[..., Any], cluster_id: str) -> Tuple[bytes, List[S
     fblob = _by_reference.get(f)
     if fblob is not None:
         return fblob, []
-    by_reference = captures.by_reference(f)
+    kept = _by_value.get(f.__code__)
+    by_reference = (kept is None or kept[2] is not f) and captures.by_reference(f)  # the same function: by value still
     now = None if by_reference else captures.snapshot(f)
-    if now is not None:
-        kept = _by_value.get(f.__code__)
-        if kept is not None and captures.same(kept[0], now):
-            return kept[1], []
+    if now is not None and kept is not None and captures.same(kept[0], now):
+        return kept[1], []
     fblob, segments = _dumps_function(f, cluster_id)
     if segments:
         return fblob, segments
     if now is not None:
         if len(_by_value) >= _BY_VALUE_KEPT:
             _by_value.pop(next(iter(_by_value)))
-        _by_value[f.__code__] = now, fblob
+        _by_value[f.__code__] = now, fblob, f
     elif by_reference:
         _by_reference[f] = fblob
     return fblob, []

@@ -115,6 +115,7 @@ def test_tasks_handed_back_run_exactly_once(tmp_path):
         with open(out) as f:
             lines = f.read().split()
         assert sorted(lines, key=int) == [str(i) for i in range(1500)]
+        assert c._ledger.balanced == 0  # every one counted off: ended or handed back (the fast path's count)
 
 
 def test_an_abort_racing_a_hand_back_still_aborts(tmp_path):
@@ -131,6 +132,7 @@ def test_an_abort_racing_a_hand_back_still_aborts(tmp_path):
         for ar in queued:
             with pytest.raises(TaskAborted):
                 ar.get(timeout=30)
+        assert c._ledger.balanced == 0
 
 
 def gated_line(gate: str, out: str, text: str) -> int:

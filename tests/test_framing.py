@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import threading
 
-from localpar.framing import FrameReader, frame, write_frame
+from multiprocessing import Pipe
+
+from localpar.framing import ATOMIC_WRITE, FrameReader, Outbox, frame, write_frame
 
 
 def test_a_burst_of_frames_is_read_at_once_and_a_partial_frame_waits():
@@ -45,3 +47,27 @@ def test_a_frame_bigger_than_the_pipe_arrives_whole_and_eof_is_seen():
         assert frames == [payload]
     finally:
         os.close(r)
+
+
+def test_an_outbox_sends_many_frames_in_order_and_leaves_what_does_not_fit_to_flush():
+    """Small frames go several to a write; a big one, and what follows it, waits for flush()."""
+    reader_conn, writer_conn = Pipe(duplex=False)
+    asked = []
+    outbox = Outbox(writer_conn, lambda: asked.append(True))
+    reader = FrameReader(reader_conn.fileno())
+    try:
+        small = [bytes([i]) * (i * 37 % 300) for i in range(60)]  # several writes' worth, whole frames each
+        outbox.send_many(small)
+        assert not outbox.backlog and not asked
+        assert reader.read_frames() == small
+        big = os.urandom(3 * ATOMIC_WRITE)
+        outbox.send_many([b"before", big, b"after"])
+        assert outbox.backlog and asked == [True]  # the collector is asked once to flush
+        got = []
+        while outbox.backlog or len(got) < 3:
+            outbox.flush()
+            got += reader.read_frames()
+        assert got == [b"before", big, b"after"]
+    finally:
+        outbox.close()
+        reader_conn.close()
