@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import threading
-
 from multiprocessing import Pipe
 
 from localpar.framing import ATOMIC_WRITE, FrameReader, Outbox, frame, write_frame
