@@ -171,7 +171,10 @@ class StoreWriter:
             try:
                 thread.start()
             except RuntimeError as exc:  # e.g. too many threads for this user
-                self.lost = f"the engine could not start the thread that writes the Manager dict ({exc})"
+                from .limits import is_process_limit, limit_reached
+
+                why = f"{limit_reached()}; {exc}" if is_process_limit(exc) else str(exc)
+                self.lost = f"the engine could not start the thread that writes the Manager dict ({why})"
                 return
             self._thread = thread
 
