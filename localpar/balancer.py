@@ -4,7 +4,8 @@ ipyparallel schedules in its controller; here the queue lives in the client and 
 drained on submission and whenever the collector has seen a task end or an engine
 come or go.  Each engine may hold up to `depth` tasks (ipyparallel's ``hwm``): 2
 hides the round trip between two tasks, 1 waits for an idle engine; more while
-tasks are short (see `QUEUED_WORK_SECONDS`).  A task queued here has no engine yet (``engine_id == -1``),
+tasks are short (see `QUEUED_WORK_SECONDS`).  A deep queue is refilled once it
+is half empty (`refill_level`), many tasks in one write.  A task queued here has no engine yet (``engine_id == -1``),
 so aborting it needs no message to any engine.
 
 An engine may hold a short task behind one that runs long while another engine
@@ -55,6 +56,13 @@ above)."""
 MAX_DEPTH = 32
 
 
+def refill_level(depth: int) -> int:
+    """An engine is given tasks once it holds at most this many, then up to `depth`: half
+    of a deep queue, so that each write to it carries many tasks (a write that wakes an
+    idle engine costs more than a small task), while what it still holds keeps it busy."""
+    return depth // 2 if depth >= 4 else depth - 1
+
+
 class Balancer:
     def __init__(self, ledger: Ledger, depth: int = 2) -> None:
         self.depth = depth
@@ -71,11 +79,13 @@ class Balancer:
             was_empty = not self._queue
             self._queue.extend((ar, record, call, allowed) for record, call, allowed in items)
         if was_empty:
-            self.schedule()
+            self.schedule(fill=True)
 
-    def schedule(self) -> None:
+    def schedule(self, fill: bool = False) -> None:
         """Hand queued tasks to the least busy allowed engine while one has room; with none
-        queued and an engine idle, ask busy engines for tasks back."""
+        queued and an engine idle, ask busy engines for tasks back.  Room is `depth` with
+        `fill` (a submission to an empty queue), else an engine is refilled once down to
+        `refill_level`."""
         if not self._queue and not self._ledger.balanced:
             return  # nothing to hand out or take back (see the module docstring)
         depth = self.effective_depth()
@@ -86,6 +96,8 @@ class Balancer:
             if chaos.ENABLED:
                 chaos.pause()
             load = self._ledger.load()
+            low = depth - 1 if fill else refill_level(depth)
+            refilled = {h for h, n in load.items() if n <= low}  # these take tasks, up to depth
             while self._queue:
                 ar, record, call, allowed = self._queue[0]
                 least = min((h for h in load if allowed is None or h.id in allowed), key=load.__getitem__, default=None)
@@ -93,7 +105,7 @@ class Balancer:
                     self._queue.popleft()
                     to_fail.append((record, NoEnginesError(f"no live engine among targets {allowed}"), "error"))
                     continue
-                if load[least] >= depth:
+                if least not in refilled or load[least] >= depth:
                     break
                 self._queue.popleft()
                 if not ar._start():  # cancelled while queued: its other tasks go too

@@ -39,6 +39,36 @@ def test_depth_bounds_the_tasks_handed_to_each_engine(tmp_path, depth, third_is_
         assert sorted(set(ar.get(timeout=30) for ar in ars)) == sorted(c.engine_pids().values())
 
 
+def wait_for_gate_file(path: str) -> str:
+    wait_for_gate(path)
+    return path
+
+
+def test_a_deep_queue_is_refilled_once_half_empty_many_tasks_at_once(tmp_path):
+    """Depth 8: an engine that ran 1, 2, 3 of its 8 tasks gets none; at 4 it is filled up again."""
+    gates = [str(tmp_path / f"gate{i}") for i in range(10)]
+    with Client(1) as c:
+        c.load_balance_depth = 8
+        lb = c.load_balanced_view()
+        ars = [lb.apply_async(wait_for_gate_file, gate) for gate in gates]
+        assert c.queue_status()["unassigned"] == 2
+        for i in range(3):
+            open(gates[i], "w").close()
+            assert ars[i].get(timeout=30) == gates[i]
+            time.sleep(0.05)  # the collector hands out tasks right after it completes one
+            assert c.queue_status()["unassigned"] == 2, i
+        open(gates[3], "w").close()
+        ars[3].get(timeout=30)
+        deadline = time.monotonic() + 30
+        while c.queue_status()["unassigned"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert c.queue_status()[0]["queue"] == 6  # 4 held, 2 more in one write
+        for gate in gates[4:]:
+            open(gate, "w").close()
+        assert [ar.get(timeout=30) for ar in ars] == gates
+
+
 def test_short_tasks_are_queued_deeper_and_long_ones_are_not(tmp_path):
     """Short tasks fill an engine with a couple of milliseconds of work; long ones get `depth` again."""
     gate = str(tmp_path / "gate")
