@@ -343,7 +343,7 @@ def _scaling(r: Dict[str, Any], path: str, png: str) -> List[str]:
     lines = ["## Scaling", "", f"![benchmarks]({image})", ""]
     lines += [
         "Each engine count gets a fresh cluster: startup is the median of several starts, throughput the median of "
-        "3 submit-all runs begun right after the start (localpar's Manager process is still starting meanwhile); "
+        "3 submit-all runs begun right after the start (no tool publishes here, so localpar starts no Manager); "
         "with more engines than cores, every tool shares them.",
         "",
         "| tool | engines | startup ms | 5,000 tasks/s |",
@@ -372,11 +372,12 @@ def _size(n: int) -> str:
 
 WHY_MISSED = {
     "startup vs Pool(fork)": (
-        "localpar forks its engines like Pool, but also creates the task, control and result pipes and a pidfd per "
-        "engine, the publication queue, the lifeline, the spin page and the collector thread, starts the Manager "
-        "process (from a thread of its own, concurrently), and each engine starts its lifeline and control threads "
-        "before it serves. Measured in one session (medians of 9): Client(2) 16.0 ms to construct and 6.1 ms to the "
-        "first result, Pool(2) 11.8 and 3.6 ms; without the Manager (`datastore=False`) 11.3 and 7.2 ms."
+        "`Client(2)` now constructs about as fast as `Pool(2)` (medians of 15 in one session: 6.0–8.0 ms against "
+        "7.0–8.1): the Manager starts at the first publication instead, and an engine starts one thread, not two. "
+        "What remains is the first result, 2.5–3.2 ms after construction against Pool's 1–1.8: engine 0 boots "
+        "(multiprocessing's child bootstrap, then its session, subreaper mark, Engine object and control thread, "
+        "each touching copy-on-write pages) while the client forks engine 1 and starts its collector thread, on "
+        "the same 2 cores."
     ),
     "round trip p50 vs raw Pipe ping-pong": (
         "One thread of the client (the collector) reads every pipe and completes every result, so that no wake-up "
@@ -388,11 +389,13 @@ WHY_MISSED = {
     ),
     "5,000 tasks submit-all: localpar / Pool": (
         "The client is the limit: the submitting thread and the collector take turns on the GIL, so the rate is one "
-        "over their CPU per task. Measured per task from /proc (thread CPU times): 50–76 µs in the submitting "
-        "thread (AsyncResult, record, pickling, the balancer, one `write`) and 38–42 µs in the collector "
-        "(reading, unpickling, completing the Future, handing out the next task). Engines queue up to ~2 ms of "
-        "short tasks now, so they no longer idle, but the client's Python per task still costs more than Pool's, "
-        "whose `apply_async` only puts into a queue that its own thread pickles from."
+        "over their CPU per task. Measured per task from /proc (thread CPU times, one session): 38–58 µs in the "
+        "submitting thread and 20–36 µs in the collector, down from 50–76 and 38–42 at the previous report "
+        "(envelopes pickled as plain tuples, a burst only appends to the queue, several tasks per write, engines "
+        "refilled at half depth). What remains is Python per task (an AsyncResult, which is a Future with its "
+        "own Condition, a record, pickling the arguments) and the garbage collector: about 20 tracked objects "
+        "per pending task, and with the collector off the rate rose 15–20%. Pool's `apply_async` only puts "
+        "into a queue that its own thread pickles from."
     ),
     "5,000 tasks submit-all: localpar / ipyparallel": (
         "Same cause as against Pool: the client's per-task work bounds the rate."
@@ -444,8 +447,8 @@ WHY_MISSED = {
         "pickling the items and the results and running the loop in the engines, as for Pool's chunks."
     ),
     "startup to first result vs Pool(fork)": (
-        "As for the issue-6 startup row: the pipes, the collector thread and the Manager process, whose start "
-        "competes with the first call on 2 cores."
+        "As for the issue-6 startup row: the first result waits for engine 0's boot, which shares the 2 cores "
+        "with the client forking engine 1 and starting its collector thread."
     ),
     "one core busy: round trip p50 of a `__main__` function, localpar / Pool": (
         "With a core burned, nothing spins any more (localpar spins only while /proc/loadavg shows a CPU to spare), "

@@ -27,6 +27,7 @@ ATOMIC_WRITE = select.PIPE_BUF  # a pipe write of at most this many bytes is nev
 _F_GETPIPE_SZ = 1032  # Linux's fcntl: the pipe's capacity
 _DEFAULT_PIPE_SIZE = 1 << 16
 _MAX_READ = 1 << 18
+_FLUSH_BYTES = 1 << 16  # the collector's writes of a backlog: up to a default pipe's worth at once
 
 
 def pipe_capacity(fd: int) -> int:
@@ -145,6 +146,8 @@ class Outbox:
                 return
             frames = self._frames
             frames.extend(memoryview(frame(payload)) for payload in payloads)
+            if self._watched:
+                return  # a backlog: the collector writes it as the reader makes room
             while frames and len(frames[0]) <= ATOMIC_WRITE:
                 count, size = 1, len(frames[0])
                 while count < len(frames) and size + len(frames[count]) <= ATOMIC_WRITE:
@@ -170,12 +173,22 @@ class Outbox:
             frames = self._frames
             try:
                 while frames and not self._conn.closed:
-                    head = frames[0]
-                    written = os.write(self.fd, head)
-                    if written < len(head):  # the rest of this frame goes first next time
-                        frames[0] = head[written:]
+                    count, size = 1, len(frames[0])  # the oldest frames, up to _FLUSH_BYTES, in one write
+                    while count < len(frames) and size < _FLUSH_BYTES:
+                        size += len(frames[count])
+                        count += 1
+                    chunk = frames[0] if count == 1 else b"".join(itertools.islice(frames, count))
+                    written = os.write(self.fd, chunk)
+                    full = written < len(chunk)
+                    while written:  # drop what went out; a frame written in part keeps its rest
+                        head = frames[0]
+                        if written < len(head):
+                            frames[0] = head[written:]
+                            break
+                        written -= len(head)
+                        frames.popleft()
+                    if full:
                         break
-                    frames.popleft()
             except BlockingIOError:
                 pass
             except OSError:

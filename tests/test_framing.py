@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from multiprocessing import Pipe
 
 from localpar.framing import ATOMIC_WRITE, FrameReader, Outbox, frame, write_frame
@@ -59,14 +60,19 @@ def test_an_outbox_sends_many_frames_in_order_and_leaves_what_does_not_fit_to_fl
         outbox.send_many(small)
         assert not outbox.backlog and not asked
         assert reader.read_frames() == small
-        big = os.urandom(3 * ATOMIC_WRITE)
+        big = os.urandom(50 * ATOMIC_WRITE)  # more than the pipe holds: flushed in parts
         outbox.send_many([b"before", big, b"after"])
         assert outbox.backlog and asked == [True]  # the collector is asked once to flush
+        outbox.send_many([b"later"])  # behind the backlog, never ahead of it
         got = []
-        while outbox.backlog or len(got) < 3:
+        deadline = time.monotonic() + 10
+        while outbox.backlog or len(got) < 4:
+            assert time.monotonic() < deadline, got[:3]
             outbox.flush()
             got += reader.read_frames()
-        assert got == [b"before", big, b"after"]
+        assert got == [b"before", big, b"after", b"later"]
+        outbox.send_many([b"again"])  # the backlog is gone: written at once
+        assert not outbox.backlog and reader.read_frames() == [b"again"] and asked == [True]
     finally:
         outbox.close()
         reader_conn.close()
