@@ -114,7 +114,8 @@ class Outbox:
     whole or not at all), oldest first, and drops each from the queue only after
     its write: an interrupt can at worst leave a frame to be written twice (the
     reader skips what it has seen, see ``engine``) or for the next sender.  Bigger
-    frames, and partial writes, are left to the collector, which no interrupt reaches.
+    frames, and partial writes, are left to the collector, which no interrupt reaches;
+    once it has been asked to flush, senders only append until it has.
     """
 
     def __init__(self, conn: Connection, on_backlog: Callable[[], None]) -> None:
