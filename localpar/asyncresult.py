@@ -55,6 +55,11 @@ class AsyncResult(Future):
 
     def __init__(self, client: Client, fname: str = "unknown", single: bool = False) -> None:
         super().__init__()
+        # Future's own Condition wraps an RLock: eight objects for the garbage collector to
+        # track, per task (a burst of tiny tasks in a big notebook heap spent half its time
+        # in collections).  No path takes a future's condition twice (``wait`` and
+        # ``as_completed`` take each once), so a plain Lock serves, in four.
+        self._condition = threading.Condition(threading.Lock())
         self._client = client
         self._ledger = client._ledger
         self._phase = _NEW
@@ -65,7 +70,7 @@ class AsyncResult(Future):
         self._data_version = 0
         self._remaining = 0
         self._watchers: List[Callable[[Data], None]] = []
-        self._segments: List[Any] = []  # shared memory sent with the call; freed when done
+        self._segments: Tuple[Any, ...] = ()  # shared memory sent with the call; freed when done
         self._submitted = time.time()
         self._return_exceptions = False  # ipyparallel's map(return_exceptions=True)
 

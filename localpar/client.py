@@ -476,7 +476,8 @@ class Client:
             key = id(call)
             if key not in encoded:
                 encoded[key] = self._encode(*call)
-                ar._segments += encoded[key][1]
+                if encoded[key][1]:
+                    ar._segments += tuple(encoded[key][1])
             plan.append((self._new_record(ar, engine_id), encoded[key][0]))
         ar._start()  # nobody else has it yet: it cannot have been cancelled
         for record, blob in plan:
@@ -489,7 +490,8 @@ class Client:
         blobs = []
         for call in calls:
             blob, segments = self._encode(*call)
-            ar._segments += segments
+            if segments:
+                ar._segments += tuple(segments)
             blobs.append(blob)
         self._balancer.submit(ar, [(self._new_record(ar, -1), blob, targets) for blob in blobs])
         return ar
@@ -508,7 +510,7 @@ class Client:
     def _release_segments(self, ar: AsyncResult) -> None:
         for ref in ar._segments:
             sharedmem.unlink(ref.name)
-        ar._segments = []
+        ar._segments = ()
 
     def _cancel(self, ar: AsyncResult) -> bool:
         """Cancel `ar` if none of its tasks was handed to an engine yet."""

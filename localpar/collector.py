@@ -263,7 +263,11 @@ class Collector:
         record = self.ledger.records.get(output.seq)
         if record is None or record.result is None:
             return  # its task has failed already (aborted, dead engine, closed client)
-        record.output.append((output.name, output.text))
+        piece = (output.name, output.text)
+        if isinstance(record.output, list):
+            record.output.append(piece)
+        else:  # the first piece
+            record.output = [piece]
         record.pubs_applied += 1
         self._complete_if_all_data(record)
 
@@ -288,14 +292,14 @@ class Collector:
         record.pubs_applied += 1
         record.last_pubseq = data.pubseq
         if not data.delta:  # lost on the way (see _unspill)
-            record.data_errors.append(f"publication {data.pubseq} was lost")
+            record.data_errors += (f"publication {data.pubseq} was lost",)
             self._complete_if_all_data(record)
             return
         try:
             delta = loads(data.delta, what="a publication", on_release=self.release)
         except SerializationError as exc:  # counted all the same: the task must still complete
             _logger.warning("task %s: %s", record.msg_id, exc)
-            record.data_errors.append(str(exc))
+            record.data_errors += (str(exc),)
         else:
             record.result._apply_data(record.index, delta)
         self._complete_if_all_data(record)

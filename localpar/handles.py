@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import TYPE_CHECKING, Any, Callable, List, Optional, Set, Tuple
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, Sequence, Set, Tuple
 
 from . import messages
 from .errors import RemoteError
@@ -58,12 +58,14 @@ class TaskRecord:
         self.status: Optional[str] = None  # "ok", "error", "aborted"
         self.value: Any = None
         self.error: Optional[RemoteError] = None
-        self.output: List[Tuple[str, str]] = []  # ("stdout" or "stderr", text), in arrival order
+        # ("stdout" or "stderr", text), in arrival order; the empty tuple until the first (one
+        # object less per task for the garbage collector to track).
+        self.output: Sequence[Tuple[str, str]] = ()
         self.pubs_expected: Optional[int] = None
         self.pubs_applied = 0
         self.last_pubseq = 0
         self.progress: Optional[Tuple[int, int]] = None
-        self.data_errors: List[str] = []  # publications that could not be applied, and why
+        self.data_errors: Tuple[str, ...] = ()  # publications that could not be applied, and why
         self.done = False
         # A load-balanced task keeps its call until it ends: an engine may hand it back
         # (messages.Reclaim) for another to run.  Under the balancer's lock.

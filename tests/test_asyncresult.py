@@ -318,3 +318,28 @@ def test_async_result_is_a_future(client: Client) -> None:
     assert isinstance(ar, concurrent.futures.Future) and isinstance(ar, AsyncResult)
     done, _ = concurrent.futures.wait([ar], timeout=10)
     assert ar in done and ar.result() == [1, 1]
+
+
+def test_a_pending_task_leaves_few_objects_for_the_garbage_collector(tmp_path: Path) -> None:
+    """Each pending task's objects are scanned by every collection: a burst of tiny tasks in a
+    big notebook heap spent half its time in the collector at 20 per task."""
+    import gc
+
+    gate = str(tmp_path / "gate")
+    with Client(1) as c:
+        c.load_balance_depth = 1
+        blocker = c[0].apply_async(wait_for_file, gate)  # the engine is busy: the tasks below wait
+        lb = c.load_balanced_view()
+        warm = [lb.apply_async(abs, -1) for _ in range(10)]
+        gc.collect()
+        gc.disable()
+        try:
+            before = len(gc.get_objects())
+            pending = [lb.apply_async(abs, -i) for i in range(500)]
+            per_task = (len(gc.get_objects()) - before) / len(pending)
+        finally:
+            gc.enable()
+            Path(gate).touch()
+        assert per_task <= 15, f"{per_task:.1f} tracked objects per pending task"
+        assert blocker.get(timeout=30) == gate
+        assert [ar.get(timeout=30) for ar in warm + pending] == [1] * 10 + list(range(500))
