@@ -393,9 +393,10 @@ WHY_MISSED = {
         "submitting thread and 20–36 µs in the collector, down from 50–76 and 38–42 at the previous report "
         "(envelopes pickled as plain tuples, a burst only appends to the queue, several tasks per write, engines "
         "refilled at half depth). What remains is Python per task (an AsyncResult, which is a Future with its "
-        "own Condition, a record, pickling the arguments) and the garbage collector: about 20 tracked objects "
-        "per pending task, and with the collector off the rate rose 15–20%. Pool's `apply_async` only puts "
-        "into a queue that its own thread pickles from."
+        "own Condition, a record, pickling the arguments) and the garbage collector, which scans every pending "
+        "task's objects: 14 tracked objects per task now (20 before; with a million objects in the heap, "
+        "collections had taken about half the submitting thread's time), and with the collector off the rate "
+        "rose 15–20%. Pool's `apply_async` only puts into a queue that its own thread pickles from."
     ),
     "5,000 tasks submit-all: localpar / ipyparallel": (
         "Same cause as against Pool: the client's per-task work bounds the rate."
