@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from . import notebook
 from .targets import BIG, GOALS, LOCALPAR, MB, POOL, Target, evaluate
@@ -29,6 +29,11 @@ def _bw(p: Dict[str, Any], key: str, n: int) -> Optional[float]:
     return n / secs / 1e6 if secs else None
 
 
+def _measured(r: Dict[str, Any]) -> List[Tuple[str, Dict[str, Any]]]:
+    """The tools that ran, by name, in report order (a skipped one says why in the first table)."""
+    return [(name, p) for name, p in r["peers"].items() if "skipped" not in p]
+
+
 def absolute_table(r: Dict[str, Any]) -> List[str]:
     """Startup, shutdown and idle memory per tool."""
     lines = ["| tool | startup ms | shutdown ms | idle USS/worker MB |", "|---|---|---|---|"]
@@ -48,9 +53,7 @@ def calls_table(r: Dict[str, Any]) -> List[str]:
         "| `LoadBalancedView.map` items/s |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for name, p in r["peers"].items():
-        if "skipped" in p:
-            continue
+    for name, p in _measured(r):
         kinds = p.get("kinds") or {notebook.MODULE: p}
         for kind in notebook.KINDS:
             k = kinds.get(kind)
@@ -108,9 +111,7 @@ def transfer_table(r: Dict[str, Any]) -> List[str]:
         "| 64 MB array published | 64 MB `bytes` published |",
         "|---|---|---|---|---|---|---|",
     ]
-    for name, p in r["peers"].items():
-        if "skipped" in p:
-            continue
+    for name, p in _measured(r):
         lines.append(f"| {name} | " + " | ".join(_fmt(_bw(p, key, n), 1) for key, n in cols) + " |")
     lim = r["limits"]
     memcpy = {n: _fmt(n / lim["memcpy"][n] / 1e6 if n in lim["memcpy"] else None, 1) for n in (MB, BIG)}

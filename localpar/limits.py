@@ -120,7 +120,7 @@ def check_descriptors(engines: int, new_cluster: bool = True, limit: Optional[in
 
 
 # -- threads and processes (ulimit -u) -----------------------------------------------------------
-TASKS_PER_ENGINE = 5  # its process, its lifeline, control and output threads, its thread in the Manager
+TASKS_PER_ENGINE = 5  # its process; control (and lifeline), output, Manager-writer threads; one in the Manager
 TASKS_PER_CLUSTER = 6  # the collector and Manager-start threads, the Manager (3), a forkserver
 
 

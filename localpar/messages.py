@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import pickle
 import struct
-from typing import Any, List, NamedTuple, Tuple, Union
+from typing import Any, List, NamedTuple, Tuple, Union, get_args
 
 from .sharedmem import SegmentRef
 
@@ -139,9 +139,7 @@ Publication = Union[Data, Progress, Output, Spilled]
 Control = Union[Abort, Reclaim, Release, UseStore, StoreLost]
 
 
-_KINDS: Tuple[Any, ...] = (
-    Ready, Result, Aborted, Reclaimed, Data, Progress, Output, Spilled, Abort, Reclaim, Release, UseStore, StoreLost,
-)  # fmt: skip
+_KINDS: Tuple[Any, ...] = tuple(dict.fromkeys(get_args(Event) + get_args(Publication) + get_args(Control)))
 _NUMBERS = {kind: number for number, kind in enumerate(_KINDS)}
 
 
