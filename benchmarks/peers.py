@@ -144,7 +144,7 @@ class Localpar(Peer):
         self.client[:].map_sync(_noop(fn), range(count))
 
     def map_balanced(self, count: int, fn: Fn = None) -> None:
-        """``LoadBalancedView.map`` with its default chunksize (see ``localpar.view.auto_chunksize``)."""
+        """``LoadBalancedView.map`` with its default chunksize (see ``localpar.client.view.auto_chunksize``)."""
         self.client.load_balanced_view().map_sync(_noop(fn), range(count))
 
     def pids(self) -> List[int]:

@@ -17,6 +17,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from . import error
+from .engine.namespace import interactive
 from .errors import (
     ClientClosedError,
     CompositeError,
@@ -29,14 +30,13 @@ from .errors import (
     SerializationError,
     TaskAborted,
 )
-from .execreply import ExecuteReply
-from .namespace import interactive
-from .reference import Reference
+from .wire.execreply import ExecuteReply
+from .wire.reference import Reference
 
 if TYPE_CHECKING:
-    from .asyncresult import AsyncMapResult, AsyncResult
-    from .client import Client
-    from .view import DirectView, LoadBalancedView, parallel, remote
+    from .client.asyncresult import AsyncMapResult, AsyncResult
+    from .client.client import Client
+    from .client.view import DirectView, LoadBalancedView, parallel, remote
 
 __version__ = "0.1.0"
 
@@ -47,13 +47,13 @@ FIRST_EXCEPTION = "FIRST_EXCEPTION"
 ALL_COMPLETED = "ALL_COMPLETED"
 
 _LAZY = {
-    "AsyncMapResult": "asyncresult",
-    "AsyncResult": "asyncresult",
-    "Client": "client",
-    "DirectView": "view",
-    "LoadBalancedView": "view",
-    "parallel": "view",
-    "remote": "view",
+    "AsyncMapResult": "client.asyncresult",
+    "AsyncResult": "client.asyncresult",
+    "Client": "client.client",
+    "DirectView": "client.view",
+    "LoadBalancedView": "client.view",
+    "parallel": "client.view",
+    "remote": "client.view",
 }
 
 

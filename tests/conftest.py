@@ -112,7 +112,7 @@ def shm_segments(cluster_id: str = "", data_only: bool = False) -> Set[str]:
 
     With `data_only`, leave out the cluster's spin hint, which lives as long as the cluster.
     """
-    from localpar.spin import SPIN_HINT_LABEL
+    from localpar.processes.spin import SPIN_HINT_LABEL
 
     pattern = f"localpar-{cluster_id}-*" if cluster_id else "localpar-*"
     names = {os.path.basename(p) for p in glob.glob(os.path.join(SHM_DIR, pattern))}
@@ -213,7 +213,7 @@ class LeakChecker:
 @pytest.fixture
 def leak_check(monkeypatch: pytest.MonkeyPatch) -> Iterator[LeakChecker]:
     """Fail the test if it leaves a child process, thread, fd or shm segment behind."""
-    from localpar import client as client_module
+    from localpar.client import client as client_module
 
     checker = LeakChecker()
     real_init = client_module.Client.__init__

@@ -31,7 +31,7 @@ def gate(tmp_path: Path, client: Client) -> Iterator[str]:
 
 def gated_on_engine(engine: int, path: str) -> int:
     """Return the engine id at once, except on `engine`, which waits for the gate first."""
-    from localpar.namespace import engine_id
+    from localpar.engine.namespace import engine_id
 
     if engine_id() == engine:
         wait_for_file(path)
@@ -43,7 +43,7 @@ def echo(x: Any) -> Any:
 
 
 def chatty(tag: str) -> str:
-    from localpar.namespace import engine_id
+    from localpar.engine.namespace import engine_id
 
     print(f"out {tag} {engine_id()}")
     print(f"err {tag} {engine_id()}", file=sys.stderr)
@@ -247,7 +247,7 @@ def test_composite_error_like_ipyparallel(client: Client) -> None:
 
 def test_only_the_failing_engine_is_in_the_composite_error(client: Client) -> None:
     def fail_on_one() -> int:
-        from localpar.namespace import engine_id
+        from localpar.engine.namespace import engine_id
 
         if engine_id() == 1:
             raise KeyError("one")

@@ -9,8 +9,9 @@ import types
 import pytest
 from conftest import wait_for_file
 
-from localpar import Client, TaskAborted, balancer
-from localpar.messages import Reclaim
+from localpar import Client, TaskAborted
+from localpar.client import balancer
+from localpar.wire.messages import Reclaim
 
 
 def wait_for_gate(path: str) -> int:

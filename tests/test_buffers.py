@@ -9,7 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from localpar import Client, sharedmem
+from localpar import Client
+from localpar.wire import sharedmem
 
 MB = 1 << 20
 BOUND = getattr(sharedmem.SegmentPool, "IDLE_KEEP_BYTES", 32 * MB)

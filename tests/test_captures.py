@@ -1,4 +1,4 @@
-"""The pickle-reuse rule for functions sent by value (see ``localpar.captures``).
+"""The pickle-reuse rule for functions sent by value (see ``localpar.wire.captures``).
 
 Functions here are made with ``__module__ == "__main__"`` (as in a script or a
 notebook), so cloudpickle sends them by value, as it does for users.
@@ -10,8 +10,9 @@ import types
 
 import pytest
 
-from localpar import Client, captures
-from localpar.serialization import function_blob
+from localpar import Client
+from localpar.wire import captures
+from localpar.wire.serialization import function_blob
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -14,7 +14,7 @@ from typing import List
 import pytest
 
 import localpar
-from localpar import cli
+from localpar.integrations import cli
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -120,7 +120,7 @@ def test_demo_plot(tmp_path):
 
 
 def test_demo_passes_the_options(monkeypatch):
-    import localpar.demo
+    import localpar.integrations.demo
 
     calls = []
 
@@ -128,7 +128,7 @@ def test_demo_passes_the_options(monkeypatch):
         calls.append(kw)
         return 7
 
-    monkeypatch.setattr(localpar.demo, "run_demo", fake_run_demo)
+    monkeypatch.setattr(localpar.integrations.demo, "run_demo", fake_run_demo)
     assert cli.main(["demo", "--engines", "3", "--steps", "4", "--interval", "0.5", "--plot"]) == 7
     assert calls == [dict(engines=3, steps=4, interval=0.5, plot=True)]
     assert cli.main(["demo"]) == 7
@@ -136,11 +136,11 @@ def test_demo_passes_the_options(monkeypatch):
 
 
 def test_demo_interrupted(monkeypatch, capsys):
-    import localpar.demo
+    import localpar.integrations.demo
 
     def interrupted(**kw):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(localpar.demo, "run_demo", interrupted)
+    monkeypatch.setattr(localpar.integrations.demo, "run_demo", interrupted)
     assert cli.main(["demo"]) == 130
     assert "interrupted" in capsys.readouterr().err

@@ -186,7 +186,7 @@ def test_engines_that_ignore_sigterm_are_killed_together_not_one_after_another(l
     the grace periods do not add up (6 engines would take 6 x grace one after another)."""
     import time
 
-    from localpar import client as client_module
+    from localpar.client import client as client_module
 
     monkeypatch.setattr(client_module, "ENGINE_EXIT_GRACE", 1.0)
     with Client(6) as c:

@@ -119,7 +119,7 @@ def test_a_death_fails_only_that_engines_tasks_while_others_are_pending():
 
 def test_a_collector_failure_fails_pending_tasks_instead_of_hanging(monkeypatch):
     """A bug in the reading thread must surface as an error on every pending task."""
-    from localpar import collector
+    from localpar.client import collector
 
     with Client(1) as c:
         ar = c[0].apply_async(sleep_then, 1, 0.3)

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from localpar.demo import format_cell, run_demo
+from localpar.integrations.demo import format_cell, run_demo
 
 pytestmark = pytest.mark.timeout(60)
 

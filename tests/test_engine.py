@@ -16,7 +16,7 @@ from conftest import HANG_GUARD, wait_for_file, wait_pids_gone
 
 from localpar import Client, RemoteError
 from localpar.datapub import publish_data
-from localpar.messages import Release
+from localpar.wire.messages import Release
 
 
 @pytest.fixture(scope="module")
@@ -171,7 +171,7 @@ GLOBALS_SCRIPT = textwrap.dedent(
 
 
 def test_a_function_sees_the_clients_globals_on_every_call_whatever_the_cache(tmp_path):
-    """The rule (see localpar.engine): the globals a __main__ function names take the values
+    """The rule (see localpar.engine.loop): the globals a __main__ function names take the values
     they had on the client at the call; names the client lacks resolve in the namespace."""
     script = tmp_path / "globals_rule.py"
     script.write_text(GLOBALS_SCRIPT)
@@ -197,7 +197,7 @@ def append_line(path: str) -> int:
 def test_a_task_frame_written_twice_runs_once(c, tmp_path):
     """A client interrupted between a frame's write and its bookkeeping may write it again
     (see framing.Outbox); the engine skips a task number it has already run."""
-    from localpar.serialization import dumps_call
+    from localpar.wire.serialization import dumps_call
 
     path = tmp_path / "log"
     ar = c[1].apply_async(append_line, str(path))

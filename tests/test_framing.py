@@ -7,7 +7,7 @@ import threading
 import time
 from multiprocessing import Pipe
 
-from localpar.framing import ATOMIC_WRITE, FrameReader, Outbox, frame, write_frame
+from localpar.wire.framing import ATOMIC_WRITE, FrameReader, Outbox, frame, write_frame
 
 
 def test_a_burst_of_frames_is_read_at_once_and_a_partial_frame_waits():

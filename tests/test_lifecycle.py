@@ -98,7 +98,7 @@ def test_close_fails_pending_tasks_and_stops_busy_engines(leak_check: LeakChecke
 
 
 def test_garbage_collection_closes_the_cluster() -> None:
-    from localpar import client as client_module
+    from localpar.processes import clusters
 
     c = Client(2)
     cluster = c.cluster_id
@@ -111,7 +111,7 @@ def test_garbage_collection_closes_the_cluster() -> None:
         assert not survivors, f"an unreferenced Client must close its cluster; still running: {survivors}"
         assert not [t for t in threading.enumerate() if cluster in t.name]
     finally:  # do not let a failure here leak a cluster into later tests
-        for state in list(client_module._live_clusters):
+        for state in clusters.open_clusters():
             if state.cluster_id == cluster:
                 state.close()
 

@@ -8,7 +8,7 @@ import select
 import threading
 import time
 
-from localpar.lifeline import death_fd, exit_status
+from localpar.processes.lifeline import death_fd, exit_status
 
 
 def exit_with(code: int) -> None:

@@ -14,8 +14,9 @@ import numpy as np
 import psutil
 import pytest
 
-from localpar import Client, limits
-from localpar.spin import usable_cpus
+from localpar import Client
+from localpar.processes import limits
+from localpar.processes.spin import usable_cpus
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -110,7 +111,7 @@ def test_the_descriptor_counts_are_enough_for_a_working_cluster():
         import numpy as np
         from localpar import Client
         from localpar.datapub import publish_data
-        from localpar.limits import descriptors_needed, open_descriptors
+        from localpar.processes.limits import descriptors_needed, open_descriptors
 
         def publish(i):
             publish_data({"a": np.ones(1 << 17) * i})  # 1 MB: through shared memory

@@ -13,8 +13,8 @@ import psutil
 import pytest
 
 from localpar import Client, EngineError
+from localpar.client.memory import format_size, parse_size
 from localpar.datapub import publish_data
-from localpar.memory import format_size, parse_size
 
 HANG_GUARD = 10.0
 MiB = 1024 * 1024

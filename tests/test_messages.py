@@ -6,8 +6,8 @@ import pickle
 
 import pytest
 
-from localpar import messages
-from localpar.sharedmem import SegmentRef
+from localpar.wire import messages
+from localpar.wire.sharedmem import SegmentRef
 
 EXAMPLES = [
     messages.Ready(3),

@@ -1,7 +1,7 @@
 """Live output: a task's prints reach ``ar.stdout`` while it runs, coalesced, all of them
 before its result, each once, never torn by an interrupt, never into another task's output.
 
-The first tests drive the engine side (``localpar.output``) in this process with a fake
+The first tests drive the engine side (``localpar.engine.output``) in this process with a fake
 publication queue, so that a full pipe can be simulated exactly; the others run tasks."""
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from typing import Any, Iterator, List, Tuple
 import pytest
 from conftest import HANG_GUARD, wait_for_file
 
-from localpar import Client, messages
-from localpar.output import FLUSH_SIZE, Flusher, TaskOutput, TaskStream
+from localpar import Client
+from localpar.engine.output import FLUSH_SIZE, Flusher, TaskOutput, TaskStream
+from localpar.wire import messages
 
 pytestmark = pytest.mark.timeout(120)
 

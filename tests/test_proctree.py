@@ -23,8 +23,8 @@ import psutil
 import pytest
 from conftest import pid_gone, wait_pids_gone
 
-from localpar import Client, EngineError, proctree
-from localpar import client as client_module
+from localpar import Client, EngineError
+from localpar.processes import clusters, proctree
 
 HANG_GUARD = 10.0
 
@@ -109,7 +109,7 @@ def test_garbage_collection_ends_what_tasks_started() -> None:
         gc.collect()
         assert_all_gone(pids)
     finally:
-        for state in list(client_module._live_clusters):
+        for state in clusters.open_clusters():
             if state.cluster_id == cluster:
                 state.close()
 
@@ -186,7 +186,7 @@ def test_the_client_ending_ends_what_tasks_started(tmp_path: Path, mode: str) ->
 
 def test_a_mark_names_one_engine_exactly() -> None:
     """An engine's mark must not match another engine whose pid starts with the same digits."""
-    from localpar import proctree
+    from localpar.processes import proctree
 
     env = dict(os.environ, **{proctree.MARK: "feedf00d:1234"})
     proc = subprocess.Popen(["sleep", "30"], env=env)

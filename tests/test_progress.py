@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from localpar import Client, progress
+from localpar import Client
+from localpar.client import progress
 
 pytestmark = pytest.mark.timeout(60)
 

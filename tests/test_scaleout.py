@@ -62,7 +62,7 @@ def add(x: int, y: int) -> int:
 @interactive
 def engine_id_and(x: Any) -> Tuple[Any, Any]:
     try:
-        from localpar.namespace import engine_id
+        from localpar.engine.namespace import engine_id
 
         return engine_id(), x
     except Exception:  # on an ipyparallel engine

@@ -13,8 +13,9 @@ import psutil
 import pytest
 from conftest import LeakChecker, shm_segments, wait_for_manager
 
-from localpar import Client, sharedmem
+from localpar import Client
 from localpar.datapub import publish_data
+from localpar.wire import sharedmem
 
 HANG_GUARD = 10.0
 

@@ -7,8 +7,9 @@ import threading
 import numpy as np
 import pytest
 
-from localpar import SerializationError, serialization, sharedmem
-from localpar.serialization import SHM_THRESHOLD, call_parts, dumps, find_unpicklable, loads, segments_of
+from localpar import SerializationError
+from localpar.wire import serialization, sharedmem
+from localpar.wire.serialization import SHM_THRESHOLD, call_parts, dumps, find_unpicklable, loads, segments_of
 
 
 def test_closures_and_lambdas_roundtrip():
@@ -49,7 +50,7 @@ def test_unloadable_message_is_a_serialization_error():
 
 
 def test_a_module_level_function_is_pickled_once_a_closure_every_time(monkeypatch):
-    from localpar import serialization
+    from localpar.wire import serialization
 
     calls = []
     real = serialization.dumps

@@ -11,8 +11,8 @@ import warnings
 import numpy as np
 import pytest
 
-from localpar import sharedmem
-from localpar.sharedmem import SegmentPool
+from localpar.wire import sharedmem
+from localpar.wire.sharedmem import SegmentPool
 
 
 def shm_names(cluster_id):
@@ -57,7 +57,7 @@ def test_pool_reuses_a_released_segment_and_closes_all():
 
 
 def test_loads_reports_a_pooled_segment_once_its_array_is_garbage():
-    from localpar.serialization import dumps, loads
+    from localpar.wire.serialization import dumps, loads
 
     pool = SegmentPool("t4")
     try:
@@ -103,7 +103,7 @@ def test_a_new_segment_has_its_space_reserved_before_it_is_written(monkeypatch):
 
 
 def test_dumps_keeps_big_buffers_in_the_message_when_shared_memory_is_full_and_warns_once(monkeypatch):
-    from localpar.serialization import dumps, loads
+    from localpar.wire.serialization import dumps, loads
 
     monkeypatch.setattr(sharedmem, "reserve", _no_room)
     monkeypatch.setattr(sharedmem, "_warned_full", False)

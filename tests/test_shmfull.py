@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 import localpar
-from localpar import Client, sharedmem
+from localpar import Client
+from localpar.wire import sharedmem
 
 MB = 1 << 20
 LOCALPAR_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(localpar.__file__)))
@@ -27,7 +28,7 @@ def _no_room(fd, nbytes):
 
 def fill_shared_memory():
     """In the engine: from now on, no segment can be made (the test seam of sharedmem)."""
-    from localpar import sharedmem
+    from localpar.wire import sharedmem
 
     sharedmem.reserve = _no_room
 
@@ -183,7 +184,8 @@ def test_localpar_shm_dir_puts_every_segment_of_client_and_engines_there(tmp_pat
     script = textwrap.dedent(
         """
         import json, os, sys
-        from localpar import Client, sharedmem
+        from localpar import Client
+        from localpar.wire import sharedmem
 
         def big():
             return b"x" * 2**20

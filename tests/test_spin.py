@@ -9,8 +9,8 @@ import time
 import psutil
 import pytest
 
-from localpar import spin
-from localpar.spin import spin_until_ready
+from localpar.processes import spin
+from localpar.processes.spin import spin_until_ready
 
 
 def _pipe_poller():
@@ -84,8 +84,8 @@ def test_an_idle_cluster_does_not_spin(client):
 def test_spin_hint_is_hot_while_a_caller_waits_and_cools_after():
     import stat
 
-    from localpar import sharedmem
-    from localpar.spin import SpinHint
+    from localpar.processes.spin import SpinHint
+    from localpar.wire import sharedmem
 
     hint = SpinHint.create("spintest")
     engine_side = SpinHint(hint.name)
@@ -106,8 +106,9 @@ def test_spin_hint_is_hot_while_a_caller_waits_and_cools_after():
 
 
 def test_no_more_engines_spin_at_once_than_cpus_to_spare(monkeypatch):
-    from localpar import sharedmem, spin
-    from localpar.spin import SpinHint
+    from localpar.processes import spin
+    from localpar.processes.spin import SpinHint
+    from localpar.wire import sharedmem
 
     monkeypatch.setattr(spin, "MAX_SPINNERS", 1)
     monkeypatch.setattr(spin, "SPIN_SECONDS", 0.002)
@@ -141,7 +142,8 @@ def _run_with_spin_env(value, code):
 
 def test_spinning_can_be_turned_off_and_the_cluster_still_works():
     code = (
-        "from localpar import Client, spin\n"
+        "from localpar import Client\n"
+        "from localpar.processes import spin\n"
         "assert spin.SPIN_SECONDS == 0, spin.SPIN_SECONDS\n"
         "with Client(2) as c:\n"
         "    assert [c[0].apply_sync(abs, -i) for i in range(50)] == list(range(50))\n"
@@ -151,7 +153,9 @@ def test_spinning_can_be_turned_off_and_the_cluster_still_works():
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
 
 
-SHOW_SPIN = "import localpar, localpar.spin as s; print(repr(s.SPIN_SECONDS), repr(s._default_spin_seconds()))"
+SHOW_SPIN = (
+    "import localpar, localpar.processes.spin as s; print(repr(s.SPIN_SECONDS), repr(s._default_spin_seconds()))"
+)
 
 
 @pytest.mark.parametrize("value", ["fast", "abc", "", "0x10", "nan", "1 ms"])
@@ -206,7 +210,7 @@ def test_spinning_stops_while_the_machine_has_no_cpu_to_spare(loadavg, tmp_path)
 
 def test_a_caller_waiting_on_a_busy_machine_lets_the_engines_block(loadavg):
     from localpar import Client
-    from localpar.spin import SpinHint
+    from localpar.processes.spin import SpinHint
 
     with Client(1) as c:
         engine_side = SpinHint(c._spin_hint.name)
@@ -221,8 +225,8 @@ def test_a_caller_waiting_on_a_busy_machine_lets_the_engines_block(loadavg):
 
 
 def test_a_wait_ending_after_its_cluster_closed_does_not_fail_on_the_spin_page():
-    from localpar import sharedmem
-    from localpar.spin import SpinHint
+    from localpar.processes.spin import SpinHint
+    from localpar.wire import sharedmem
 
     hint = SpinHint.create("spinclosed")
     try:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from localpar import Client
-from localpar.client import default_start_method
+from localpar.client.client import default_start_method
 
 
 def publish_and_return():

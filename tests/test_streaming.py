@@ -14,8 +14,8 @@ from conftest import HANG_GUARD
 from test_output import print_wait_print
 
 from localpar import Client, RemoteError
-from localpar.execreply import ExecuteReply
-from localpar.streaming import OutputPrinter
+from localpar.client.streaming import OutputPrinter
+from localpar.wire.execreply import ExecuteReply
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -13,7 +13,7 @@ import pytest
 from conftest import wait_for_file
 
 from localpar import AsyncMapResult, AsyncResult, Client, DirectView, LoadBalancedView
-from localpar import view as view_module
+from localpar.client import view as view_module
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -8,7 +8,7 @@
 import time
 
 from localpar import LoadBalancedView
-from localpar.executor import LazyMapIterator
+from localpar.integrations.executor import LazyMapIterator
 
 from .clienttest import ClusterTestCase
 

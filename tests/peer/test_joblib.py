@@ -17,7 +17,7 @@ try:
         warnings.simplefilter("ignore")
         from joblib import Parallel, delayed
 
-        from localpar.joblib_backend import LocalparBackend  # noqa
+        from localpar.integrations.joblib_backend import LocalparBackend  # noqa
 except (ImportError, TypeError):
     have_joblib = False
 else:

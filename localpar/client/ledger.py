@@ -27,13 +27,14 @@ import threading
 import time
 from typing import TYPE_CHECKING, Callable, Dict, Iterator, List, Optional, Tuple
 
-from . import chaos, spin
-from .errors import EngineError, RemoteError
-from .framing import Bell
+from .. import chaos
+from ..errors import EngineError, RemoteError
+from ..processes import spin
+from ..wire.framing import Bell
 
 if TYPE_CHECKING:
+    from ..processes.spin import SpinHint
     from .handles import EngineHandle, TaskRecord
-    from .spin import SpinHint
 
 
 class Ledger:

@@ -13,7 +13,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
 
 
 def current_engine() -> Any:
-    from .engine import current_engine as _current  # engine imports this module
+    from .loop import current_engine as _current  # engine imports this module
 
     return _current()
 
@@ -117,7 +117,7 @@ def execute_interactive(code: str, filename: str = "<execute>") -> Any:
     import ast
     import sys
 
-    from .execreply import ExecuteReply
+    from ..wire.execreply import ExecuteReply
 
     global _execution_count
     _execution_count += 1
@@ -149,7 +149,7 @@ def map_chunk(f: Callable[..., Any], *chunks: Sequence[Any]) -> List[Any]:
 
 def call_with_references(f: Any, args: Sequence[Any], kwargs: Dict[str, Any]) -> Any:
     """Call `f` with every `Reference` (in f, args, kwargs) looked up in the namespace."""
-    from .reference import resolve
+    from ..wire.reference import resolve
 
     namespace = current_engine().namespace
     f = _bound(resolve(f, namespace), namespace)
@@ -157,7 +157,7 @@ def call_with_references(f: Any, args: Sequence[Any], kwargs: Dict[str, Any]) ->
 
 
 def map_chunk_with_references(f: Any, *chunks: Sequence[Any]) -> List[Any]:
-    from .reference import resolve
+    from ..wire.reference import resolve
 
     namespace = current_engine().namespace
     f = _bound(resolve(f, namespace), namespace)

@@ -11,8 +11,8 @@ import sys
 import time
 from typing import Any, Dict, List, Optional, TextIO, cast
 
-from .client import Client
-from .datapub import publish_data
+from ..client.client import Client
+from ..engine.datapub import publish_data
 
 
 def publish_it() -> None:

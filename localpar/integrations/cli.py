@@ -38,7 +38,7 @@ def program_name() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from .. import __version__
 
     parser = argparse.ArgumentParser(
         prog=program_name(), description="localpar: an IPython.parallel-style cluster on one machine."
@@ -98,7 +98,7 @@ def extras() -> Dict[str, Optional[str]]:
 
 
 def cpu_count() -> str:
-    from .spin import usable_cpus
+    from ..processes.spin import usable_cpus
 
     total = os.cpu_count() or 1
     usable = usable_cpus()
@@ -106,7 +106,7 @@ def cpu_count() -> str:
 
 
 def spin_setting() -> str:
-    from . import spin
+    from ..processes import spin
 
     if spin.SPIN_SECONDS <= 0:
         return f"off (set {spin.SPIN_ENV} to microseconds to turn it on)"
@@ -115,8 +115,8 @@ def spin_setting() -> str:
 
 
 def print_info(out: Optional[TextIO] = None) -> int:
-    from . import __version__
-    from .client import default_start_method
+    from .. import __version__
+    from ..client.client import default_start_method
 
     out = sys.stdout if out is None else out
     rows: List[tuple] = [

@@ -18,7 +18,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING, List, Optional, Tuple
 
-from .errors import CompositeError
+from ..errors import CompositeError
 
 if TYPE_CHECKING:
     from .asyncresult import AsyncResult

@@ -20,7 +20,7 @@ import threading
 from multiprocessing.connection import Connection
 from typing import Callable, Deque, List
 
-from . import chaos
+from .. import chaos
 
 LENGTH = struct.Struct("<I")
 ATOMIC_WRITE = select.PIPE_BUF  # a pipe write of at most this many bytes is never split (4096 on Linux)

@@ -33,9 +33,9 @@ import threading
 from collections import deque
 from typing import TYPE_CHECKING, Deque, Dict, List, Optional, Set, Tuple
 
-from . import chaos
-from .errors import ClientClosedError, NoEnginesError, RemoteError, TaskAborted
-from .messages import Reclaim
+from .. import chaos
+from ..errors import ClientClosedError, NoEnginesError, RemoteError, TaskAborted
+from ..wire.messages import Reclaim
 
 if TYPE_CHECKING:
     from .asyncresult import AsyncResult

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 from joblib.parallel import AutoBatchingMixin, ParallelBackendBase, register_parallel_backend
 
 if TYPE_CHECKING:
-    from .view import View
+    from ..client.view import View
 
 
 class LocalparBackend(AutoBatchingMixin, ParallelBackendBase):

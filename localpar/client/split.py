@@ -11,8 +11,8 @@ from __future__ import annotations
 import concurrent.futures
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Set, Tuple
 
+from ..errors import CompositeError
 from .asyncresult import AsyncMapResult, AsyncResult
-from .errors import CompositeError
 
 if TYPE_CHECKING:
     from .handles import TaskRecord

@@ -22,11 +22,11 @@ import os
 import time
 from typing import TYPE_CHECKING, Any, Callable, List, Optional, Sequence, Set, Tuple
 
-from . import messages
-from .errors import RemoteError
-from .framing import FrameReader, Outbox
-from .lifeline import death_fd
-from .messages import STOP, TASK_HEADER, Control
+from ..errors import RemoteError
+from ..processes.lifeline import death_fd
+from ..wire import messages
+from ..wire.framing import FrameReader, Outbox
+from ..wire.messages import STOP, TASK_HEADER, Control
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection

@@ -12,8 +12,8 @@ import weakref
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional
 
 if TYPE_CHECKING:
-    from .asyncresult import AsyncResult
-    from .view import View
+    from ..client.asyncresult import AsyncResult
+    from ..client.view import View
 
 
 class LazyMapIterator:

@@ -27,14 +27,14 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Set, Tuple
 
-from . import messages, sharedmem
-from .errors import DataStoreError, SerializationError
-from .messages import Data, Progress, Spilled
-from .pubqueue import MAX_PAYLOAD
-from .serialization import dumps, dumps_inline, find_unpicklable
+from ..errors import DataStoreError, SerializationError
+from ..wire import messages, sharedmem
+from ..wire.messages import Data, Progress, Spilled
+from ..wire.pubqueue import MAX_PAYLOAD
+from ..wire.serialization import dumps, dumps_inline, find_unpicklable
 
 if TYPE_CHECKING:
-    from .engine import Engine
+    from .loop import Engine
 
 STORE_SYNC_MIN_INTERVAL = 0.2  # seconds between two Manager-dict writes of one engine
 STORE_MAX_VALUE_BYTES = 1 << 20  # bigger published values are not copied into the Manager
@@ -171,7 +171,7 @@ class StoreWriter:
             try:
                 thread.start()
             except RuntimeError as exc:  # e.g. too many threads for this user
-                from .limits import is_process_limit, limit_reached
+                from ..processes.limits import is_process_limit, limit_reached
 
                 why = f"{limit_reached()}; {exc}" if is_process_limit(exc) else str(exc)
                 self.lost = f"the engine could not start the thread that writes the Manager dict ({why})"

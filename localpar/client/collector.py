@@ -42,14 +42,16 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Optional, Tuple
 
-from . import chaos, limits, messages, sharedmem
-from .errors import ClientClosedError, EngineError, RemoteError, SerializationError, TaskAborted
+from .. import chaos
+from ..errors import ClientClosedError, EngineError, RemoteError, SerializationError, TaskAborted
+from ..processes import limits
+from ..processes.lifeline import exit_status
+from ..wire import messages, sharedmem
+from ..wire.messages import Aborted, Data, Output, Progress, Ready, Reclaimed, Result, Spilled, StoreLost, UseStore
+from ..wire.pubqueue import PublicationQueue
+from ..wire.serialization import loads, segments_of
 from .handles import EngineHandle, TaskRecord
 from .ledger import Ledger
-from .lifeline import exit_status
-from .messages import Aborted, Data, Output, Progress, Ready, Reclaimed, Result, Spilled, StoreLost, UseStore
-from .pubqueue import PublicationQueue
-from .serialization import loads, segments_of
 
 if TYPE_CHECKING:
     from .datastore import DataStore

@@ -62,14 +62,28 @@ import traceback
 from multiprocessing.connection import Connection
 from typing import Any, Callable, Deque, Dict, List, NamedTuple, Optional, Set, Tuple
 
-from . import captures, compat, datapub, lifeline, messages, namespace, proctree, sharedmem
-from .framing import Bell, FrameReader, write_frame
-from .messages import STOP, TASK_HEADER, Abort, Aborted, Ready, Reclaim, Reclaimed, Release, Result, StoreLost, UseStore
+from ..processes import lifeline, proctree
+from ..processes.spin import SpinHint
+from ..wire import captures, messages, sharedmem
+from ..wire.framing import Bell, FrameReader, write_frame
+from ..wire.messages import (
+    STOP,
+    TASK_HEADER,
+    Abort,
+    Aborted,
+    Ready,
+    Reclaim,
+    Reclaimed,
+    Release,
+    Result,
+    StoreLost,
+    UseStore,
+)
+from ..wire.pubqueue import PublicationWriter
+from ..wire.serialization import CALL_FUNCTION_SIZE, SCALARS_ONLY, dumps, loads, plain_data
+from . import compat, datapub, namespace
 from .output import Flusher, TaskOutput, TaskStream
 from .publishing import StoreWriter, TaskContext
-from .pubqueue import PublicationWriter
-from .serialization import CALL_FUNCTION_SIZE, SCALARS_ONLY, dumps, loads, plain_data
-from .spin import SpinHint
 
 FUNCTION_CACHE_SIZE = 64  # functions kept unpickled, by their pickled bytes (see ``captures``)
 SEEN_KEPT = 4096  # task numbers remembered to skip a frame written twice
@@ -400,10 +414,10 @@ def close_nested_clients() -> None:
     task), before the engine ends its tree: closed, they stop their engines and Manager
     at once and remove their shared memory; killed, they would leave it behind.
     Engines run no ``atexit`` hook, so nothing else would close them."""
-    client = sys.modules.get("localpar.client")  # loaded only if a task made a Client
-    if client is not None:
+    registry = sys.modules.get("localpar.processes.clusters")  # loaded only if a task made a Client
+    if registry is not None:
         with contextlib.suppress(Exception):
-            client._close_at_exit()
+            registry.close_all()
 
 
 def _forked_by_a_task() -> None:

@@ -38,9 +38,9 @@ import threading
 import time
 from typing import AbstractSet, Callable, List, Optional, TextIO, Tuple
 
-from . import messages
-from .messages import Output
-from .pubqueue import MAX_PAYLOAD, PublicationWriter
+from ..wire import messages
+from ..wire.messages import Output
+from ..wire.pubqueue import MAX_PAYLOAD, PublicationWriter
 
 FLUSH_INTERVAL = 0.03  # seconds from a write until the flusher sends it
 FLUSH_SIZE = 3072  # characters pending that are sent at once (one frame of ASCII text)

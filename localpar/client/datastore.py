@@ -29,9 +29,10 @@ from multiprocessing.context import BaseContext
 from multiprocessing.managers import SyncManager
 from typing import Any, List, Optional, Tuple
 
-from . import lifeline, limits, sharedmem
-from .errors import SerializationError, describe_exit
-from .serialization import loads_inline
+from ..errors import SerializationError, describe_exit
+from ..processes import lifeline, limits
+from ..wire import sharedmem
+from ..wire.serialization import loads_inline
 
 
 def _init_manager_process(line: Connection, cluster_id: str) -> None:

@@ -29,8 +29,9 @@ from concurrent.futures import _base as futures_base
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Dict, Generator, Iterator, List, Optional, Tuple, Union
 
-from . import chaos, spin
-from .errors import CompositeError, not_picklable
+from .. import chaos
+from ..errors import CompositeError, not_picklable
+from ..processes import spin
 
 if TYPE_CHECKING:
     from .client import Client

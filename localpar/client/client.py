@@ -34,7 +34,6 @@ fail, with `EngineError`; the others keep serving and it can be replaced.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import os
 import secrets
@@ -47,21 +46,24 @@ from concurrent.futures import Future
 from multiprocessing.context import BaseContext
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
-from . import launch, limits, memory, namespace, proctree, sharedmem
+from ..engine import namespace
+from ..engine.loop import EngineSpec, run_engine
+from ..errors import ClientClosedError, NoEnginesError, not_picklable
+from ..processes import clusters, launch, limits, proctree
+from ..processes.lifeline import Lifeline
+from ..processes.spin import SpinHint
+from ..wire import sharedmem
+from ..wire.messages import Abort, UseStore
+from ..wire.pubqueue import PublicationQueue
+from ..wire.serialization import dumps_call
+from . import memory
 from . import status as status_module
 from .asyncresult import AsyncResult
 from .balancer import Balancer
 from .collector import Collector
 from .datastore import DataStore, ManagerStartError
-from .engine import EngineSpec, run_engine
-from .errors import ClientClosedError, NoEnginesError, not_picklable
 from .handles import EngineHandle, TaskRecord
 from .ledger import Ledger
-from .lifeline import Lifeline
-from .messages import Abort, UseStore
-from .pubqueue import PublicationQueue
-from .serialization import dumps_call
-from .spin import SpinHint
 from .view import DirectView, LoadBalancedView, Targets
 
 Call = Tuple[Callable[..., Any], Tuple[Any, ...], Dict[str, Any]]
@@ -155,8 +157,8 @@ class Client:
         self._collector.on_death = self._cluster.after_death
         self._cluster.replace = _weakly_with(self, Client._replace_dead)
         self._finalizer = weakref.finalize(self, self._cluster.close)
-        self._finalizer.atexit = False  # _close_at_exit runs first, before multiprocessing's own hook
-        _live_clusters.add(self._cluster)
+        self._finalizer.atexit = False  # processes.clusters closes it at exit, before multiprocessing's own hook
+        clusters.register(self._cluster)
         try:
             for engine_id in self._ledger.reserve_ids(n):
                 self._start_engine(engine_id)
@@ -172,7 +174,7 @@ class Client:
             self._finalizer()
             raise
         if "IPython" in sys.modules:  # inside IPython, %px runs on this cluster (as in ipyparallel)
-            from .magics import activate_default
+            from ..integrations.magics import activate_default
 
             activate_default(self)
 
@@ -632,7 +634,7 @@ class Client:
     # -- lifecycle -------------------------------------------------------------------------
     def close(self) -> None:
         """Stop the engines, the Manager and the collector thread; idempotent."""
-        _live_clusters.discard(self._cluster)
+        clusters.discard(self._cluster)
         self._finalizer()
 
     shutdown = close
@@ -806,7 +808,7 @@ class _Cluster:
         if os.getpid() == self.owner_pid or self.closed:
             return
         self.closed = True  # the child has one thread: no lock needed
-        _live_clusters.discard(self)
+        clusters.discard(self)
         self.lifeline.close_writer()
         for handle in list(self.ledger.engines.values()):
             handle.close_in_child()
@@ -820,7 +822,7 @@ class _Cluster:
             if self.closed:
                 return
             self.closed = True
-        _live_clusters.discard(self)
+        clusters.discard(self)
         if self.memory_watch is not None:
             self.memory_watch.stop()
         with self.start_lock:  # an engine being started (a replacement) is in the ledger once this returns
@@ -888,22 +890,3 @@ def _end_processes(processes: List[Any], death_fds: List[int]) -> None:
         still_running(ENGINE_EXIT_GRACE)
     for p in processes:
         p.join(timeout=0.1 if p.exitcode is not None else ENGINE_EXIT_GRACE)
-
-
-_live_clusters: weakref.WeakSet[_Cluster] = weakref.WeakSet()
-
-
-@atexit.register
-def _close_at_exit() -> None:
-    # Registered after multiprocessing's own exit hook, so it runs before it:
-    # that hook would otherwise wait forever for engines that are still running.
-    for cluster in list(_live_clusters):
-        cluster.close()
-
-
-def _forked_child() -> None:
-    for cluster in list(_live_clusters):
-        cluster.forked()
-
-
-os.register_at_fork(after_in_child=_forked_child)

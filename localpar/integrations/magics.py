@@ -25,13 +25,13 @@ from IPython.core import magic_arguments
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, no_var_expand
 
-from .errors import AlreadyDisplayedError, CompositeError
-from .streaming import stream_until_done
+from ..client.streaming import stream_until_done
+from ..errors import AlreadyDisplayedError, CompositeError
 
 if TYPE_CHECKING:
-    from .asyncresult import AsyncResult
-    from .client import Client
-    from .view import DirectView
+    from ..client.asyncresult import AsyncResult
+    from ..client.client import Client
+    from ..client.view import DirectView
 
 
 def _execution_options(f: Callable[..., Any]) -> Callable[..., Any]:

@@ -24,7 +24,7 @@ import time
 import warnings
 from typing import Callable, Optional
 
-from . import sharedmem
+from ..wire import sharedmem
 
 
 def usable_cpus() -> int:

@@ -25,8 +25,8 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 import cloudpickle
 
+from ..errors import SerializationError
 from . import captures, hugepages, sharedmem
-from .errors import SerializationError
 from .sharedmem import SegmentRef
 
 SHM_THRESHOLD = 64 * 1024

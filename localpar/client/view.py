@@ -6,10 +6,10 @@ import builtins
 import contextlib
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
-from . import namespace
+from ..engine import namespace
+from ..errors import not_picklable
+from ..wire.reference import Reference, contains_reference
 from .asyncresult import AsyncMapResult, AsyncResult
-from .errors import not_picklable
-from .reference import Reference, contains_reference
 
 if TYPE_CHECKING:
     from .client import Client
@@ -132,13 +132,13 @@ class View:
     @property
     def executor(self) -> Any:
         """A ``concurrent.futures.Executor`` running on this view (``submit`` is ``apply_async``)."""
-        from .executor import ViewExecutor
+        from ..integrations.executor import ViewExecutor
 
         return ViewExecutor(self)
 
     def register_joblib_backend(self, name: str = "ipyparallel", make_default: bool = False) -> None:
         """Register this view as joblib's parallel backend `name` (needs joblib)."""
-        from .joblib_backend import register
+        from ..integrations.joblib_backend import register
 
         register(self, name, make_default)
 
@@ -316,7 +316,7 @@ class DirectView(View):
     def activate(self, suffix: str = "") -> None:
         """Register IPython's parallel magics (``%px{suffix}``, ``%%px{suffix}``, ``%autopx{suffix}``,
         ``%pxresult{suffix}``, ``%pxconfig{suffix}``) on this view."""
-        from .magics import register
+        from ..integrations.magics import register
 
         register(self, suffix)
 

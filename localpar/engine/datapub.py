@@ -1,0 +1,58 @@
+"""Publish data from inside a running task: ``publish_data(dict)``.
+
+Each call merges the dict into the task's data with ``dict.update`` semantics and
+sends the change at once through the cluster's publication queue; the client
+applies it to ``AsyncResult.data``.  The engine also keeps the merged state and
+stores it, coalesced, in the cluster's Manager dict so that it survives the engine.
+
+Outside a localpar engine, inside an ipyparallel engine, the call forwards to
+ipyparallel's own ``publish_data``: the same function scales out unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional
+
+if TYPE_CHECKING:
+    from .publishing import TaskContext
+
+_current: Optional[TaskContext] = None
+"""The task running on this engine process, set by the engine loop."""
+
+
+def publish_data(data: Mapping[str, Any]) -> None:
+    """Merge `data` into this task's published data, visible live on the client's ``ar.data``."""
+    if not isinstance(data, dict):
+        raise TypeError(f"publish_data expects a dict, got {type(data).__name__}: {data!r:.80}")
+    task = _current
+    if task is None:
+        _forward_to_ipyparallel(data)
+        return
+    task.engine.publish(task, data)
+
+
+def report_progress(done: int, total: int) -> None:
+    """Report this task's own progress; shown per engine by ``ar.wait_interactive()``."""
+    if total <= 0 or done < 0:
+        raise ValueError(f"report_progress needs 0 <= done and total > 0, got {done}/{total}")
+    task = _current
+    if task is None:
+        raise RuntimeError(_OUTSIDE)
+    task.engine.report_progress(task, done, total)
+
+
+_OUTSIDE = "publish_data must be called inside a task running on a localpar engine (or an ipyparallel engine)"
+
+
+def _forward_to_ipyparallel(data: Dict[str, Any]) -> None:
+    try:
+        from ipykernel.kernelbase import Kernel
+
+        kernel = Kernel.initialized() and Kernel.instance()
+    except Exception:
+        kernel = None
+    if kernel is None or not hasattr(kernel, "engine_id"):
+        raise RuntimeError(_OUTSIDE)
+    from ipyparallel.datapub import publish_data as ipp_publish_data
+
+    ipp_publish_data(data)
