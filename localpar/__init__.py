@@ -17,7 +17,6 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from . import error
-from .engine.namespace import interactive
 from .errors import (
     ClientClosedError,
     CompositeError,
@@ -31,11 +30,13 @@ from .errors import (
     TaskAborted,
 )
 from .wire.execreply import ExecuteReply
+from .wire.ops import interactive
 from .wire.reference import Reference
 
 if TYPE_CHECKING:
-    from .client.asyncresult import AsyncMapResult, AsyncResult
+    from .client.asyncresult import AsyncResult
     from .client.client import Client
+    from .client.mapresult import AsyncMapResult
     from .client.view import DirectView, LoadBalancedView, parallel, remote
 
 __version__ = "0.1.0"
@@ -47,7 +48,7 @@ FIRST_EXCEPTION = "FIRST_EXCEPTION"
 ALL_COMPLETED = "ALL_COMPLETED"
 
 _LAZY = {
-    "AsyncMapResult": "client.asyncresult",
+    "AsyncMapResult": "client.mapresult",
     "AsyncResult": "client.asyncresult",
     "Client": "client.client",
     "DirectView": "client.view",

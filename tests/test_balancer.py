@@ -34,7 +34,7 @@ def test_depth_bounds_the_tasks_handed_to_each_engine(tmp_path, depth, third_is_
         c.load_balance_depth = depth
         lb = c.load_balanced_view()
         ars = [lb.apply_async(wait_for_gate, gate) for _ in range(3)]
-        assert sorted(ar._records[0].engine_id for ar in ars[:2]) == [0, 1]  # one each: least busy first
+        assert sorted(ar.records[0].engine_id for ar in ars[:2]) == [0, 1]  # one each: least busy first
         assert (ars[2]._records[0].engine_id >= 0) is third_is_sent
         open(gate, "w").close()
         assert sorted(set(ar.get(timeout=30) for ar in ars)) == sorted(c.engine_pids().values())
@@ -78,7 +78,7 @@ def test_short_tasks_are_queued_deeper_and_long_ones_are_not(tmp_path):
         lb = c.load_balanced_view()
         run_short_tasks(lb)
         ars = [lb.apply_async(wait_for_gate, gate) for _ in range(2 * balancer.MAX_DEPTH + 10)]
-        sent = sum(ar._records[0].engine_id >= 0 for ar in ars)
+        sent = sum(ar.records[0].engine_id >= 0 for ar in ars)
         assert 6 <= sent <= 2 * balancer.MAX_DEPTH  # more than one per engine, yet bounded
         open(gate, "w").close()
         for ar in ars:
@@ -87,7 +87,7 @@ def test_short_tasks_are_queued_deeper_and_long_ones_are_not(tmp_path):
             lb.apply_sync(time.sleep, 0.01)
         os.remove(gate)
         ars = [lb.apply_async(wait_for_gate, gate) for _ in range(3)]
-        assert [ar._records[0].engine_id >= 0 for ar in ars] == [True, True, False]  # back to one per engine
+        assert [ar.records[0].engine_id >= 0 for ar in ars] == [True, True, False]  # back to one per engine
         open(gate, "w").close()
         for ar in ars:
             ar.get(timeout=30)

@@ -150,7 +150,7 @@ def test_close_fails_tasks_still_queued_for_an_engine_and_wakes_their_waiters(le
     lb = c.load_balanced_view()
     running = lb.apply_async(sleep_a_while, 30)
     queued = [lb.apply_async(sleep_a_while, 30) for _ in range(3)]  # no engine has room for these
-    assert all(r.engine_id == -1 for ar in queued for r in ar._records)
+    assert all(r.engine_id == -1 for ar in queued for r in ar.records)
     outcome = []
 
     def wait() -> None:
@@ -186,7 +186,7 @@ def test_engines_that_ignore_sigterm_are_killed_together_not_one_after_another(l
     the grace periods do not add up (6 engines would take 6 x grace one after another)."""
     import time
 
-    from localpar.client import client as client_module
+    from localpar.client import resources as client_module
 
     monkeypatch.setattr(client_module, "ENGINE_EXIT_GRACE", 1.0)
     with Client(6) as c:

@@ -176,7 +176,7 @@ def test_many_quick_prints_from_the_task_and_its_thread_arrive_once_each(c: Clie
     assert len(lines) == 2 * n
     assert [x for x in lines if x.startswith("main ")] == [f"main {i}" for i in range(n)]
     assert [x for x in lines if x.startswith("thread ")] == [f"thread {i}" for i in range(n)]
-    record = ar._records[0]
+    record = ar.records[0]
     assert record.pubs_expected is not None and record.pubs_expected < n // 20  # coalesced frames
 
 

@@ -44,7 +44,7 @@ def test_the_format_is_ipyparallels() -> None:
     first if the last text did not end one; then errors and ``Out[e:n]`` as tasks end."""
     zero = record(0, ("stdout", "a"), ("stdout", "b\n"), ("stderr", "e\n"))
     one = record(1, ("stdout", "c"))
-    printer = OutputPrinter(SimpleNamespace(_records=[zero, one]))  # type: ignore[arg-type]
+    printer = OutputPrinter(SimpleNamespace(records=[zero, one]))  # type: ignore[arg-type]
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         printer.print_new()

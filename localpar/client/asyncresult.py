@@ -17,25 +17,40 @@ then ``set_result`` / ``set_exception`` from the ledger, or ``cancel``.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import functools
 import logging
-import sys
 import threading
 import time
 from concurrent import futures
 from concurrent.futures import Future
 from concurrent.futures import _base as futures_base
-from datetime import datetime
-from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Dict, Generator, Iterator, List, Optional, Tuple, Union
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    AsyncIterator,
+    Callable,
+    Dict,
+    Generator,
+    Iterator,
+    List,
+    Optional,
+    Sequence,
+    Set,
+    Tuple,
+    Union,
+)
 
 from .. import chaos
 from ..errors import CompositeError, not_picklable
 from ..processes import spin
+from ..wire import sharedmem
+from .metadata import TaskMetadata
 
 if TYPE_CHECKING:
-    from .client import Client
     from .handles import TaskRecord
+    from .interface import ClusterAPI as Client
 
 _logger = logging.getLogger("localpar")
 
@@ -47,14 +62,12 @@ _DONE_STATES = frozenset({futures_base.CANCELLED, futures_base.CANCELLED_AND_NOT
 _NEW, _STARTED, _CANCELLED = "new", "started", "cancelled"  # how far the call got (see _start)
 
 
-def _dt(t: Optional[float]) -> Optional[datetime]:
-    return None if t is None else datetime.fromtimestamp(t)
-
-
-class AsyncResult(Future):
+class AsyncResult(TaskMetadata, Future):
     """The pending or finished result of one call on one or more engines."""
 
-    def __init__(self, client: Client, fname: str = "unknown", single: bool = False) -> None:
+    def __init__(
+        self, client: Client, fname: str = "unknown", single: bool = False, return_exceptions: bool = False
+    ) -> None:
         super().__init__()
         # Future's own Condition wraps an RLock: eight objects for the garbage collector to
         # track, per task (a burst of tiny tasks in a big notebook heap spent half its time
@@ -62,9 +75,9 @@ class AsyncResult(Future):
         # ``as_completed`` take each once), so a plain Lock serves, in four.
         self._condition = threading.Condition(threading.Lock())
         self._client = client
-        self._ledger = client._ledger
+        self._ledger = client.ledger
         self._phase = _NEW
-        self._fname = fname
+        self.fname = fname
         self._single = single
         self._records: List[TaskRecord] = []
         self._data: List[Dict[str, Any]] = []
@@ -73,22 +86,55 @@ class AsyncResult(Future):
         self._watchers: List[Callable[[Data], None]] = []
         self._segments: Tuple[Any, ...] = ()  # shared memory sent with the call; freed when done
         self._submitted = time.time()
-        self._return_exceptions = False  # ipyparallel's map(return_exceptions=True)
+        self.return_exceptions = return_exceptions  # ipyparallel's map(return_exceptions=True)
 
     def __reduce__(self) -> Any:
         raise not_picklable(self, "its results arrive in this process only; send the value of get() instead")
 
     def __repr__(self) -> str:
         state = "finished" if self.done() else "pending"
-        return f"<{type(self).__name__}({self._fname}): {state}>"
+        return f"<{type(self).__name__}({self.fname}): {state}>"
 
-    # -- filled in by the client, the balancer and the ledger ----------------------------
-    def _add_record(self, record: TaskRecord) -> None:
+    # -- the core's interface ------------------------------------------------------------
+    # As ``Future.set_result`` is for executors, these are for the client core only: the
+    # client adds tasks and their shared memory, the balancer marks the call sent or
+    # cancelled, the ledger counts tasks done and finishes the call, the collector applies
+    # publications.  Who calls each, and under which lock, is said in its docstring.
+    @property
+    def client(self) -> Client:
+        """The Client that runs this call."""
+        return self._client
+
+    @property
+    def records(self) -> List[TaskRecord]:
+        """The client's record of each task of this call, in order (read them, do not change them)."""
+        return self._records
+
+    def hold_segments(self, segments: Sequence[Any]) -> None:
+        """Shared memory sent with the call (its big arguments): freed once the call is finished.
+        By the submitting thread, before any task of the call is sent."""
+        self._segments += tuple(segments)
+
+    def release_segments(self) -> None:
+        """Unlink the call's shared memory (each engine has mapped or copied what it needs)."""
+        for ref in self._segments:
+            sharedmem.unlink(ref.name)
+        self._segments = ()
+
+    parts_hold_lists = False
+    """Whether each part of `split` holds a list (a map's chunk), not a bare value."""
+
+    def data_slots(self) -> List[Dict[str, Any]]:
+        """The live list of each task's data dict (the collector replaces a dict whole at each
+        publication): results that share this call's tasks read it, never a copy."""
+        return self._data
+
+    def add_task(self, record: TaskRecord) -> None:
         self._records.append(record)
         self._data.append({})
         self._remaining += 1
 
-    def _start(self) -> bool:
+    def mark_sent(self) -> bool:
         """Mark the call running as its first task leaves for an engine; False if it was
         cancelled.  For load-balanced calls, under the balancer's lock."""
         if self._phase == _NEW:
@@ -96,24 +142,24 @@ class AsyncResult(Future):
             self.set_running_or_notify_cancel()
         return self._phase == _STARTED
 
-    def _cancel_if_new(self) -> Tuple[bool, bool]:
+    def cancel_if_unsent(self) -> Tuple[bool, bool]:
         """(cancelled, by this call): only a call none of whose tasks has left can be.
-        Under the balancer's lock; the canceller then calls `_notify_cancelled`."""
+        Under the balancer's lock; the canceller then calls `notify_cancelled`."""
         if self._phase == _NEW:
             self._phase = _CANCELLED
             return True, True
         return self._phase == _CANCELLED, False
 
-    def _notify_cancelled(self) -> None:
+    def notify_cancelled(self) -> None:
         Future.cancel(self)  # wakes result() callers, runs done-callbacks
         self.set_running_or_notify_cancel()  # notifies concurrent.futures.wait / as_completed
 
-    def _record_done(self) -> bool:
+    def task_done(self) -> bool:
         """Count a finished task; True for the last one.  Called under the ledger's lock."""
         self._remaining -= 1
         return self._remaining == 0
 
-    def _apply_data(self, index: int, delta: Dict[str, Any]) -> None:
+    def apply_data(self, index: int, delta: Dict[str, Any]) -> None:
         """Merge a publication (collector thread): a new dict replaces the old one whole."""
         merged = dict(self._data[index])
         merged.update(delta)
@@ -121,9 +167,9 @@ class AsyncResult(Future):
             chaos.pause()
         self._data[index] = merged
         self._data_version += 1
-        self._notify_data()
+        self.notify_data()
 
-    def _notify_data(self) -> None:
+    def notify_data(self) -> None:
         if self._watchers:
             snapshot = self._snapshot()
             for callback in list(self._watchers):
@@ -132,12 +178,12 @@ class AsyncResult(Future):
                 except Exception:  # a watcher's bug must not break whoever is reading
                     _logger.exception("exception calling on_data callback for %r", self)
 
-    def _finish(self) -> None:
+    def finish(self) -> None:
         """Resolve the future once every record is done (ledger, outside its lock)."""
         if self.done():  # cancelled: its tasks were dropped
             return
         if self._segments:
-            self._client._release_segments(self)
+            self.release_segments()
         if self._single:  # the common case, without the lists below
             record = self._records[0]
             if record.error is not None:
@@ -147,7 +193,7 @@ class AsyncResult(Future):
             return
         errors = [r.error for r in self._records if r.error is not None]
         if errors:
-            self.set_exception(CompositeError(f"one or more exceptions raised in: {self._fname}", errors))
+            self.set_exception(CompositeError(f"one or more exceptions raised in: {self.fname}", errors))
         else:
             self.set_result([r.value for r in self._records])
 
@@ -167,13 +213,15 @@ class AsyncResult(Future):
             return self._result
         return super().result(timeout=0)  # cancelled: raises CancelledError
 
-    def _wait_until(self, predicate: Callable[[], bool], timeout: Optional[float]) -> bool:
+    def wait_until(self, predicate: Callable[[], bool], timeout: Optional[float]) -> bool:
+        """Block until `predicate()` holds, looked at again after every change the collector
+        applies (a task done, a publication, output); False after `timeout` seconds."""
         if not predicate():
             self._ledger.check_can_wait()
         return self._ledger.wait_until(predicate, timeout)
 
     def _wait_for_record(self, record: TaskRecord) -> None:
-        self._wait_until(lambda: record.done, None)
+        self.wait_until(lambda: record.done, None)
 
     def _changed_since(self, version: int) -> bool:
         return self._data_version != version or self.done()
@@ -186,8 +234,6 @@ class AsyncResult(Future):
         (see `split`), as ``concurrent.futures.wait`` does.
         """
         if return_when is not None:
-            from .split import wait_split
-
             return wait_split(self, timeout, return_when)
         if self.done():
             return True
@@ -228,11 +274,11 @@ class AsyncResult(Future):
         if return_when is not None and str(return_when) == "FIRST_EXCEPTION" and not self.done():
             done, _ = self.wait(timeout, return_when=return_when)
             for child in done:
-                if child._records[0].error is not None:
+                if child.records[0].error is not None:
                     return child.get(0, return_exceptions=return_exceptions)
         if not self.wait(timeout):
-            raise TimeoutError(f"result of {self._fname} not ready after {timeout} s")
-        if (self._return_exceptions if return_exceptions is None else return_exceptions) and self._exception:
+            raise TimeoutError(f"result of {self.fname} not ready after {timeout} s")
+        if (self.return_exceptions if return_exceptions is None else return_exceptions) and self._exception:
             return self._with_exceptions()
         return self._outcome()
 
@@ -255,7 +301,7 @@ class AsyncResult(Future):
 
     def exception(self, timeout: Optional[float] = None) -> Optional[BaseException]:
         if not self.wait(timeout):
-            raise TimeoutError(f"result of {self._fname} not ready after {timeout} s")
+            raise TimeoutError(f"result of {self.fname} not ready after {timeout} s")
         return super().exception(timeout=0)
 
     def get_dict(self, timeout: Optional[float] = -1) -> Dict[int, Any]:
@@ -281,7 +327,7 @@ class AsyncResult(Future):
         """
         if self.done():
             return self.cancelled()
-        if self._client._cancel(self):
+        if self._client.cancel_unsent(self):
             return True
         self.abort()
         return False
@@ -302,7 +348,7 @@ class AsyncResult(Future):
             return
         for record in self._records:
             self._wait_for_record(record)
-            if record.error is not None and not self._return_exceptions:
+            if record.error is not None and not self.return_exceptions:
                 raise record.error
             yield record.value if record.error is None else record.error
 
@@ -327,14 +373,14 @@ class AsyncResult(Future):
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            self._wait_until(functools.partial(self._changed_since, seen), remaining)
+            self.wait_until(functools.partial(self._changed_since, seen), remaining)
             if self._data_version != seen:
                 seen = self._data_version
                 yield self._snapshot()
             elif self.done():
                 return
             elif deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"data of {self._fname} did not change in {timeout} s")
+                raise TimeoutError(f"data of {self.fname} did not change in {timeout} s")
 
     async def aiter_data(self) -> AsyncIterator[Data]:
         """``async for data in ar.aiter_data()``: the asyncio form of `iter_data`."""
@@ -373,95 +419,6 @@ class AsyncResult(Future):
         """Each task's own ``report_progress(done, total)``, or None if it reported none."""
         return [r.progress for r in self._records]
 
-    # -- metadata ------------------------------------------------------------------------
-    def _per_task(self, values: List[Any]) -> Any:
-        return values[0] if self._single else values
-
-    @property
-    def msg_ids(self) -> List[str]:
-        return [r.msg_id for r in self._records]
-
-    @property
-    def engine_id(self) -> Union[int, List[int]]:
-        return self._per_task([r.engine_id for r in self._records])
-
-    @property
-    def stdout(self) -> Union[str, List[str]]:
-        """What the tasks printed (a str per engine, one str for an int target): it grows while
-        they run (sent every ~30 ms, see ``output``) and is all there once the result is ready.
-        The full text is kept, as in ipyparallel: its memory is that of the text."""
-        return self._per_task([r.stdout for r in self._records])
-
-    @property
-    def stderr(self) -> Union[str, List[str]]:
-        """What the tasks wrote to ``sys.stderr``, as `stdout`."""
-        return self._per_task([r.stderr for r in self._records])
-
-    @property
-    def metadata(self) -> Union[Dict[str, Any], List[Dict[str, Any]]]:
-        """Per task: engine_id, msg_id, submitted, started, completed, received, status, ..."""
-        metas = [
-            {
-                "msg_id": r.msg_id,
-                "engine_id": r.engine_id,
-                "submitted": _dt(r.submitted),
-                "started": _dt(r.started),
-                "completed": _dt(r.completed),
-                "received": _dt(r.received),
-                "status": r.status,
-                "error": r.error,
-                "stdout": r.stdout,
-                "stderr": r.stderr,
-                "data": dict(d),
-                "progress": r.progress,
-                "data_errors": list(r.data_errors),
-            }
-            for r, d in zip(self._records, self._data)
-        ]
-        return self._per_task(metas)
-
-    @property
-    def sent(self) -> bool:
-        return bool(self._records)
-
-    @property
-    def submitted(self) -> datetime:
-        return datetime.fromtimestamp(self._submitted)
-
-    @property
-    def elapsed(self) -> float:
-        """Seconds from submission to the last completion (or to now, while pending)."""
-        if self.ready():
-            ends = [r.received or r.completed for r in self._records]
-            end = max((e for e in ends if e is not None), default=time.time())
-        else:
-            end = time.time()
-        return end - self._submitted
-
-    @property
-    def wall_time(self) -> float:
-        """Seconds from the first start to the last completion on the engines.
-
-        Raises ``TimeoutError`` before the call has finished, as ipyparallel does.
-        """
-        if not self.ready():
-            raise TimeoutError("Result not ready.")
-        starts = [r.started for r in self._records if r.started is not None]
-        ends = [r.completed for r in self._records if r.completed is not None]
-        return (max(ends) - min(starts)) if starts and ends else 0.0
-
-    @property
-    def serial_time(self) -> float:
-        """Sum of the tasks' compute times: what it would take on one engine.
-
-        Raises ``TimeoutError`` before the call has finished, as ipyparallel does.
-        """
-        if not self.ready():
-            raise TimeoutError("Result not ready.")
-        return sum(
-            (r.completed - r.started) for r in self._records if r.started is not None and r.completed is not None
-        )
-
     @contextlib.contextmanager
     def stream_output(self) -> Iterator[None]:
         """ipyparallel's ``with ar.stream_output(): ...``: print the tasks' output (labelled
@@ -488,39 +445,9 @@ class AsyncResult(Future):
         `groupby`: ``'type'`` or ``'order'`` (all stdout, then all stderr, then results) or
         ``'engine'`` (each engine's outputs together), as ipyparallel's.
         """
-        if groupby not in ("type", "engine", "order"):
-            raise ValueError(f"groupby must be one of 'type', 'engine', 'order', not {groupby!r}")
-        self.wait()
+        from .streaming import display_outputs
 
-        def stream(r: TaskRecord, name: str, file: Any) -> None:
-            text = getattr(r, name)
-            if not text or result_only:
-                return
-            label = "" if self._single else f"[{name}:{r.engine_id}]"
-            if label and "\n" in text.rstrip():
-                label += "\n"
-            elif label:
-                label += " "
-            print(label + text, end="" if text.endswith("\n") else "\n", file=file)
-
-        def result(r: TaskRecord) -> None:
-            out = getattr(r.value, "execute_result", None) if r.done else None
-            if out is not None:
-                count = out.get("execution_count", 0)
-                print(f"Out[{r.engine_id}:{count}]: {out['data'].get('text/plain', '')}")
-
-        if groupby == "engine":
-            for r in self._records:
-                stream(r, "stdout", sys.stdout)
-                stream(r, "stderr", sys.stderr)
-                result(r)
-            return
-        for r in self._records:
-            stream(r, "stdout", sys.stdout)
-        for r in self._records:
-            stream(r, "stderr", sys.stderr)
-        for r in self._records:
-            result(r)
+        display_outputs(self, groupby, result_only)
 
     def wait_interactive(
         self,
@@ -541,8 +468,6 @@ class AsyncResult(Future):
         if return_when is None or return_when == "ALL_COMPLETED":
             wait_interactive(self, interval=interval, timeout=timeout, widget=widget)
             return
-        from .split import wait_split
-
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             done, pending = wait_split(self, interval, return_when)
@@ -551,53 +476,7 @@ class AsyncResult(Future):
             if return_when == "FIRST_EXCEPTION" and any(p._exception is not None for p in done):
                 return
             if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"{self._fname} not done after {timeout} s")
-
-    # -- ipyparallel's metadata access and extras -----------------------------------------
-    _METADATA_KEYS = frozenset(
-        {"msg_id", "engine_id", "submitted", "started", "completed", "received", "status", "error", "stdout",
-         "stderr", "data", "progress", "execute_result"}
-    )  # fmt: skip
-
-    def __getitem__(self, key: Union[int, slice, str]) -> Any:
-        """``ar['completed']``: a metadata field (a list for many tasks); ``ar[0]``, ``ar[1:]``: results.
-
-        Results need the call to be finished (``TimeoutError`` otherwise); metadata does not.
-        """
-        if isinstance(key, str):
-            if key not in self._METADATA_KEYS:
-                raise KeyError(key)
-            if key == "execute_result":
-                return self.execute_result
-            metadata = self.metadata
-            return metadata[key] if isinstance(metadata, dict) else [md[key] for md in metadata]
-        if isinstance(key, (int, slice)):
-            if not self.ready():
-                raise TimeoutError("Result not ready.")
-            values = self._with_exceptions()
-            if self._single:
-                values = [values]
-            part = values[key]
-            for value in part if isinstance(key, slice) else [part]:
-                if isinstance(value, BaseException):
-                    raise value
-            return part
-        raise TypeError(f"Invalid key type {type(key)!r}, must be 'int', 'slice', or 'str'")
-
-    def __getattr__(self, key: str) -> Any:
-        """Metadata fields as attributes: ``ar.completed``, ``ar.started``, ``ar.status``..."""
-        if key.startswith("_") or key not in AsyncResult._METADATA_KEYS:
-            raise AttributeError(f"{type(self).__name__!r} object has no attribute {key!r}")
-        return self[key]
-
-    def __dir__(self) -> List[str]:
-        return sorted(set(super().__dir__()) | self._METADATA_KEYS)
-
-    @property
-    def execute_result(self) -> Any:
-        """``execute(code, silent=False)``: each engine's ``{'data': {'text/plain': ...}}`` of the
-        last expression (None elsewhere); one value for an int target."""
-        return self._per_task([getattr(r.value, "execute_result", None) if r.done else None for r in self._records])
+                raise TimeoutError(f"{self.fname} not done after {timeout} s")
 
     def wait_for_send(self, timeout: Optional[float] = -1) -> None:
         """ipyparallel waits for ZeroMQ to copy the message; a localpar call owns its own copy once
@@ -605,62 +484,118 @@ class AsyncResult(Future):
 
     def split(self) -> tuple:
         """One AsyncResult per task (itself when it has one), e.g. for ``concurrent.futures.wait``."""
-        from .split import split
-
-        return split(self)
+        return split_result(self)
 
     @classmethod
     def join(cls, *async_results: AsyncResult) -> AsyncResult:
         """The inverse of `split`: one AsyncResult over the tasks of several."""
-        from .split import join
-
-        return join(*async_results)
+        return join_results(*async_results)
 
 
-class AsyncMapResult(AsyncResult):
-    """The result of a map: a flat list in input order, iterable as results arrive."""
+# -- split() and join(): results over other results' tasks (ipyparallel's AsyncResult.split/join) --
+class _Slots(Sequence[Dict[str, Any]]):
+    """A live view of some data slots of other AsyncResults: the collector replaces a slot's
+    dict whole at each publication, so a part reads the slot, never a copy of it."""
 
-    def __init__(self, client: Client, fname: str, chunks: List[int]) -> None:
-        super().__init__(client, fname, single=False)
-        self._chunks = chunks  # how many items each task computed
+    def __init__(self, slots: List[Tuple[List[Dict[str, Any]], int]]) -> None:
+        self._slots = slots
 
-    def _finish(self) -> None:
-        if self.done():
-            return
-        errors = [r.error for r in self._records if r.error is not None]
-        if errors:
-            super()._finish()
-            return
-        self._client._release_segments(self)
-        flat: List[Any] = []
-        for r in self._records:
-            flat.extend(r.value)
-        self.set_result(flat)
-
-    def __iter__(self) -> Iterator[Any]:
-        for record in self._records:
-            self._wait_for_record(record)
-            if record.error is not None:
-                if not self._return_exceptions:
-                    raise record.error
-                yield record.error
-                continue
-            yield from record.value
-
-    def _with_exceptions(self) -> Any:
-        """The flat results; a failed task's error stands for its chunk (as ipyparallel does)."""
-        flat: List[Any] = []
-        for r in self._records:
-            if r.error is not None:
-                flat.append(r.error)
-            else:
-                flat.extend(r.value)
-        return flat
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [source[k] for source, k in self._slots[i]]
+        source, k = self._slots[i]
+        return source[k]
 
     def __len__(self) -> int:
-        return sum(self._chunks)
+        return len(self._slots)
 
-    @property
-    def progress(self) -> int:
-        """How many items are computed (finished tasks' chunks), as ipyparallel counts."""
-        return sum(n for r, n in zip(self._records, self._chunks) if r.done)
+
+class PartResult(AsyncResult):
+    """An AsyncResult over records that belong to other AsyncResults."""
+
+    def __init__(self, source: AsyncResult, records: List[TaskRecord], data: _Slots, single: bool):
+        super().__init__(source.client, source.fname, single=single)
+        self._records = list(records)
+        self._data = data  # type: ignore[assignment]
+        self.return_exceptions = source.return_exceptions
+
+    def wait(self, timeout: Optional[float] = -1, return_when: Optional[str] = None) -> Any:
+        if return_when is None and not self.wait_until(lambda: all(r.done for r in self._records), timeout):
+            return False
+        return super().wait(timeout, return_when)
+
+    def done(self) -> bool:
+        if super().done():
+            return True
+        if all(r.done for r in self._records):
+            self._finish_parts()
+        return super().done()
+
+    def _finish_parts(self) -> None:
+        if self._state in ("CANCELLED", "CANCELLED_AND_NOTIFIED", "FINISHED"):
+            return
+        errors = [r.error for r in self._records if r.error is not None]
+        try:
+            if self._single:
+                record = self._records[0]
+                if record.error is not None:
+                    self.set_exception(record.error)
+                else:
+                    self.set_result(record.value)
+            elif errors:
+                self.set_exception(CompositeError(f"one or more exceptions raised in: {self.fname}", errors))
+            else:
+                self.set_result([r.value for r in self._records])
+        except Exception:  # resolved by a racing thread
+            pass
+
+
+def split_result(ar: AsyncResult) -> Tuple[AsyncResult, ...]:
+    if len(ar.records) == 1:
+        return (ar,)
+    cached = ar.__dict__.get("_split_parts")
+    if cached is not None:
+        return cached
+    # One value per part for an apply; a map's part keeps its chunk in a list, as ipyparallel does.
+    single = not ar.parts_hold_lists
+    parts = tuple(PartResult(ar, [r], _Slots([(ar.data_slots(), i)]), single) for i, r in enumerate(ar.records))
+    ar.__dict__["_split_parts"] = parts
+    ar.add_done_callback(lambda _: [p.done() for p in parts])
+    return parts
+
+
+def join_results(*ars: AsyncResult) -> AsyncResult:
+    if not ars:
+        raise ValueError("Must specify at least one AsyncResult to join")
+    if len(ars) == 1:
+        return ars[0]
+    records = [r for ar in ars for r in ar.records]
+    slots = [(ar.data_slots(), i) for ar in ars for i in range(len(ar.records))]
+    return PartResult(ars[0], records, _Slots(slots), single=False)
+
+
+def wait_split(
+    ar: AsyncResult, timeout: Optional[float], return_when: str
+) -> Tuple[Set[AsyncResult], Set[AsyncResult]]:
+    parts = split_result(ar)
+    if return_when == concurrent.futures.FIRST_COMPLETED:
+
+        def ready() -> bool:
+            return any(p.done() for p in parts)
+
+    elif return_when == concurrent.futures.FIRST_EXCEPTION:
+
+        def ready() -> bool:
+            finished = [p for p in parts if p.done()]
+            return len(finished) == len(parts) or any(p._exception is not None for p in finished)
+
+    elif return_when == concurrent.futures.ALL_COMPLETED:
+
+        def ready() -> bool:
+            return all(p.done() for p in parts)
+
+    else:
+        raise ValueError(f"Unrecognized return_when={return_when!r}")
+    ar.wait_until(ready, timeout)
+    done = {p for p in parts if p.done()}
+    return done, set(parts) - done

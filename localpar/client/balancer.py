@@ -108,7 +108,7 @@ class Balancer:
                 if least not in refilled or load[least] >= depth:
                     break
                 self._queue.popleft()
-                if not ar._start():  # cancelled while queued: its other tasks go too
+                if not ar.mark_sent():  # cancelled while queued: its other tasks go too
                     to_fail += [(r, TaskAborted(r.msg_id), "aborted") for r in self._remove(ar)]
                     to_fail.append((record, TaskAborted(record.msg_id), "aborted"))
                     continue
@@ -174,11 +174,11 @@ class Balancer:
     def cancel(self, ar: AsyncResult) -> bool:
         """Cancel `ar` if none of its tasks has left the queue; its queued tasks are dropped."""
         with self._lock:
-            cancelled, by_me = ar._cancel_if_new()
+            cancelled, by_me = ar.cancel_if_unsent()
             if not by_me:
                 return cancelled
             dropped = self._remove(ar)
-        ar._notify_cancelled()
+        ar.notify_cancelled()
         for record in dropped:
             self._ledger.fail(record, TaskAborted(record.msg_id), status="aborted")
         return True

@@ -23,7 +23,7 @@ How data flows (every channel has exactly one reader)::
 
 Who owns what: the ledger (``ledger``) holds the engines and pending tasks under
 one named lock; the collector thread (``collector``) alone reads and completes;
-submitting threads only write task frames (``handles``); ``_Cluster`` owns the
+submitting threads only write task frames (``handles``); ``resources.ClusterResources`` owns the
 teardown, and the helper threads that, after an engine's death, end what its
 tasks started (``proctree``) and replace it (``restart_dead``, ``memory_limit``:
 ``memory.MemoryWatch`` is the one thread that watches engine sizes).  A result
@@ -40,22 +40,20 @@ import secrets
 import signal
 import sys
 import threading
-import time
 import weakref
 from concurrent.futures import Future
 from multiprocessing.context import BaseContext
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
-from ..engine import namespace
-from ..engine.loop import EngineSpec, run_engine
 from ..errors import ClientClosedError, NoEnginesError, not_picklable
 from ..processes import clusters, launch, limits, proctree
 from ..processes.lifeline import Lifeline
 from ..processes.spin import SpinHint
-from ..wire import sharedmem
 from ..wire.messages import Abort, UseStore
+from ..wire.ops import EngineOp
 from ..wire.pubqueue import PublicationQueue
 from ..wire.serialization import dumps_call
+from ..wire.spec import EngineSpec
 from . import memory
 from . import status as status_module
 from .asyncresult import AsyncResult
@@ -64,6 +62,8 @@ from .collector import Collector
 from .datastore import DataStore, ManagerStartError
 from .handles import EngineHandle, TaskRecord
 from .ledger import Ledger
+from .resources import ClusterResources
+from .results import ResultIndex
 from .view import DirectView, LoadBalancedView, Targets
 
 Call = Tuple[Callable[..., Any], Tuple[Any, ...], Dict[str, Any]]
@@ -138,6 +138,7 @@ class Client:
         self._oversubscribe = oversubscribe
         self.start_method = start_method or launch.default_start_method()
         self._ctx: BaseContext = launch.get_context(self.start_method)
+        launch.preload_engine()  # engines forked below start with the engine's code loaded
         self.cluster_id = secrets.token_hex(4)
         self._authkey = os.urandom(32)
         self._lifeline = Lifeline()
@@ -149,11 +150,21 @@ class Client:
         self._start_lock = threading.Lock()  # one engine starts at a time: none inherits another's pipes
         # Results stay reachable by msg_id while the caller holds their AsyncResult:
         # a long-running client must not keep every result it ever computed.
-        self._results = _ResultIndex()
+        self._results = ResultIndex()
         self._balancer = Balancer(self._ledger)
         self._collector.on_room = self._balancer.schedule
         self._collector.on_reclaimed = self._balancer.requeue
-        self._cluster = _Cluster(self)
+        self._cluster = ClusterResources(
+            self.cluster_id,
+            self._ledger,
+            self._collector,
+            self._balancer,
+            self._lifeline,
+            self._queue,
+            self._spin_hint,
+            self._start_lock,
+            self.restart_dead,
+        )
         self._collector.on_death = self._cluster.after_death
         self._cluster.replace = _weakly_with(self, Client._replace_dead)
         self._finalizer = weakref.finalize(self, self._cluster.close)
@@ -199,7 +210,7 @@ class Client:
                 self._queue.writer, self._lifeline.reader, self._spin_hint.name,
             )  # fmt: skip
             process = ctx.Process(  # type: ignore[attr-defined]
-                target=run_engine, args=(spec,), name=f"localpar-engine-{engine_id}"
+                target=launch.run_engine, args=(spec,), name=f"localpar-engine-{engine_id}"
             )
             # The engine inherits a blocked SIGINT and unblocks it once its own handler
             # is set, so an interrupt during start-up cannot kill it.
@@ -261,6 +272,12 @@ class Client:
         n = 0 if self.closed else len(self.ids)
         state = "closed" if self.closed else f"{n} engine{'' if n == 1 else 's'}"
         return f"<localpar.Client {self.cluster_id}: {state}, {self.start_method}>"
+
+    @property
+    def ledger(self) -> Ledger:
+        """The engines and pending tasks of this cluster (see ``localpar.client.ledger``), for
+        the views and results; not for users."""
+        return self._ledger
 
     @property
     def closed(self) -> bool:
@@ -360,13 +377,13 @@ class Client:
         if signum == signal.SIGINT:
             self.interrupt(targets)
             return
-        for engine_id in self._resolve(targets):
+        for engine_id in self.resolve_targets(targets):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self._ledger.engines[engine_id].pid, signum)
 
     def interrupt(self, targets: Targets = None) -> None:
         """Raise KeyboardInterrupt inside the tasks running on `targets` (default: all)."""
-        ids = self._resolve(targets)
+        ids = self.resolve_targets(targets)
         with self._ledger.lock:
             pids = [h.pid for h in self._ledger.engines.values() if h.id in ids and h.alive and h.ready]
         for pid in pids:  # an engine not ready yet runs no task, and SIGINT could kill it
@@ -400,17 +417,17 @@ class Client:
             yield DirectView(self, engine_id)
 
     def direct_view(self, targets: Targets = "all") -> DirectView:
-        return DirectView(self, self._negative_targets(targets))
+        return DirectView(self, self.normalize_targets(targets))
 
     def load_balanced_view(self, targets: Targets = None) -> LoadBalancedView:
         if targets == "all":
             targets = None
         elif targets is not None:
-            targets = self._negative_targets(targets)
+            targets = self.normalize_targets(targets)
             targets = [targets] if isinstance(targets, int) else targets
         return LoadBalancedView(self, targets)
 
-    def _negative_targets(self, targets: Targets) -> Targets:
+    def normalize_targets(self, targets: Targets) -> Targets:
         """``-1`` (or ``[-1, 0]``, a slice) named by position among the live engines, as in ipyparallel."""
         if isinstance(targets, slice):
             return self.ids[targets]
@@ -436,7 +453,7 @@ class Client:
     def _check_open(self) -> None:
         self._cluster.check_usable()
 
-    def _resolve(self, targets: Targets) -> List[int]:
+    def resolve_targets(self, targets: Targets) -> List[int]:
         self._check_open()
         live = self.ids
         if targets is None or targets == "all":
@@ -461,12 +478,12 @@ class Client:
 
     def _new_record(self, ar: AsyncResult, engine_id: int) -> TaskRecord:
         seq = self._ledger.next_seq()
-        record = TaskRecord(seq, f"{self.cluster_id}-{seq}", engine_id, ar, len(ar._records))
-        ar._add_record(record)
+        record = TaskRecord(seq, f"{self.cluster_id}-{seq}", engine_id, ar, len(ar.records))
+        ar.add_task(record)
         self._results[record.msg_id] = ar
         return record
 
-    def _submit(
+    def send_calls(
         self, calls: Sequence[Tuple[int, Call]], fname: str, single: bool = False, ar: Optional[AsyncResult] = None
     ) -> AsyncResult:
         """Run each ``(engine_id, (f, args, kwargs))``; identical calls are pickled once."""
@@ -479,21 +496,21 @@ class Client:
             if key not in encoded:
                 encoded[key] = self._encode(*call)
                 if encoded[key][1]:
-                    ar._segments += tuple(encoded[key][1])
+                    ar.hold_segments(encoded[key][1])
             plan.append((self._new_record(ar, engine_id), encoded[key][0]))
-        ar._start()  # nobody else has it yet: it cannot have been cancelled
+        ar.mark_sent()  # nobody else has it yet: it cannot have been cancelled
         for record, blob in plan:
             self._ledger.send(record, blob)
         return ar
 
-    def _submit_balanced(self, calls: Sequence[Call], ar: AsyncResult, targets: Optional[List[int]]) -> AsyncResult:
+    def send_balanced(self, calls: Sequence[Call], ar: AsyncResult, targets: Optional[List[int]]) -> AsyncResult:
         """Queue calls for whichever engine (of `targets`) is free first."""
         self._check_open()
         blobs = []
         for call in calls:
             blob, segments = self._encode(*call)
             if segments:
-                ar._segments += tuple(segments)
+                ar.hold_segments(segments)
             blobs.append(blob)
         self._balancer.submit(ar, [(self._new_record(ar, -1), blob, targets) for blob in blobs])
         return ar
@@ -509,12 +526,7 @@ class Client:
             raise ValueError(f"load_balance_depth must be >= 1, got {depth}")
         self._balancer.depth = depth
 
-    def _release_segments(self, ar: AsyncResult) -> None:
-        for ref in ar._segments:
-            sharedmem.unlink(ref.name)
-        ar._segments = ()
-
-    def _cancel(self, ar: AsyncResult) -> bool:
+    def cancel_unsent(self, ar: AsyncResult) -> bool:
         """Cancel `ar` if none of its tasks was handed to an engine yet."""
         return self._balancer.cancel(ar)
 
@@ -534,7 +546,7 @@ class Client:
         """``{msg_id: result}`` of finished tasks, as in ipyparallel."""
         out: Dict[str, Any] = {}
         for ar in set(self._results.values()):
-            for r in ar._records:
+            for r in ar.records:
                 if r.done:
                     out[r.msg_id] = r.error if r.error is not None else r.value
         return out
@@ -544,7 +556,7 @@ class Client:
 
     def clear(self, targets: Targets = None, block: Optional[bool] = None) -> Any:
         """Clear the engines' namespaces, as ipyparallel's ``clear`` does."""
-        ar = self._submit([(i, (namespace.clear, (), {})) for i in self._resolve(targets)], "clear")
+        ar = self.send_calls([(i, (EngineOp("clear"), (), {})) for i in self.resolve_targets(targets)], "clear")
         return ar.get() if (self.block if block is None else block) else ar
 
     def purge_results(self, jobs: Any = (), targets: Targets = ()) -> None:
@@ -562,8 +574,8 @@ class Client:
                 jobs = [jobs]
             msg_ids = [m for job in jobs for m in (job.msg_ids if isinstance(job, AsyncResult) else [job])]
         if not (targets is None or (not isinstance(targets, int) and not targets)):
-            engines = set(self._resolve(targets))
-            msg_ids += [r.msg_id for _, ar in self._results.items() for r in ar._records if r.engine_id in engines]
+            engines = set(self.resolve_targets(targets))
+            msg_ids += [r.msg_id for _, ar in self._results.items() for r in ar.records if r.engine_id in engines]
         running = set(msg_ids) & self.outstanding
         if running:
             raise RuntimeError(f"Can't purge outstanding tasks: {sorted(running)}")
@@ -598,30 +610,26 @@ class Client:
 
     def wait_interactive(self, jobs: Any = None, interval: float = 1.0, timeout: Optional[float] = -1) -> None:
         """Wait for `jobs` (default: all outstanding) while showing progress."""
-        from .split import join
-
         if jobs is None:
             ars = [ar for ar in set(self._results.values()) if not ar.done()]
         else:
             given = [jobs] if isinstance(jobs, (str, AsyncResult)) else list(jobs)
             ars = [ar if isinstance(ar, AsyncResult) else self._results[ar] for ar in given]
         if ars:
-            join(*ars).wait_interactive(interval=interval, timeout=timeout)
+            AsyncResult.join(*ars).wait_interactive(interval=interval, timeout=timeout)
 
     def abort(self, jobs: Any = None, targets: Targets = None, block: Optional[bool] = None) -> None:
         """Drop tasks that have not started (default: all outstanding, of `targets` if given)."""
         if isinstance(jobs, str):
             jobs = [jobs]
         if jobs is None:
-            records = [r for ar in set(self._results.values()) for r in ar._records]
+            records = [r for ar in set(self._results.values()) for r in ar.records]
         elif isinstance(jobs, AsyncResult):
-            records = list(jobs._records)
+            records = list(jobs.records)
         else:
-            records = [
-                r for job in jobs for r in (job if isinstance(job, AsyncResult) else self._results[job])._records
-            ]
+            records = [r for job in jobs for r in (job if isinstance(job, AsyncResult) else self._results[job]).records]
         if targets is not None and targets != "all":
-            engines = set(self._resolve(targets))
+            engines = set(self.resolve_targets(targets))
             records = [r for r in records if r.engine_id in engines]
         dropped = self._balancer.drop(records)  # not yet handed to an engine
         by_engine: Dict[int, List[int]] = {}
@@ -646,38 +654,6 @@ class Client:
         self.close()
 
 
-class _ResultIndex:
-    """AsyncResults by msg_id, held weakly; cheaper per task than a WeakValueDictionary
-    (no callback per entry: dead entries are swept as the index grows)."""
-
-    def __init__(self) -> None:
-        self._refs: Dict[str, Callable[[], Optional[AsyncResult]]] = {}
-        self._sweep_at = 1024
-
-    def __setitem__(self, msg_id: str, ar: AsyncResult) -> None:
-        self._refs[msg_id] = weakref.ref(ar)
-        if len(self._refs) >= self._sweep_at:
-            self._refs = {m: ref for m, ref in self._refs.items() if ref() is not None}
-            self._sweep_at = max(1024, 2 * len(self._refs))
-
-    def __getitem__(self, msg_id: str) -> AsyncResult:
-        ar = self._refs[msg_id]()
-        if ar is None:
-            raise KeyError(msg_id)
-        return ar
-
-    def pop(self, msg_id: str, default: Any = None) -> Any:
-        ref = self._refs.pop(msg_id, None)
-        ar = ref() if ref is not None else None
-        return default if ar is None else ar
-
-    def items(self) -> List[Tuple[str, AsyncResult]]:
-        return [(m, ar) for m, ar in ((m, ref()) for m, ref in list(self._refs.items())) if ar is not None]
-
-    def values(self) -> List[AsyncResult]:
-        return [ar for _, ar in self.items()]
-
-
 def _weakly_with(client: Client, method: Callable[[Client, EngineHandle], None]) -> Callable[[EngineHandle], None]:
     """``method(client, handle)`` as a callback that does not keep `client` alive."""
     ref = weakref.ref(client)
@@ -700,193 +676,3 @@ def _weakly(client: Client, method: Callable[[Client], None]) -> Callable[[], No
             method(target)
 
     return call
-
-
-class _Cluster:
-    """Everything close() must tear down, without a reference back to the Client.
-
-    It belongs to the process that made it: in a process forked from that one
-    (the user's ``os.fork()``, an engine started by fork), the client-side ends
-    are closed at once (so that, e.g., the lifeline still breaks when the owner
-    dies) and the client refuses to be used or to close the owner's engines.
-    """
-
-    def __init__(self, client: Client) -> None:
-        self.owner_pid = os.getpid()
-        self.cluster_id = client.cluster_id
-        self.ledger = client._ledger
-        self.collector = client._collector
-        self.balancer = client._balancer
-        self.lifeline = client._lifeline
-        self.queue = client._queue
-        self.spin_hint = client._spin_hint
-        self.store: Optional[DataStore] = None  # guarded by _lock
-        self.store_starter: Optional[threading.Thread] = None
-        self.closed = False  # guarded by _lock
-        self._lock = threading.Lock()
-        self.start_lock = client._start_lock  # close() waits on it for an engine being started
-        self.restart_dead = client.restart_dead
-        self.replace: Optional[Callable[[EngineHandle], None]] = None  # Client._replace_dead, weakly
-        self.memory_watch: Optional[memory.MemoryWatch] = None  # its own thread; stopped by close()
-        self.helpers: List[threading.Thread] = []  # after-death and tree-ending threads; guarded by _lock
-
-    def check_usable(self) -> None:
-        if os.getpid() != self.owner_pid:
-            raise ClientClosedError(
-                f"this Client belongs to process {self.owner_pid}; a forked child cannot use it: make a new Client"
-            )
-        if self.closed or self.ledger.closed:
-            raise ClientClosedError("this Client is closed")
-
-    def start_datastore(self, start: Callable[[], None]) -> None:
-        """Run `start` in a thread of its own, once, unless closed; called by the collector,
-        so it never raises: a thread that cannot start is the Manager's error."""
-        thread = threading.Thread(target=start, name=f"localpar-manager-start-{self.cluster_id}", daemon=True)
-        with self._lock:
-            if self.closed or self.store_starter is not None:
-                return
-            try:
-                thread.start()
-            except RuntimeError as exc:  # no thread to be had (ulimit -u)
-                why = limits.process_limit_error("the thread that starts the Manager", exc).strerror
-                self.collector.store_error = f"the Manager process could not start: {why}"
-                return
-            self.store_starter = thread  # only once started: close() joins it
-
-    def adopt_store(self, store: DataStore) -> bool:
-        """Keep the started Manager for close(); False if the cluster closed meanwhile."""
-        with self._lock:
-            if self.closed:
-                return False
-            self.store = store
-            return True
-
-    def after_death(self, handle: EngineHandle) -> None:
-        """The collector saw `handle` die: in a helper thread, replace it if wanted, then end
-        what its tasks started (found by their mark: its tree is gone, see ``proctree``)."""
-        wanted = (self.restart_dead or handle.death_reason is not None) and not handle.retired
-        replace = self.replace if wanted else None
-
-        def run() -> None:
-            if replace is not None:
-                replace(handle)
-            proctree.end(proctree.scan(marks=[f"{self.cluster_id}:{handle.pid}"]))
-
-        self._helper(run, f"localpar-after-death-{self.cluster_id}-{handle.id}")
-
-    def end_in_background(self, processes: List[Any]) -> None:
-        """TERM, grace, KILL `processes` without making the caller wait."""
-
-        def run() -> None:
-            proctree.end(processes)
-
-        if processes:
-            self._helper(run, f"localpar-end-tree-{self.cluster_id}")
-
-    def _helper(self, target: Callable[[], None], name: str) -> None:
-        thread = threading.Thread(target=target, name=name, daemon=True)
-        with self._lock:
-            if self.closed:  # close() ends every marked process itself
-                return
-            self.helpers = [t for t in self.helpers if t.is_alive()]
-            try:
-                thread.start()
-            except RuntimeError:  # no thread to be had (ulimit -u): do it here, late rather than never
-                started = False
-            else:
-                started = True
-                self.helpers.append(thread)  # close() joins only threads that started
-        if not started:
-            target()
-
-    def forked(self) -> None:
-        """In a forked child: close the client's ends, touch nothing else (locks may be held).
-
-        Once only: a grandchild (a cluster a task opened forks its own engines) inherits the
-        closed state, and must not close again descriptor numbers reused meanwhile.
-        """
-        if os.getpid() == self.owner_pid or self.closed:
-            return
-        self.closed = True  # the child has one thread: no lock needed
-        clusters.discard(self)
-        self.lifeline.close_writer()
-        for handle in list(self.ledger.engines.values()):
-            handle.close_in_child()
-        self.queue.close_reader()
-        self.ledger.doorbell.close()
-
-    def close(self) -> None:
-        if os.getpid() != self.owner_pid:
-            return  # a forked child's exit hook: the engines are its parent's
-        with self._lock:
-            if self.closed:
-                return
-            self.closed = True
-        clusters.discard(self)
-        if self.memory_watch is not None:
-            self.memory_watch.stop()
-        with self.start_lock:  # an engine being started (a replacement) is in the ledger once this returns
-            pass
-        ledger = self.ledger
-        ledger.close()
-        handles = list(ledger.engines.values())
-        # What the engines' tasks started, found while the engines live (see proctree); idle
-        # engines end their own on STOP, but a busy one is terminated and cannot.
-        tree = proctree.scan([h.pid for h in handles if h.alive]) if handles else []
-        for h in handles:  # idle engines stop at once; busy ones are terminated
-            if h.alive and not h.pending:
-                h.send_stop()
-            elif h.alive:
-                h.process.terminate()
-        self.collector.stop()  # fails what is pending with ClientClosedError
-        self.balancer.close("the client was closed")  # and what waits for an engine
-        _end_processes([h.process for h in handles], [h.death_fd for h in handles if h.alive])
-        proctree.end(tree + proctree.scan(marks=[f"{self.cluster_id}:"]))
-        for thread in self.helpers:  # no new ones: closed is set
-            if thread is not threading.current_thread():
-                thread.join(timeout=2 * proctree.GRACE + 1)
-        if self.store_starter is not None and self.store_starter is not threading.current_thread():
-            self.store_starter.join(timeout=30)  # the store it started is shut down just below
-        with self._lock:
-            store = self.store
-        if store is not None:
-            store.shutdown()
-        for h in handles:
-            h.alive = False
-            h.close()
-            try:
-                h.process.close()
-            except ValueError:
-                pass  # still running after kill(): left to multiprocessing's reaper
-        self.queue.close()
-        self.lifeline.close()
-        ledger.doorbell.close()
-        self.spin_hint.close()
-        sharedmem.sweep(self.cluster_id)
-
-
-ENGINE_EXIT_GRACE = 2.0  # seconds engines get to stop before they are killed
-
-
-def _end_processes(processes: List[Any], death_fds: List[int]) -> None:
-    """Wait for all of them at once; kill what is still running after the grace period."""
-    from multiprocessing.connection import wait
-
-    def still_running(timeout: float) -> List[int]:
-        fds = list(death_fds)
-        deadline = time.monotonic() + timeout
-        while fds:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            for fd in wait(fds, remaining):
-                fds.remove(fd)  # type: ignore[arg-type]
-        return fds
-
-    if still_running(ENGINE_EXIT_GRACE):
-        for p in processes:
-            if p.exitcode is None:
-                p.kill()
-        still_running(ENGINE_EXIT_GRACE)
-    for p in processes:
-        p.join(timeout=0.1 if p.exitcode is not None else ENGINE_EXIT_GRACE)

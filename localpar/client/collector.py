@@ -258,7 +258,7 @@ class Collector:
                 record = self.ledger.records.get(message.seq)
                 if record is not None and record.result is not None:
                     record.progress = (message.done, message.total)
-                    record.result._notify_data()
+                    record.result.notify_data()
 
     def _on_output(self, output: Output) -> None:
         """A piece of what a task printed: appended to its record (``ar.stdout`` grows)."""
@@ -303,7 +303,7 @@ class Collector:
             _logger.warning("task %s: %s", record.msg_id, exc)
             record.data_errors += (str(exc),)
         else:
-            record.result._apply_data(record.index, delta)
+            record.result.apply_data(record.index, delta)
         self._complete_if_all_data(record)
 
     # -- deaths -----------------------------------------------------------------------------------
@@ -337,7 +337,7 @@ class Collector:
         seq, pubseq, state = latest
         for record in pending:
             if record.seq == seq and pubseq > record.last_pubseq and record.result is not None:
-                record.result._apply_data(record.index, state)
+                record.result.apply_data(record.index, state)
                 record.last_pubseq = pubseq
 
     def attach_store(self, store: DataStore) -> None:

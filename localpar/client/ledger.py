@@ -170,11 +170,11 @@ class Ledger:
                 handle.completed += 1
                 handle.idle_since = record.received or time.time()
             result, record.result = record.result, None  # no cycle: an array can die with its result
-            last = result is not None and result._record_done()
+            last = result is not None and result.task_done()
         if last and result is not None:
             if chaos.ENABLED:
                 chaos.pause()
-            result._finish()
+            result.finish()
         if threading.current_thread() is not self.collector_thread:
             self.notify_waiters()  # the collector notifies once per batch, after applying it
 

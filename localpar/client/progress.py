@@ -56,12 +56,12 @@ def _has_widgets() -> bool:
 def _tasks_done(ar: AsyncResult) -> int:
     """Finished tasks (``ar.progress`` of a map counts items, as in ipyparallel)."""
     ar.ready()
-    return sum(r.done for r in ar._records)
+    return sum(r.done for r in ar.records)
 
 
 def task_labels(ar: AsyncResult) -> List[str]:
     """``engine i`` when each task has its own engine, else ``task k`` (e.g. a load-balanced map)."""
-    ids = [r.engine_id for r in ar._records]
+    ids = [r.engine_id for r in ar.records]
     if all(i >= 0 for i in ids) and len(set(ids)) == len(ids):
         return [f"engine {i}" for i in ids]
     return [f"task {k}" for k in range(len(ids))]
@@ -69,8 +69,8 @@ def task_labels(ar: AsyncResult) -> List[str]:
 
 def status_line(ar: AsyncResult) -> str:
     """The one-line text view: finished/total, each running task's reported share, seconds since submission."""
-    parts = [f"{_tasks_done(ar):>3}/{len(ar._records)} tasks done"]
-    finished = [r.done for r in ar._records]
+    parts = [f"{_tasks_done(ar):>3}/{len(ar.records)} tasks done"]
+    finished = [r.done for r in ar.records]
     for label, progress, done in zip(task_labels(ar), ar.task_progress, finished):
         if progress is not None and not done:
             step, total = progress
@@ -111,7 +111,7 @@ def wait_interactive(
                 return
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
-                done = f"{_tasks_done(ar)}/{len(ar._records)} tasks done"
+                done = f"{_tasks_done(ar)}/{len(ar.records)} tasks done"
                 raise TimeoutError(f"{ar!r} not ready after {timeout} s ({done})")
             ar.wait(interval if remaining is None else min(interval, remaining))
     finally:
@@ -174,7 +174,7 @@ class _Bars(_Display):
     def __init__(self, ar: AsyncResult, tqdm: Any) -> None:
         super().__init__(ar)
         self.tqdm = tqdm
-        self.main = tqdm(total=len(ar._records), desc=ar._fname, unit="tasks", position=0, leave=True)
+        self.main = tqdm(total=len(ar.records), desc=ar.fname, unit="tasks", position=0, leave=True)
         self.tasks: Dict[int, Any] = {}
 
     def update(self) -> None:
@@ -182,7 +182,7 @@ class _Bars(_Display):
         if done > self.main.n:
             self.main.update(done - self.main.n)
         labels = task_labels(self.ar)
-        finished = [r.done for r in self.ar._records]
+        finished = [r.done for r in self.ar.records]
         for index, progress in enumerate(self.ar.task_progress):
             if progress is None:
                 continue

@@ -137,7 +137,7 @@ def collect(ledger: Ledger, meter: CpuMeter, memory_limit: Optional[int]) -> Sta
             if not h.alive:
                 continue
             running = ledger.records.get(min(h.pending)) if h.pending else None
-            call = running.result._fname if running is not None and running.result is not None else None
+            call = running.result.fname if running is not None and running.result is not None else None
             since = max(running.submitted, h.idle_since) if running is not None else h.idle_since
             busy = running is not None
             known.append((h.id, h.pid, h.ready, busy, call, since, len(h.pending), h.completed, h.restarts))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import sys
 import threading
-from typing import TYPE_CHECKING, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, List, Optional, Tuple
 
 from ..errors import CompositeError
 
@@ -30,7 +30,7 @@ class OutputPrinter:
 
     def __init__(self, ar: AsyncResult) -> None:
         self.ar = ar
-        self.records: List[TaskRecord] = list(ar._records)
+        self.records: List[TaskRecord] = list(ar.records)
         self._printed = [0] * len(self.records)  # output pieces shown, per record
         self._ended = [False] * len(self.records)  # outcome shown, per record
         self._trailing_newline = True
@@ -69,10 +69,11 @@ class OutputPrinter:
         """Print until the tasks end or `stop` is set (the owner then notifies the ledger)."""
         while True:
             seen = self.state()
+            finished = self.finished()  # before the look: output that came before the end is printed
             self.print_new()
-            if self.finished() or stop.is_set():
+            if finished or stop.is_set():
                 return
-            self.ar._ledger.wait_until(functools.partial(self._changed_since, seen, stop), None)
+            self.ar.wait_until(functools.partial(self._changed_since, seen, stop), None)
 
     def _display(self, text: str, prefix: str, file: object) -> None:
         """ipyparallel's ``AsyncResult._display_stream``: a prefix line when the source changes."""
@@ -104,10 +105,49 @@ class OutputPrinter:
 def stream_until_done(ar: AsyncResult) -> None:
     """Print `ar`'s output as it comes, in this thread, until its tasks have ended."""
     printer = OutputPrinter(ar)
-    ar._ledger.check_can_wait()
     while True:
         seen = printer.state()
+        finished = printer.finished()  # before the look: output that came before the end is printed
         printer.print_new()
-        if printer.finished():
+        if finished:
             return
-        ar._ledger.wait_until(functools.partial(printer._changed_since, seen, None), None)
+        ar.wait_until(functools.partial(printer._changed_since, seen, None), None)
+
+
+def display_outputs(ar: AsyncResult, groupby: str = "type", result_only: bool = False) -> None:
+    """``ar.display_outputs()``: each task's stdout and stderr, labelled by engine (a single-target
+    result without label), then each ``execute(silent=False)`` result as ``Out[engine:n]``."""
+    single = isinstance(ar.engine_id, int)
+    if groupby not in ("type", "engine", "order"):
+        raise ValueError(f"groupby must be one of 'type', 'engine', 'order', not {groupby!r}")
+    ar.wait()
+
+    def stream(r: TaskRecord, name: str, file: Any) -> None:
+        text = getattr(r, name)
+        if not text or result_only:
+            return
+        label = "" if single else f"[{name}:{r.engine_id}]"
+        if label and "\n" in text.rstrip():
+            label += "\n"
+        elif label:
+            label += " "
+        print(label + text, end="" if text.endswith("\n") else "\n", file=file)
+
+    def result(r: TaskRecord) -> None:
+        out = getattr(r.value, "execute_result", None) if r.done else None
+        if out is not None:
+            count = out.get("execution_count", 0)
+            print(f"Out[{r.engine_id}:{count}]: {out['data'].get('text/plain', '')}")
+
+    if groupby == "engine":
+        for r in ar.records:
+            stream(r, "stdout", sys.stdout)
+            stream(r, "stderr", sys.stderr)
+            result(r)
+        return
+    for r in ar.records:
+        stream(r, "stdout", sys.stdout)
+    for r in ar.records:
+        stream(r, "stderr", sys.stderr)
+    for r in ar.records:
+        result(r)

@@ -4,17 +4,27 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
-from ..engine import namespace
 from ..errors import not_picklable
+from ..wire.ops import EngineOp
 from ..wire.reference import Reference, contains_reference
-from .asyncresult import AsyncMapResult, AsyncResult
+from .asyncresult import AsyncResult
+from .mapresult import AsyncMapResult, JoinedResult, UnorderedMapResult
 
 if TYPE_CHECKING:
     from .client import Client
 
 Targets = Union[None, str, int, Sequence[int]]
+
+# What the views run on engines: functions of localpar.engine.namespace, sent by name (see wire.ops).
+_call_with_references = EngineOp("call_with_references")
+_push = EngineOp("push")
+_pull = EngineOp("pull")
+_execute_interactive = EngineOp("execute_interactive")
+_execute = EngineOp("execute")
+_map_chunk_with_references = EngineOp("map_chunk_with_references")
+_map_chunk = EngineOp("map_chunk")
 
 
 def _split(n_items: int, n_parts: int) -> List[Tuple[int, int]]:
@@ -42,7 +52,7 @@ class View:
 
     @targets.setter
     def targets(self, targets: Targets) -> None:
-        self._targets = self.client._negative_targets(targets)
+        self._targets = self.client.normalize_targets(targets)
 
     def __reduce__(self) -> Any:
         raise not_picklable(self, "it belongs to its Client, which lives in this process only")
@@ -57,7 +67,7 @@ class View:
         return len(self._resolved())
 
     def _resolved(self) -> List[int]:
-        return self.client._resolve(self._targets)
+        return self.client.resolve_targets(self._targets)
 
     def _result(self, ar: AsyncResult, block: Optional[bool]) -> Any:
         return ar.get() if (self.block if block is None else block) else ar
@@ -151,7 +161,7 @@ def _check_dist(dist: str) -> None:
 def _with_references(call: Tuple[Any, Tuple[Any, ...], Dict[str, Any]]) -> Tuple[Any, Tuple[Any, ...], Dict[str, Any]]:
     """A call whose `Reference` arguments (or function) are looked up in the engine's namespace."""
     if Reference.used and contains_reference(call):
-        return (namespace.call_with_references, call, {})
+        return (_call_with_references, call, {})
     return call
 
 
@@ -174,7 +184,7 @@ class DirectView(View):
         call = _with_references((f, args, kwargs))
         single = isinstance(self._targets, int)
         fname = getattr(f, "__name__", "f")
-        return self.client._submit([(i, call) for i in self._resolved()], fname, single)
+        return self.client.send_calls([(i, call) for i in self._resolved()], fname, single)
 
     def map_async(
         self, f: Callable[..., Any], *sequences: Sequence[Any], return_exceptions: bool = False, **options: Any
@@ -187,13 +197,13 @@ class DirectView(View):
         targets = self._resolved()
         bounds = _split(len(seqs[0]), len(targets))
         ar = AsyncMapResult(self.client, getattr(f, "__name__", "f"), [b - a for a, b in bounds])
-        ar._return_exceptions = return_exceptions
+        ar.return_exceptions = return_exceptions
         chunk = _map_chunk_function(f, seqs)
         calls: List[Tuple[int, Any]] = [
             (engine, (chunk, (f, *[s[a:b] for s in seqs]), {}))
             for engine, (a, b) in zip(targets, bounds)
         ]  # fmt: skip
-        self.client._submit(calls, ar._fname, ar=ar)
+        self.client.send_calls(calls, ar.fname, ar=ar)
         return ar
 
     # -- the engine namespace ----------------------------------------------------------------
@@ -201,7 +211,7 @@ class DirectView(View):
         """This view, or one on `targets` for a single call (ipyparallel's ``targets=`` argument)."""
         if targets is None:
             return self
-        view = DirectView(self.client, self.client._negative_targets(targets))
+        view = DirectView(self.client, self.client.normalize_targets(targets))
         view.block = self.block
         return view
 
@@ -213,7 +223,7 @@ class DirectView(View):
         Functions defined in ``__main__`` among the values get the engine namespace as their
         globals, so they see the names pushed beside them.
         """
-        return self._result(self._on(targets).apply_async(namespace.push, ns), block)
+        return self._result(self._on(targets).apply_async(_push, ns), block)
 
     def update(self, ns: Dict[str, Any]) -> Any:
         """``push(ns)`` (ipyparallel's alias)."""
@@ -221,7 +231,7 @@ class DirectView(View):
 
     def pull(self, names: Union[str, Sequence[str]], targets: Targets = None, block: Optional[bool] = None) -> Any:
         """Get name(s) from each engine's namespace (``'a.b'`` reads an attribute)."""
-        return self._result(self._on(targets).apply_async(namespace.pull, names), block)
+        return self._result(self._on(targets).apply_async(_pull, names), block)
 
     def get(self, names: Union[str, Sequence[str]]) -> Any:
         """``pull(names, block=True)`` (ipyparallel's alias)."""
@@ -253,9 +263,9 @@ class DirectView(View):
         """
         view = self._on(targets)
         if silent:
-            return self._result(view.apply_async(namespace.execute, code), block)
-        ar = view.apply_async(namespace.execute_interactive, code)
-        ar._fname = "execute"
+            return self._result(view.apply_async(_execute, code), block)
+        ar = view.apply_async(_execute_interactive, code)
+        ar.fname = "execute"
         return self._result(ar, block)
 
     def run(
@@ -264,7 +274,7 @@ class DirectView(View):
         """Run a local Python file in each engine's namespace."""
         with open(filename) as f:
             code = f.read() + "\n"  # a trailing indented line would not compile otherwise
-        return self._result(self._on(targets).apply_async(namespace.execute, code, filename), block)
+        return self._result(self._on(targets).apply_async(_execute, code, filename), block)
 
     def _split_calls(self, f: Callable[..., Any], sequences: Sequence[Sequence[Any]]) -> AsyncResult:
         seqs = _sequences(tuple(sequences))
@@ -273,7 +283,7 @@ class DirectView(View):
         calls: List[Tuple[int, Any]] = [
             (engine, (f, tuple(s[a:b] for s in seqs), {})) for engine, (a, b) in zip(targets, bounds)
         ]
-        return self.client._submit(calls, getattr(f, "__name__", "f"))
+        return self.client.send_calls(calls, getattr(f, "__name__", "f"))
 
     def scatter(
         self,
@@ -298,15 +308,15 @@ class DirectView(View):
             part = seq[a:b]
             if flatten and len(part) == 1:
                 part = part[0]
-            calls.append((engine, (namespace.push, ({name: part},), {})))
-        ar = self.client._submit(calls, "scatter")
+            calls.append((engine, (_push, ({name: part},), {})))
+        ar = self.client.send_calls(calls, "scatter")
         return self._result(ar, block)
 
     def gather(self, name: str, dist: str = "b", targets: Targets = None, block: Optional[bool] = None) -> Any:
         """Concatenate `name` from every target, in target order."""
         _check_dist(dist)
-        calls: List[Tuple[int, Any]] = [(i, (namespace.pull, (name,), {})) for i in self._on(targets)._resolved()]
-        return self._result(_JoinedResult(self.client._submit(calls, "gather")), block)
+        calls: List[Tuple[int, Any]] = [(i, (_pull, (name,), {})) for i in self._on(targets)._resolved()]
+        return self._result(JoinedResult(self.client.send_calls(calls, "gather")), block)
 
     @property
     def importer(self) -> Any:
@@ -357,39 +367,6 @@ class DirectView(View):
             self.execute("\n".join(lines), block=True)
 
 
-def join_parts(parts: List[Any]) -> Any:
-    """Join per-engine parts as ipyparallel does: arrays concatenated, sequences chained."""
-    if parts and all(type(p).__module__ == "numpy" and hasattr(p, "shape") for p in parts):
-        import numpy as np
-
-        return np.concatenate(parts)
-    if all(isinstance(p, (list, tuple)) for p in parts):
-        return [item for p in parts for item in p]
-    return list(parts)
-
-
-class _JoinedResult(AsyncMapResult):
-    """One AsyncResult whose value is its parts' results joined (gather, parallel)."""
-
-    def __init__(self, parts: AsyncResult) -> None:
-        AsyncResult.__init__(self, parts._client, parts._fname)
-        self._chunks = [1] * len(parts._records)
-        self._records = parts._records
-        self._data = parts._data
-        self._parts = parts
-        parts.add_done_callback(self._join)
-
-    def _join(self, parts: Any) -> None:
-        if not self._start():  # cancelled
-            return
-        try:
-            value = join_parts(parts.result(timeout=0))
-        except BaseException as exc:
-            self.set_exception(exc)
-        else:
-            self.set_result(value)
-
-
 class LoadBalancedView(View):
     """Sends each task to whichever engine (of `targets`, default all) is free first."""
 
@@ -404,7 +381,7 @@ class LoadBalancedView(View):
         bounds = _split(len(seqs[0]), max(1, len(self.client.ids)))
         calls: List[Any] = [(f, tuple(s[a:b] for s in seqs), {}) for a, b in bounds]
         ar = AsyncResult(self.client, getattr(f, "__name__", "f"))
-        return self.client._submit_balanced(calls, ar, self._allowed())
+        return self.client.send_balanced(calls, ar, self._allowed())
 
     def _allowed(self) -> Optional[List[int]]:
         return None if self._targets is None else self._resolved()
@@ -412,7 +389,7 @@ class LoadBalancedView(View):
     def apply_async(self, f: Callable[..., Any], /, *args: Any, **kwargs: Any) -> AsyncResult:
         """Run ``f(*args, **kwargs)`` once, on the first free engine."""
         ar = AsyncResult(self.client, getattr(f, "__name__", "f"), single=True)
-        return self.client._submit_balanced([_with_references((f, args, kwargs))], ar, self._allowed())
+        return self.client.send_balanced([_with_references((f, args, kwargs))], ar, self._allowed())
 
     def map_async(
         self,
@@ -440,13 +417,13 @@ class LoadBalancedView(View):
         if chunksize < 1:
             raise ValueError(f"chunksize must be >= 1, got {chunksize}")
         starts = range(0, n, chunksize)
-        ar = (AsyncMapResult if ordered else _UnorderedMapResult)(
+        ar = (AsyncMapResult if ordered else UnorderedMapResult)(
             self.client, getattr(f, "__name__", "f"), [min(chunksize, n - s) for s in starts]
         )
-        ar._return_exceptions = return_exceptions
+        ar.return_exceptions = return_exceptions
         chunk = _map_chunk_function(f, seqs)
         calls: List[Any] = [(chunk, (f, *[s[a : a + chunksize] for s in seqs]), {}) for a in starts]
-        self.client._submit_balanced(calls, ar, self._allowed())
+        self.client.send_balanced(calls, ar, self._allowed())
         if not calls:
             ar.set_result([])
         return ar
@@ -460,28 +437,12 @@ def auto_chunksize(n_items: int, n_engines: int) -> int:
     return max(1, n_items // (TASKS_PER_ENGINE * max(1, n_engines)))
 
 
-class _UnorderedMapResult(AsyncMapResult):
-    def __iter__(self) -> Iterator[Any]:
-        yielded: Set[int] = set()
-        while len(yielded) < len(self._records):
-            self._wait_until(lambda: any(r.done and r.seq not in yielded for r in self._records), None)
-            for r in self._records:
-                if r.done and r.seq not in yielded:
-                    yielded.add(r.seq)
-                    if r.error is not None:
-                        if not self._return_exceptions:
-                            raise r.error
-                        yield r.error
-                        continue
-                    yield from r.value
-
-
 def _map_chunk_function(f: Any, seqs: Sequence[Sequence[Any]]) -> Callable[..., Any]:
     """What runs a map chunk on an engine: resolving `Reference` items only when there are any."""
 
     if Reference.used and (isinstance(f, Reference) or any(contains_reference(s) for s in seqs)):
-        return namespace.map_chunk_with_references
-    return namespace.map_chunk
+        return _map_chunk_with_references
+    return _map_chunk
 
 
 class RemoteFunction:
@@ -510,7 +471,7 @@ class ParallelFunction(RemoteFunction):
         else:
             assert isinstance(view, DirectView)
             parts = view._split_calls(self.func, sequences)
-        return view._result(_JoinedResult(parts), self.block)
+        return view._result(JoinedResult(parts), self.block)
 
     def map(self, *sequences: Sequence[Any]) -> Any:
         return self.view._result(self.view.map_async(self.func, *sequences), self.block)

@@ -20,6 +20,12 @@ _current: Optional[TaskContext] = None
 """The task running on this engine process, set by the engine loop."""
 
 
+def bind(task: Optional[TaskContext]) -> None:
+    """The engine loop names the task now running in this process (None between tasks)."""
+    global _current
+    _current = task
+
+
 def publish_data(data: Mapping[str, Any]) -> None:
     """Merge `data` into this task's published data, visible live on the client's ``ar.data``."""
     if not isinstance(data, dict):

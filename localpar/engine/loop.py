@@ -59,8 +59,7 @@ import sys
 import threading
 import time
 import traceback
-from multiprocessing.connection import Connection
-from typing import Any, Callable, Deque, Dict, List, NamedTuple, Optional, Set, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple
 
 from ..processes import lifeline, proctree
 from ..processes.spin import SpinHint
@@ -81,26 +80,13 @@ from ..wire.messages import (
 )
 from ..wire.pubqueue import PublicationWriter
 from ..wire.serialization import CALL_FUNCTION_SIZE, SCALARS_ONLY, dumps, loads, plain_data
-from . import compat, datapub, namespace
+from ..wire.spec import EngineSpec
+from . import compat, datapub, functions
 from .output import Flusher, TaskOutput, TaskStream
 from .publishing import StoreWriter, TaskContext
 
 FUNCTION_CACHE_SIZE = 64  # functions kept unpickled, by their pickled bytes (see ``captures``)
 SEEN_KEPT = 4096  # task numbers remembered to skip a frame written twice
-
-
-class EngineSpec(NamedTuple):
-    """All an engine process needs; picklable for forkserver and spawn starts."""
-
-    engine_id: int
-    cluster_id: str
-    authkey: bytes
-    tasks: Connection  # client -> engine, frames of TASK_HEADER + call (see framing)
-    control: Connection  # client -> engine, frames of messages.Control
-    events: Connection  # engine -> client, frames of messages.Event
-    publications: Connection  # write end of the shared publication queue
-    lifeline: Connection  # read end of the client's lifeline
-    spin_hint: str  # the segment of the client's SpinHint
 
 
 def run_engine(spec: EngineSpec) -> None:
@@ -318,7 +304,7 @@ class Engine:
         self.running = True
         try:
             sys.stdout, sys.stderr = self.stdout, self.stderr
-            datapub._current = task
+            datapub.bind(task)
             f, args, kwargs = self.decode_call(frame)
             value = call_task(self, f, args, kwargs)
             if plain_data(value) == SCALARS_ONLY:  # travels inside the event itself: one pickle, not two
@@ -328,7 +314,7 @@ class Engine:
         except BaseException as exc:  # the task's failure, reported, never fatal here
             status, payload = "error", describe_exception(exc)
         finally:
-            datapub._current = None
+            datapub.bind(None)
             sys.stdout, sys.stderr = saved
         if os.getpid() != self.pid:  # a process the task forked returned here: it is no engine
             os._exit(0)
@@ -370,7 +356,7 @@ class Engine:
         if cached is None:
             f, filename = loads(fblob, unlink=False, what="the function")
             reusable = captures.reusable(f)  # else what it captured may be changed by this call
-            cached = namespace.bind_to_namespace(namespace.restore_filename(f, filename), self.namespace)
+            cached = functions.bind_to_namespace(functions.restore_filename(f, filename), self.namespace)
             if reusable:
                 if len(self._functions) >= FUNCTION_CACHE_SIZE:
                     self._functions.pop(next(iter(self._functions)))
@@ -424,7 +410,7 @@ def _forked_by_a_task() -> None:
     """In a process that a task forked: it is no engine, and publishes nothing."""
     global _engine
     _engine = None
-    datapub._current = None
+    datapub.bind(None)
 
 
 _engine: Optional[Engine] = None

@@ -8,54 +8,16 @@ marked ``@interactive``, as on an ipyparallel engine.
 
 from __future__ import annotations
 
-import types
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
+from typing import Any, Callable, Dict, List, Sequence, Union
+
+from ..wire.ops import interactive  # noqa: F401  (kept importable from here)
+from .functions import bind_to_namespace
 
 
 def current_engine() -> Any:
-    from .loop import current_engine as _current  # engine imports this module
+    from .loop import current_engine as _current
 
     return _current()
-
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def interactive(f: F) -> F:
-    """Resolve `f`'s globals in the engine's namespace (where push/execute write)."""
-    f.__module__ = "__main__"
-    return f
-
-
-def bind_to_namespace(f: Any, namespace: Dict[str, Any]) -> Tuple[Any, Dict[str, Any]]:
-    """A ``__main__`` function rebuilt with the engine's namespace as its globals, and the
-    globals cloudpickle captured with it on the client (dunder names left out).
-
-    The caller sets the captured values into the namespace before every call
-    (see the rule in ``engine``); any other name resolves in the namespace.
-    Other functions come back as they are, with nothing captured.
-    """
-    if not isinstance(f, types.FunctionType) or f.__module__ != "__main__" or f.__globals__ is namespace:
-        return f, {}
-    captured = {k: v for k, v in f.__globals__.items() if not (k.startswith("__") and k.endswith("__"))}
-    bound = types.FunctionType(f.__code__, namespace, f.__name__, f.__defaults__, f.__closure__)
-    bound.__kwdefaults__ = f.__kwdefaults__
-    bound.__dict__.update(f.__dict__)
-    bound.__qualname__ = f.__qualname__
-    return bound, captured
-
-
-def restore_filename(f: Any, filename: Optional[str]) -> Any:
-    """Give a function sent by value its real file name back, for tracebacks."""
-    code = getattr(f, "__code__", None)
-    if filename and isinstance(f, types.FunctionType) and code is not None and code.co_filename != filename:
-        f.__code__ = _with_filename(code, filename)
-    return f
-
-
-def _with_filename(code: types.CodeType, filename: str) -> types.CodeType:
-    consts = tuple(_with_filename(c, filename) if isinstance(c, types.CodeType) else c for c in code.co_consts)
-    return code.replace(co_filename=filename, co_consts=consts)
 
 
 def push(values: Dict[str, Any]) -> None:

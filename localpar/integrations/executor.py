@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional
 
 if TYPE_CHECKING:
     from ..client.asyncresult import AsyncResult
-    from ..client.view import View
+    from ..client.interface import TaskViewAPI as View
 
 
 class LazyMapIterator:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 from joblib.parallel import AutoBatchingMixin, ParallelBackendBase, register_parallel_backend
 
 if TYPE_CHECKING:
-    from ..client.view import View
+    from ..client.interface import TaskViewAPI as View
 
 
 class LocalparBackend(AutoBatchingMixin, ParallelBackendBase):

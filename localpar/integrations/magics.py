@@ -30,8 +30,8 @@ from ..errors import AlreadyDisplayedError, CompositeError
 
 if TYPE_CHECKING:
     from ..client.asyncresult import AsyncResult
-    from ..client.client import Client
-    from ..client.view import DirectView
+    from ..client.interface import ClientAPI as Client
+    from ..client.interface import ViewAPI as DirectView
 
 
 def _execution_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -164,7 +164,7 @@ class ParallelMagics(Magics):
             shown = f"{targets[:4]}...{targets[-4:]}" if long else targets
             print(f"{'Parallel' if block else 'Async parallel'} execution on engine(s): {shown}")
         ar = self.view.execute(cell, silent=False, block=False)
-        ar._fname = "%px"
+        ar.fname = "%px"
         self.last_result = ar
         if save_name:
             self._ip.user_ns[save_name] = ar

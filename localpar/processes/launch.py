@@ -12,6 +12,7 @@ process, and threads starting engines at once, see no difference.
 
 from __future__ import annotations
 
+import importlib
 import io
 import multiprocessing
 import os
@@ -36,6 +37,7 @@ def _serialized(popen: Any, process_obj: Any) -> io.BytesIO:
     buf = io.BytesIO()
     context.set_spawning_popen(popen)
     try:
+        # multiprocessing's own Popen classes read the name the same way (Process has no public getter).
         reduction.dump(_preparation_data(process_obj._name), buf)
         reduction.dump(process_obj, buf)
     finally:
@@ -147,3 +149,18 @@ def threaded_method() -> str:
     if "fork" in methods and sys.version_info < (3, 12):
         return "fork"
     return "forkserver" if "forkserver" in methods else "spawn"
+
+
+ENGINE_LOOP = "localpar.engine.loop"
+
+
+def preload_engine() -> None:
+    """Load the engine's modules in this process, so that engines forked from it start with
+    them (a fork's import would cost each engine milliseconds).  Named, not imported: the
+    client side's source does not depend on the engine's."""
+    importlib.import_module(ENGINE_LOOP)
+
+
+def run_engine(spec: Any) -> None:
+    """The target of every engine process: the engine's own entry point, looked up by name."""
+    importlib.import_module(ENGINE_LOOP).run_engine(spec)

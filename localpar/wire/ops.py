@@ -1,0 +1,47 @@
+"""Engine operations named by the client, looked up on the engine: the views' push, pull, execute...
+
+The client side never imports the engine's code: a view sends ``EngineOp("push")``, which pickles
+as a call to `engine_op` and becomes, once unpickled on the engine, the function
+``localpar.engine.namespace.push`` itself.  So the wire carries a name, and only the engine
+process resolves it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable, TypeVar
+
+ENGINE_NAMESPACE = "localpar.engine.namespace"
+
+
+class EngineOp:
+    """A function of the engine's namespace module, by name; only callable once on the engine."""
+
+    __slots__ = ("__name__",)
+
+    def __init__(self, name: str) -> None:
+        self.__name__ = name
+
+    def __reduce__(self) -> Any:
+        return engine_op, (self.__name__,)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError(f"{self!r} runs on an engine; send it with a view")
+
+    def __repr__(self) -> str:
+        return f"EngineOp({self.__name__!r})"
+
+
+def engine_op(name: str) -> Callable[..., Any]:
+    """On the engine, at unpickling: the named function of the engine's namespace module."""
+    return getattr(importlib.import_module(ENGINE_NAMESPACE), name)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def interactive(f: F) -> F:
+    """Resolve `f`'s globals in the engine's namespace (where push/execute write), as
+    ipyparallel's ``@interactive`` does."""
+    f.__module__ = "__main__"
+    return f
