@@ -1,8 +1,22 @@
-"""Exceptions, named after ipyparallel's where it has one.
+"""Exceptions, named and shaped after ipyparallel's where it has one.
 
-Every broken state has its own type, so that callers can tell a failing task
-(`RemoteError`) from a dead engine (`EngineError`) from a dead data store
-(`DataStoreError`) without parsing messages.
+Every broken state has its own type, so that callers can tell a failing task (`RemoteError`)
+from a dead engine (`EngineError`) from a dead data store (`DataStoreError`) without parsing
+messages.  As in ipyparallel, the errors that can stand for a task's outcome are siblings under
+`KernelError` (so ``except RemoteError`` catches what the task raised, and nothing else), and
+`LocalparError` is the base of everything localpar raises itself::
+
+    LocalparError
+    ├── KernelError                  a task's outcome: ename, evalue, traceback, engine_info
+    │   ├── RemoteError              the task raised on its engine
+    │   │   ├── CompositeError       several tasks of one call failed
+    │   │   └── AlreadyDisplayedError
+    │   ├── EngineError              its engine died while the task was pending
+    │   ├── TaskAborted              aborted before it started
+    │   ├── NoEnginesError           no live engine could run it
+    │   └── ClientClosedError        the client closed (also a RuntimeError)
+    ├── SerializationError           (also a TypeError)
+    └── DataStoreError
 """
 
 from __future__ import annotations
@@ -10,13 +24,28 @@ from __future__ import annotations
 import signal
 from typing import Any, List, Optional
 
+__all__ = [
+    "AlreadyDisplayedError",
+    "ClientClosedError",
+    "CompositeError",
+    "DataStoreError",
+    "EngineError",
+    "KernelError",
+    "LocalparError",
+    "NoEnginesError",
+    "RemoteError",
+    "RemoteTraceback",
+    "SerializationError",
+    "TaskAborted",
+]
+
 
 class LocalparError(Exception):
     """Base class of every error localpar raises itself."""
 
 
-class RemoteError(LocalparError):
-    """The task raised on its engine; carries the remote type, message and traceback."""
+class KernelError(LocalparError):
+    """What a task ended with instead of a value; carries a type name, message and traceback."""
 
     def __init__(
         self,
@@ -44,7 +73,7 @@ class RemoteError(LocalparError):
         return f"{where}{self.ename}: {self.evalue}"
 
     def __repr__(self) -> str:
-        return f"<RemoteError[{self.engine_id}]:{self.ename}({self.evalue})>"
+        return f"<{type(self).__name__}[{self.engine_id}]:{self.ename}({self.evalue})>"
 
     def render_traceback(self) -> List[str]:
         """The remote traceback as lines, as IPython shows it."""
@@ -55,6 +84,10 @@ class RemoteError(LocalparError):
 
     def print_traceback(self) -> None:
         print(self.traceback or str(self))
+
+
+class RemoteError(KernelError):
+    """The task raised on its engine; carries the remote type, message and traceback."""
 
 
 class RemoteTraceback(Exception):
@@ -68,7 +101,7 @@ class RemoteTraceback(Exception):
         return f'\n"""\n{self.tb.rstrip()}\n"""'
 
 
-class TaskAborted(RemoteError):
+class TaskAborted(KernelError):
     """The task was aborted before it started."""
 
     def __init__(self, msg_id: str, engine_id: Optional[int] = None) -> None:
@@ -91,7 +124,7 @@ class CompositeError(RemoteError):
 
     tb_limit = 4
 
-    def __init__(self, message: str, errors: List[RemoteError]) -> None:
+    def __init__(self, message: str, errors: List[KernelError]) -> None:
         self.message = message
         self.method = message.rpartition("raised in: ")[2] if "raised in: " in message else ""
         self.errors = list(errors)
@@ -176,7 +209,7 @@ def describe_exit(exitcode: Optional[int]) -> str:
     return f"exit code {exitcode}"
 
 
-class EngineError(RemoteError):
+class EngineError(KernelError):
     """The engine process died while the task was pending on it."""
 
     def __init__(
@@ -211,7 +244,7 @@ class DataStoreError(LocalparError):
     """The cluster's Manager process (the durable data store) is gone."""
 
 
-class NoEnginesError(RemoteError):
+class NoEnginesError(KernelError):
     """A view targets no live engine."""
 
     def __init__(self, message: str) -> None:
@@ -221,7 +254,7 @@ class NoEnginesError(RemoteError):
         return self.evalue
 
 
-class ClientClosedError(RemoteError, RuntimeError):
+class ClientClosedError(KernelError, RuntimeError):
     """The client was closed (its engines are gone), or belongs to another process.
 
     Also a ``RuntimeError``: what a closed client raised before, so that callers

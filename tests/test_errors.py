@@ -178,3 +178,37 @@ def test_failed_call_does_not_disturb_other_calls_in_flight(c: Client) -> None:
     with pytest.raises(RemoteError):
         bad.get(timeout=10)
     assert good.get(timeout=10) == 5
+
+
+def test_errors_are_shaped_as_ipyparallel_shapes_them():
+    """A task's own exception (RemoteError) is a sibling of a dead engine, an abort, a closed
+    client and no engines, not their parent: ``except RemoteError`` catches what the task
+    raised and nothing else, while LocalparError (and KernelError) still catch all of them."""
+    from localpar import (
+        ClientClosedError,
+        CompositeError,
+        EngineError,
+        KernelError,
+        LocalparError,
+        NoEnginesError,
+        RemoteError,
+        TaskAborted,
+    )
+
+    others = [EngineError(0, -9, "m-1"), TaskAborted("m-2"), NoEnginesError("none"), ClientClosedError("closed")]
+    for error in others:
+        assert not isinstance(error, RemoteError), type(error)
+        assert isinstance(error, KernelError) and isinstance(error, LocalparError)
+    assert issubclass(CompositeError, RemoteError) and issubclass(RemoteError, KernelError)
+    assert isinstance(ClientClosedError("closed"), RuntimeError)
+    composite = CompositeError("one or more exceptions raised in: f", others)
+    assert [e.ename for e in composite.errors] == ["EngineError", "TaskAborted", "NoEnginesError", "ClientClosedError"]
+
+
+def test_the_error_module_exports_only_errors():
+    import localpar.error
+    import localpar.errors
+
+    assert sorted(localpar.error.__all__) == sorted(localpar.errors.__all__)
+    for leaked in ("signal", "describe_exit", "not_picklable"):
+        assert not hasattr(localpar.error, leaked)

@@ -200,3 +200,10 @@ def test_main_functions_see_pushed_values(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[111, 111] [111, 112, 113]"
+
+
+def test_an_execute_reply_carries_what_the_cell_printed(client):
+    ar = client[0].execute("print('hello from', 'engine')\n40 + 2", silent=False, block=False)
+    reply = ar.get(timeout=30)
+    assert reply.stdout == "hello from engine\n"
+    assert reply.execute_result["data"]["text/plain"] == "42"

@@ -236,3 +236,23 @@ def test_a_wait_ending_after_its_cluster_closed_does_not_fail_on_the_spin_page()
         hint.waiting()
     finally:
         sharedmem.sweep("spinclosed")
+
+
+def test_an_engine_that_dies_spinning_is_forgotten():
+    """A dead engine's spin byte would otherwise count against MAX_SPINNERS for good."""
+    import signal
+
+    from localpar import Client
+    from localpar.processes.spin import SpinHint
+
+    with Client(2) as c:
+        engine_side = SpinHint(c._spin_hint.name)
+        try:
+            engine_side._page[8 + 0] = 1  # engine 0 is spinning when it dies
+            assert c._spin_hint.spinning(0)
+            os.kill(c.engine_pids()[0], signal.SIGKILL)
+            assert c.wait_for_death(0, timeout=30)
+            assert not c._spin_hint.spinning(0)
+            assert c[1].apply_sync(abs, -3) == 3
+        finally:
+            engine_side.close()

@@ -202,13 +202,13 @@ def test_load_balanced_map_chunks_a_long_map_of_cheap_items_and_keeps_a_short_on
     engines = len(client)
     short = lv.map_async(add, range(5), range(5))
     assert len(short._records) == 5
-    n = 100 * view_module.TASKS_PER_ENGINE * engines
+    n = 100 * view_module.MAP_TASKS_PER_ENGINE * engines
     long = lv.map_async(add, range(n), range(n))
-    assert len(long._records) == view_module.TASKS_PER_ENGINE * engines
+    assert len(long.records) == view_module.MAP_TASKS_PER_ENGINE * engines
     assert long.get(timeout=60) == [2 * x for x in range(n)]
     assert short.get(timeout=10) == [0, 2, 4, 6, 8]
     on_one = client.load_balanced_view(targets=[0]).map_async(add, range(n), range(n))
-    assert len(on_one._records) == view_module.TASKS_PER_ENGINE
+    assert len(on_one.records) == view_module.MAP_TASKS_PER_ENGINE
     on_one.get(timeout=60)
 
 

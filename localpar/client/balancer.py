@@ -34,7 +34,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Deque, Dict, List, Optional, Set, Tuple
 
 from .. import chaos
-from ..errors import ClientClosedError, NoEnginesError, RemoteError, TaskAborted
+from ..errors import ClientClosedError, KernelError, NoEnginesError, TaskAborted
 from ..wire.messages import Reclaim
 
 if TYPE_CHECKING:
@@ -64,6 +64,9 @@ def refill_level(depth: int) -> int:
 
 
 class Balancer:
+    """The queue of load-balanced tasks waiting in the client for an engine with room, and the
+    policy that hands them out (at most `depth` per engine) and takes them back from a busy one."""
+
     def __init__(self, ledger: Ledger, depth: int = 2) -> None:
         self.depth = depth
         self._ledger = ledger
@@ -90,7 +93,7 @@ class Balancer:
             return  # nothing to hand out or take back (see the module docstring)
         depth = self.effective_depth()
         to_send: List[Tuple[EngineHandle, TaskRecord, bytes]] = []
-        to_fail: List[Tuple[TaskRecord, RemoteError, str]] = []
+        to_fail: List[Tuple[TaskRecord, KernelError, str]] = []
         to_reclaim: List[Tuple[EngineHandle, List[int]]] = []
         with self._lock:
             if chaos.ENABLED:

@@ -10,13 +10,14 @@ How data flows (every channel has exactly one reader)::
                                                              applied between steps)
                                                              │
     AsyncResult ◄── Collector thread ◄─ event pipe i ◄───────┤ Result: value or error,
-     (a Future:      (the one reader;  ◄─ pidfd i (death)    │ output, times, and how
-      callers wait    see collector)                         │ many publications
+     (a Future:      (the one reader;  ◄─ pidfd i (death)    │ times, and how many Data
+      callers wait    see collector)                         │ and Output frames it sent
       on it)               ▲                                 │
         ▲                  └────────── publication queue ◄── publish_data(d): one atomic
-        │                              (one pipe, all         frame; big arrays in shared
-        └── ar.data (dict.update        engines)              memory; the merged state is
-            per task, per engine)                             also kept, coalesced, in the
+        │                              (one pipe, all         frame; print(): Output frames;
+        ├── ar.data (dict.update        engines)              big arrays in shared memory;
+        │   per task, per engine)                             the merged state is also kept,
+        └── ar.stdout / ar.stderr                             coalesced, in the
                                        Manager dict ◄──────── Manager process (durable)
 
     lifeline pipe: the client holds its only write end; every child exits on its EOF.

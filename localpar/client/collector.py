@@ -28,8 +28,11 @@ children may hold open.  What a dead engine sent is applied first; then its
 pending tasks fail with ``EngineError``, after its last state is recovered from
 the Manager dict if that is fresher (see ``datastore``).
 
-User callbacks (``on_data`` watchers, Future done-callbacks) run in this thread:
-they may submit, but must not wait for a result.
+User callbacks (``on_data`` watchers, Future done-callbacks) run in the thread that completes
+the result or applies the data: this one for every task that reached an engine, or the thread
+that cancels, aborts or fails a task that never did (``Ledger.fail``, the balancer's drop).  They
+may submit, but must not wait for a result (waiting from this thread raises; see
+``Ledger.check_can_wait``).
 """
 
 from __future__ import annotations
@@ -43,10 +46,11 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from .. import chaos
-from ..errors import ClientClosedError, EngineError, RemoteError, SerializationError, TaskAborted
+from ..errors import ClientClosedError, EngineError, KernelError, RemoteError, SerializationError, TaskAborted
 from ..processes import limits
 from ..processes.lifeline import exit_status
 from ..wire import messages, sharedmem
+from ..wire.execreply import ExecuteReply
 from ..wire.messages import Aborted, Data, Output, Progress, Ready, Reclaimed, Result, Spilled, StoreLost, UseStore
 from ..wire.pubqueue import PublicationQueue
 from ..wire.serialization import loads, segments_of
@@ -62,6 +66,9 @@ RECOVERY_TIMEOUT = 1.0  # seconds to wait for the Manager's copy of a dead engin
 
 
 class Collector:
+    """The client's one reader: a thread that polls every engine's event pipe and pidfd, the
+    publication queue and the doorbell, applies what arrives and completes tasks."""
+
     def __init__(self, cluster_id: str, ledger: Ledger, queue: PublicationQueue) -> None:
         self.cluster_id = cluster_id
         self.ledger = ledger
@@ -240,6 +247,8 @@ class Collector:
         """The ordering guarantee: a task is done once every publication it made (Data and
         Output) is applied."""
         if record.pubs_expected is not None and record.pubs_applied >= record.pubs_expected:
+            if isinstance(record.value, ExecuteReply):  # its output is all applied now
+                record.value.stdout = record.stdout
             if chaos.ENABLED:
                 chaos.pause()
             self.ledger.complete(record)
@@ -377,7 +386,7 @@ class Collector:
             if handle is not None:
                 handle.send_control(messages.Release(names))
 
-    def _fail_all(self, make_error: Callable[[TaskRecord], RemoteError]) -> None:
+    def _fail_all(self, make_error: Callable[[TaskRecord], KernelError]) -> None:
         for record in self.ledger.pending_records():
             self.ledger.fail(record, make_error(record))
         self.ledger.notify_waiters()

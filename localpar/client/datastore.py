@@ -1,4 +1,4 @@
-"""The card's Manager dict: the durable latest published state of each engine.
+"""The Manager dict: the durable latest published state of each engine.
 
 A ``multiprocessing.Manager`` process holds ``{engine_id: (task seq, publication
 number, merged data pickled by serialization.dumps_inline)}``.  Each engine writes

@@ -8,9 +8,11 @@ take waits there until the collector sees room, so neither a submitting thread
 nor the collector ever waits for a busy engine.  `pending`, `alive` and `ready`
 belong to the ledger (``Ledger.lock``).
 
-``TaskRecord`` is one task on one engine.  Its result fields are written by the
-collector thread alone, before the record completes; other threads read them
-once it has (the Future's completion orders the two).  `output` is the exception:
+``TaskRecord`` is one task on one engine.  Its result fields (`status`, `value`, `error`,
+times) are written before the record completes, by the collector thread for a task that
+reached an engine, or by the thread that fails a task that never did (``Ledger.fail``:
+dropped, refused, or failed at close); nothing writes them once the record is done, and other
+threads read them only after (the Future's completion orders the two).  `output` is the exception:
 the collector appends the task's output to it while the task runs (an append, so
 a reader's copy of the list is always consistent), and every piece of it is
 there before the record completes.
@@ -22,7 +24,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any, Callable, List, Optional, Sequence, Set, Tuple
 
-from ..errors import RemoteError
+from ..errors import KernelError
 from ..processes.lifeline import death_fd
 from ..wire import messages
 from ..wire.framing import FrameReader, Outbox
@@ -57,7 +59,7 @@ class TaskRecord:
         self.received: Optional[float] = None
         self.status: Optional[str] = None  # "ok", "error", "aborted"
         self.value: Any = None
-        self.error: Optional[RemoteError] = None
+        self.error: Optional[KernelError] = None
         # ("stdout" or "stderr", text), in arrival order; the empty tuple until the first (one
         # object less per task for the garbage collector to track).
         self.output: Sequence[Tuple[str, str]] = ()

@@ -1,16 +1,27 @@
 """The ledger: the engines, the tasks pending on each, and the one place a task completes.
 
-Ownership (who may touch what):
+Ownership (who may touch what), and where a read without the lock is safe:
 
-- ``Ledger.lock`` guards `engines`, `records`, `balanced`, every handle's
-  `pending`, `alive`, `ready`, `completed` and `idle_since` (read by ``status``),
-  `closed`, `version` and `waiters`.  It is never held while blocking, nor while user code
-  (a callback) runs.
-- A task completes in `complete`: under the lock the record is marked done and
-  counted off its AsyncResult; the last record finishes the Future outside the
-  lock (``set_result`` wakes its waiters and runs its callbacks).  A record is
-  completed once, by the collector thread, except records that never reached an
-  engine, which the thread that dropped them completes.
+- ``Ledger.lock`` guards every *write* of `engines`, `records`, `balanced`, `closed`,
+  `version` and `waiters`, and of each handle's `pending`, `alive`, `ready`, `completed` and
+  `idle_since`; and every *compound read* of them (iterating `engines` or `records`, counting
+  `pending`, reading fields that must agree).  It is never held while blocking, nor while user
+  code (a callback) runs.
+- Reads of one value without the lock, each safe for the reason given (one dict lookup or one
+  attribute read is atomic under the GIL):
+  ``engines.get(i)`` / ``engines[i]`` by the client's own calls (a handle, once in `engines`,
+  is only ever replaced whole, by a newer one for the same id; the caller acts on the handle it
+  got, and sending to a dead one is refused by `register` under the lock);
+  ``records.get(seq)`` by the collector (a record another thread completed meanwhile is
+  `done`, and `complete` does nothing twice); ``handle.alive`` by the collector, which is its
+  only writer while the collector runs (`engine_died`; the teardown writes it after the
+  collector has stopped), and by the client to decide what to wait for (`wait_until`
+  re-reads it under its condition).
+- A task completes in `complete`: under the lock the record is marked done and counted off its
+  AsyncResult; the last record finishes the Future outside the lock (``set_result`` wakes its
+  waiters and runs its callbacks).  The collector thread completes every record that reached an
+  engine; a record that never did (dropped by the balancer, refused by `register`, failed at
+  close) is completed by the thread that dropped it.
 - Waiting for anything that is not a Future (a data change, a record, a death)
   goes through `wait_until`: its predicate is checked under `_changed`, which
   the collector notifies after applying each batch, so a wake cannot fall
@@ -28,7 +39,7 @@ import time
 from typing import TYPE_CHECKING, Callable, Dict, Iterator, List, Optional, Tuple
 
 from .. import chaos
-from ..errors import EngineError, RemoteError
+from ..errors import EngineError, KernelError
 from ..processes import spin
 from ..wire.framing import Bell
 
@@ -38,6 +49,8 @@ if TYPE_CHECKING:
 
 
 class Ledger:
+    """The engines of one cluster and the tasks pending on each, under one lock (see above)."""
+
     def __init__(self, spin_hint: SpinHint) -> None:
         self.lock = threading.Lock()
         self.engines: Dict[int, EngineHandle] = {}
@@ -94,7 +107,10 @@ class Ledger:
         with self.lock:
             handle.alive = False
             self.version += 1
-            return [self.records[s] for s in sorted(handle.pending) if s in self.records]
+            pending = [self.records[s] for s in sorted(handle.pending) if s in self.records]
+        # It may have died spinning: its byte would count against MAX_SPINNERS for its replacement.
+        self._spin_hint.forget(handle.id)
+        return pending
 
     def watch_again(self) -> None:
         """The collector must rebuild what it polls (a pipe's backlog began or drained)."""
@@ -186,7 +202,7 @@ class Ledger:
                 "callbacks run in the thread that completes results; submit from it, wait elsewhere"
             )
 
-    def fail(self, record: TaskRecord, error: RemoteError, status: str = "error") -> None:
+    def fail(self, record: TaskRecord, error: KernelError, status: str = "error") -> None:
         """Complete a record that will never get its result."""
         if record.done:
             return

@@ -7,7 +7,7 @@ the task path: submitting and completing tasks never wait for it.  An engine
 over the limit gets its ``death_reason`` (the limit and the size reached), then
 SIGKILL; the collector sees the death like any other, fails the engine's tasks
 with an ``EngineError`` carrying that reason, and the client replaces the engine
-with the same id (see ``Client._after_death``).
+with the same id (see ``resources.ClusterResources.after_death``).
 
 Its state is its own: the thread alone touches `_processes`; `stop()` (from
 ``close``) sets `_stopped` and joins it.

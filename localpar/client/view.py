@@ -429,12 +429,12 @@ class LoadBalancedView(View):
         return ar
 
 
-TASKS_PER_ENGINE = 32  # of a long load-balanced map with the automatic chunksize
+MAP_TASKS_PER_ENGINE = 32  # of a long load-balanced map with the automatic chunksize
 
 
 def auto_chunksize(n_items: int, n_engines: int) -> int:
     """Items per task of a load-balanced map when the caller names no chunksize."""
-    return max(1, n_items // (TASKS_PER_ENGINE * max(1, n_engines)))
+    return max(1, n_items // (MAP_TASKS_PER_ENGINE * max(1, n_engines)))
 
 
 def _map_chunk_function(f: Any, seqs: Sequence[Sequence[Any]]) -> Callable[..., Any]:

@@ -113,6 +113,9 @@ def run_engine(spec: EngineSpec) -> None:
 
 
 class Engine:
+    """One engine process: its task loop (the main thread), the control thread that answers
+    the client between and during tasks, and the pipes and namespace they share."""
+
     def __init__(self, spec: EngineSpec) -> None:
         self.id = spec.engine_id
         self.spec = spec

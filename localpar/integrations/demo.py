@@ -49,7 +49,7 @@ def format_header(ids: List[int], width: int = 22) -> str:
 
 
 def plot_data(data: List[Dict[str, Any]], path: str) -> str:
-    """Save the seed's plot (each engine's ``a``, a legend, the time step as title) as a PNG."""
+    """Save the notebook's plot (each engine's ``a``, a legend, the time step as title) as a PNG."""
     from matplotlib.figure import Figure  # the object API: no pyplot, no global backend change
 
     fig = Figure(figsize=(7, 4))

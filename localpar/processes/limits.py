@@ -120,7 +120,7 @@ def check_descriptors(engines: int, new_cluster: bool = True, limit: Optional[in
 
 
 # -- threads and processes (ulimit -u) -----------------------------------------------------------
-TASKS_PER_ENGINE = 5  # its process; control (and lifeline), output, Manager-writer threads; one in the Manager
+PROCESSES_PER_ENGINE = 5  # its process; control (and lifeline), output, Manager-writer threads; one in the Manager
 TASKS_PER_CLUSTER = 6  # the collector and Manager-start threads, the Manager (3), a forkserver
 
 
@@ -160,14 +160,14 @@ def check_processes(engines: int, new_cluster: bool = True, limit: Optional[int]
     if limit is None:
         return
     cluster = TASKS_PER_CLUSTER if new_cluster else 0
-    needed = engines * TASKS_PER_ENGINE + cluster + (1 if new_cluster else 0)  # + this process
+    needed = engines * PROCESSES_PER_ENGINE + cluster + (1 if new_cluster else 0)  # + this process
     if needed <= limit:
         return
-    fit = max(0, (limit - cluster - 1) // TASKS_PER_ENGINE)
+    fit = max(0, (limit - cluster - 1) // PROCESSES_PER_ENGINE)
     raise OSError(
         errno.EAGAIN,
         f"starting {engines} engine{'s' if engines != 1 else ''} needs about {needed} threads and processes "
-        f"({TASKS_PER_ENGINE} per engine{f' and {cluster} for the cluster' if cluster else ''}), but this user "
+        f"({PROCESSES_PER_ENGINE} per engine{f' and {cluster} for the cluster' if cluster else ''}), but this user "
         f"may run {limit} in all (ulimit -u, RLIMIT_NPROC); at most {fit} engines fit, fewer while other "
         "processes of this user run. Raise the limit (ulimit -u) or start fewer engines",
     )
@@ -186,7 +186,7 @@ def at_process_limit() -> bool:
     if limit is None:
         return False
     running = user_tasks()
-    return running is not None and running + TASKS_PER_ENGINE >= limit
+    return running is not None and running + PROCESSES_PER_ENGINE >= limit
 
 
 def process_limit_note() -> Optional[str]:

@@ -177,6 +177,10 @@ class SpinHint:
         except (TypeError, ValueError):  # closed with its cluster (a wait ending late): nobody spins now
             pass
 
+    def spinning(self, engine_id: int) -> bool:
+        """Whether engine `engine_id`'s spin byte is set (it is spinning, or died spinning)."""
+        return engine_id < self.slots and self._page[_DEADLINE.size + engine_id] == 1
+
     def forget(self, engine_id: int) -> None:
         """A dead engine spins no more (it may have died spinning)."""
         if engine_id < self.slots:

@@ -1,4 +1,4 @@
-"""The card's Queue: one pipe that every engine writes publications into.
+"""The publication queue: one pipe that every engine writes publications into.
 
 Each frame is written with a single ``write`` of at most ``PIPE_BUF`` bytes,
 which the kernel makes atomic.  So no lock is shared between processes: an

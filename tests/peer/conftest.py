@@ -37,6 +37,8 @@ SPLIT = "needs core: per-task futures (split() parts are an AsyncResult subclass
 DEFAULT_JOBLIB = "no default cluster for a bare ipp.register_joblib_backend(): register a view"
 
 SKIPPED = {
+    # ipyparallel's own test body is `pass` ("to be written"): nothing to run, nothing to count
+    "TestClient::test_result_status": "empty in ipyparallel itself (its body is `pass`)",
     # test_view.py
     "TestView::test_get_result": HUB,
     "TestView::test_apply_tracked": ZMQ,
