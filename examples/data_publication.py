@@ -10,6 +10,7 @@ Engines publish data back to the client while their task runs: inside the task,
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 
@@ -56,7 +57,7 @@ def plot(data, path):
     plt.title("Data published at time step: " + str(data[0]["i"]))
     plt.legend()
     plt.savefig(path)
-    print("plot saved to", path)
+    print("plot saved to", os.path.abspath(path))
 
 
 def main():
@@ -64,7 +65,7 @@ def main():
     parser.add_argument("--engines", type=int, default=None, help="engine processes (default: one per CPU)")
     parser.add_argument("--steps", type=int, default=10, help="time steps of the simulation (default: 10)")
     parser.add_argument("--interval", type=float, default=1.0, help="seconds per time step (default: 1)")
-    parser.add_argument("--no-plot", action="store_true", help="do not save data_publication.png")
+    parser.add_argument("--no-plot", action="store_true", help="do not save data_publication.png (in the current directory)")
     args = parser.parse_args()
 
     from localpar import Client

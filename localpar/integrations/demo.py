@@ -7,6 +7,7 @@ tasks run and prints one table line per read, so the data is seen arriving live.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import Any, Dict, List, Optional, TextIO, cast
@@ -49,7 +50,10 @@ def format_header(ids: List[int], width: int = 22) -> str:
 
 
 def plot_data(data: List[Dict[str, Any]], path: str) -> str:
-    """Save the notebook's plot (each engine's ``a``, a legend, the time step as title) as a PNG."""
+    """Save the notebook's plot (each engine's ``a``, a legend, the time step as title) as a PNG.
+
+    Returns the file's absolute path, so the user is told where to find it.
+    """
     from matplotlib.figure import Figure  # the object API: no pyplot, no global backend change
 
     fig = Figure(figsize=(7, 4))
@@ -62,7 +66,7 @@ def plot_data(data: List[Dict[str, Any]], path: str) -> str:
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, format="png")
-    return path
+    return os.path.abspath(path)
 
 
 def _have_matplotlib() -> bool:
@@ -83,7 +87,8 @@ def run_demo(
 ) -> int:
     """Run the data publication workflow on a fresh cluster; return an exit code.
 
-    `plot` None means: save a PNG to `plot_path` if matplotlib is installed.
+    `plot` None means: save a PNG to `plot_path` (by default data_publication.png in the
+    current directory) if matplotlib is installed; the absolute path is printed.
     Returns 1 if a plot was asked for and matplotlib is missing, else 0.
     """
     if steps < 1:
