@@ -2,16 +2,17 @@
 
 Every broken state has its own type, so that callers can tell a failing task (`RemoteError`)
 from a dead engine (`EngineError`) from a dead data store (`DataStoreError`) without parsing
-messages.  As in ipyparallel, the errors that can stand for a task's outcome are siblings under
-`KernelError` (so ``except RemoteError`` catches what the task raised, and nothing else), and
+messages.  As in ipyparallel, the errors that can stand for a task's outcome share `KernelError`,
+with `TaskAborted` beside `RemoteError` (``except RemoteError`` does not swallow an abort, a closed
+client or "no engines"); a dead engine is a `RemoteError`, as ipyparallel raises it.
 `LocalparError` is the base of everything localpar raises itself::
 
     LocalparError
     ├── KernelError                  a task's outcome: ename, evalue, traceback, engine_info
-    │   ├── RemoteError              the task raised on its engine
+    │   ├── RemoteError              the task raised on its engine, or its engine died
+    │   │   ├── EngineError          its engine died while the task was pending
     │   │   ├── CompositeError       several tasks of one call failed
     │   │   └── AlreadyDisplayedError
-    │   ├── EngineError              its engine died while the task was pending
     │   ├── TaskAborted              aborted before it started
     │   ├── NoEnginesError           no live engine could run it
     │   └── ClientClosedError        the client closed (also a RuntimeError)
@@ -209,8 +210,12 @@ def describe_exit(exitcode: Optional[int]) -> str:
     return f"exit code {exitcode}"
 
 
-class EngineError(KernelError):
-    """The engine process died while the task was pending on it."""
+class EngineError(RemoteError):
+    """The engine process died while the task was pending on it.
+
+    A `RemoteError`, as what ipyparallel's ``get()`` raises for a dead engine is (a RemoteError
+    whose ``ename`` is ``'EngineError'``: its own ``test_z_crash`` catches it so); catch
+    ``EngineError`` to tell a dead engine from a task's own exception."""
 
     def __init__(
         self, engine_id: int, exitcode: Optional[int], msg_id: Optional[str] = None, reason: Optional[str] = None

@@ -181,9 +181,10 @@ def test_failed_call_does_not_disturb_other_calls_in_flight(c: Client) -> None:
 
 
 def test_errors_are_shaped_as_ipyparallel_shapes_them():
-    """A task's own exception (RemoteError) is a sibling of a dead engine, an abort, a closed
-    client and no engines, not their parent: ``except RemoteError`` catches what the task
-    raised and nothing else, while LocalparError (and KernelError) still catch all of them."""
+    """An abort, a closed client and no engines are siblings of a task's own exception
+    (RemoteError), not under it: ``except RemoteError`` does not swallow them, while
+    LocalparError (and KernelError) catch all.  A dead engine is a RemoteError, as ipyparallel
+    raises it (its own test_z_crash catches it with ``except RemoteError``)."""
     from localpar import (
         ClientClosedError,
         CompositeError,
@@ -195,13 +196,14 @@ def test_errors_are_shaped_as_ipyparallel_shapes_them():
         TaskAborted,
     )
 
-    others = [EngineError(0, -9, "m-1"), TaskAborted("m-2"), NoEnginesError("none"), ClientClosedError("closed")]
+    others = [TaskAborted("m-2"), NoEnginesError("none"), ClientClosedError("closed")]
     for error in others:
         assert not isinstance(error, RemoteError), type(error)
         assert isinstance(error, KernelError) and isinstance(error, LocalparError)
+    assert isinstance(EngineError(0, -9, "m-1"), RemoteError)
     assert issubclass(CompositeError, RemoteError) and issubclass(RemoteError, KernelError)
     assert isinstance(ClientClosedError("closed"), RuntimeError)
-    composite = CompositeError("one or more exceptions raised in: f", others)
+    composite = CompositeError("one or more exceptions raised in: f", [EngineError(0, -9, "m-1"), *others])
     assert [e.ename for e in composite.errors] == ["EngineError", "TaskAborted", "NoEnginesError", "ClientClosedError"]
 
 
