@@ -1,0 +1,186 @@
+"""The collector alone: no engine processes, only real pipes that each test writes by hand.
+
+Each test builds what ``Client.__init__`` and ``Client._start_engine`` build (a Ledger, a
+PublicationQueue, a Collector, one EngineHandle over a trivial child process), writes the
+engine's side of the wire itself, and watches the TaskRecord and a fake AsyncResult.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import time
+import uuid
+from typing import Any, Iterator, List, Tuple
+
+import pytest
+
+from localpar import EngineError
+from localpar.client.collector import Collector
+from localpar.client.handles import EngineHandle, TaskRecord
+from localpar.client.ledger import Ledger
+from localpar.wire import messages
+from localpar.wire.framing import write_frame
+from localpar.wire.messages import Data, Result
+from localpar.wire.pubqueue import PublicationQueue, PublicationWriter
+from localpar.wire.serialization import dumps
+
+WAIT = 10.0  # seconds: a bound on waits that should take far less
+
+
+class FakeSpinHint:
+    """What the ledger calls on a SpinHint."""
+
+    def __init__(self) -> None:
+        self.forgotten: List[int] = []
+
+    def waiting(self) -> None:
+        pass
+
+    def done_waiting(self) -> None:
+        pass
+
+    def forget(self, engine_id: int) -> None:
+        self.forgotten.append(engine_id)
+
+
+class FakeResult:
+    """What the ledger and the collector call on an AsyncResult; records the calls in order."""
+
+    def __init__(self, tasks: int = 1) -> None:
+        self.remaining = tasks
+        self.calls: List[Tuple[str, Any]] = []
+
+    def task_done(self) -> bool:
+        self.remaining -= 1
+        return self.remaining == 0
+
+    def finish(self) -> None:
+        self.calls.append(("finish", None))
+
+    def apply_data(self, index: int, delta: Any) -> None:
+        self.calls.append(("apply_data", (index, delta)))
+
+    def notify_data(self) -> None:
+        self.calls.append(("notify_data", None))
+
+
+class Rig:
+    """A ledger, a queue and a running collector, with one engine handle whose event pipe,
+    task and control pipes the test holds the engine's ends of."""
+
+    def __init__(self) -> None:
+        self.cluster_id = f"unit{uuid.uuid4().hex[:8]}"
+        self.spin_hint = FakeSpinHint()
+        self.ledger = Ledger(self.spin_hint)  # type: ignore[arg-type]
+        self.queue = PublicationQueue()
+        self.collector = Collector(self.cluster_id, self.ledger, self.queue)
+        ctx = multiprocessing.get_context("fork")
+        self.process = ctx.Process(target=time.sleep, args=(60,), name="fake-engine")
+        self.process.start()
+        self.task_r, task_w = ctx.Pipe(duplex=False)
+        self.control_r, control_w = ctx.Pipe(duplex=False)
+        events_r, self.events_w = ctx.Pipe(duplex=False)
+        self.handle = EngineHandle(0, self.process, task_w, control_w, events_r, self.ledger.watch_again)
+        self.ledger.add_engine(self.handle)
+        self.collector.start()
+
+    def record(self, result: FakeResult, index: int = 0) -> TaskRecord:
+        """A task registered on the engine, as ``Ledger.send`` does before writing it."""
+        seq = self.ledger.next_seq()
+        record = TaskRecord(seq, f"msg-{seq}", self.handle.id, result, index)  # type: ignore[arg-type]
+        assert self.ledger.register(record)
+        return record
+
+    def send_event(self, event: Any) -> None:
+        """Write one event frame as the engine would, on its event pipe."""
+        write_frame(self.events_w.fileno(), messages.encode(event))
+
+    def publish(self, data: Data) -> None:
+        """Write one publication frame as the engine would, on the shared queue."""
+        PublicationWriter(self.queue.writer).put(messages.encode(data), timeout=WAIT)
+
+    def close(self) -> None:
+        """What ClusterResources.close does, for this rig: close the ledger, stop the collector,
+        end the process, close every pipe end."""
+        try:
+            self.ledger.close()
+            self.collector.stop()
+        finally:
+            if self.process.is_alive():
+                self.process.kill()
+            self.process.join(timeout=WAIT)
+            self.handle.alive = False
+            self.handle.close()
+            for conn in (self.task_r, self.control_r, self.events_w):
+                conn.close()
+            self.queue.close()
+            self.ledger.doorbell.close()
+
+
+@pytest.fixture
+def rig() -> Iterator[Rig]:
+    r = Rig()
+    try:
+        yield r
+    finally:
+        r.close()
+    assert not r.collector.thread.is_alive()
+
+
+def result_for(record: TaskRecord, value: Any, publications: int = 0) -> Result:
+    now = time.time()
+    return Result(record.seq, "value", value, now - 0.01, now, publications)
+
+
+def test_a_value_result_completes_its_record_and_finishes_its_result_once(rig: Rig) -> None:
+    fake = FakeResult()
+    record = rig.record(fake)
+    rig.send_event(result_for(record, 42))
+    assert rig.ledger.wait_until(lambda: record.done, WAIT)
+    assert record.status == "ok"
+    assert record.value == 42
+    assert record.error is None
+    assert record.result is None  # dropped once done
+    assert fake.calls == [("finish", None)]
+    assert record.seq not in rig.ledger.records
+    assert record.seq not in rig.handle.pending
+    assert rig.handle.completed == 1
+
+
+def test_a_result_waits_for_the_publication_it_counts(rig: Rig) -> None:
+    fake = FakeResult()
+    record = rig.record(fake, index=3)
+    rig.send_event(result_for(record, "done", publications=1))
+    # The collector has read the result (it holds the count) but must not complete the record.
+    assert rig.ledger.wait_until(lambda: record.pubs_expected == 1, WAIT)
+    assert not rig.ledger.wait_until(lambda: record.done, 0.3)
+    assert fake.calls == []
+    body, segments = dumps({"k": 1}, rig.cluster_id, what="the published data")
+    assert segments == []
+    rig.publish(Data(record.seq, rig.handle.id, 1, body))
+    assert rig.ledger.wait_until(lambda: record.done, WAIT)
+    assert record.status == "ok"
+    assert record.value == "done"
+    assert record.pubs_applied == 1
+    assert record.last_pubseq == 1
+    assert fake.calls == [("apply_data", (3, {"k": 1})), ("finish", None)]
+
+
+def test_a_killed_engine_fails_its_pending_task_with_engine_error(rig: Rig) -> None:
+    fake = FakeResult()
+    record = rig.record(fake)
+    os.kill(rig.process.pid, signal.SIGKILL)  # type: ignore[arg-type]
+    assert rig.ledger.wait_until(lambda: record.done, WAIT)
+    assert isinstance(record.error, EngineError)
+    message = str(record.error)
+    assert "engine 0" in message
+    assert "SIGKILL" in message
+    assert record.msg_id in message
+    assert record.error.exitcode == -signal.SIGKILL
+    assert rig.handle.exitcode == -signal.SIGKILL
+    assert not rig.handle.alive
+    assert 0 not in rig.ledger.live_ids()
+    assert rig.spin_hint.forgotten == [0]
+    assert fake.calls == [("finish", None)]
