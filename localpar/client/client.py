@@ -67,6 +67,10 @@ from .resources import ClusterResources
 from .results import ResultIndex
 from .view import DirectView, LoadBalancedView, Targets
 
+# Engines forked from this process start with the engine's code loaded, as when this module
+# imported it: loaded here, with the client, not inside the first Client() (see launch).
+launch.preload_engine()
+
 Call = Tuple[Callable[..., Any], Tuple[Any, ...], Dict[str, Any]]
 
 default_start_method = launch.default_start_method  # kept importable from here
@@ -139,7 +143,6 @@ class Client:
         self._oversubscribe = oversubscribe
         self.start_method = start_method or launch.default_start_method()
         self._ctx: BaseContext = launch.get_context(self.start_method)
-        launch.preload_engine()  # engines forked below start with the engine's code loaded
         self.cluster_id = secrets.token_hex(4)
         self._authkey = os.urandom(32)
         self._lifeline = Lifeline()
