@@ -22,7 +22,7 @@ from typing import Callable, List
 import pytest
 from conftest import HANG_GUARD
 
-from localpar import Client, RemoteError, chaos
+from localpar import Client, TaskAborted, chaos
 from localpar.datapub import publish_data
 
 WATCHDOG = 90.0  # seconds for a whole workload; a lost wake-up shows as a thread still running
@@ -69,7 +69,7 @@ def workload(c: Client, seed: int, calls: int) -> List[BaseException]:
             for ar in ars:
                 try:
                     ar.get()
-                except (RemoteError, futures.CancelledError):
+                except (TaskAborted, futures.CancelledError):
                     pass  # aborted or cancelled: both are fine here
 
     def guarded(body: Callable[[int], None], k: int) -> Callable[[], None]:
