@@ -22,7 +22,7 @@ from typing import Dict, List
 import pytest
 from conftest import CHILD_CLIENT_PRELUDE, LeakChecker, pid_gone, shm_segments, wait_for_manager, wait_pids_gone
 
-from localpar import AsyncResult, Client, ClientClosedError, RemoteError, TaskAborted
+from localpar import AsyncResult, Client, ClientClosedError, EngineError, RemoteError, TaskAborted
 from localpar.datapub import publish_data
 
 HANG_GUARD = 10.0
@@ -368,3 +368,49 @@ def test_interrupting_idle_engines_does_no_harm(leak_check: LeakChecker, method:
         assert c[:].apply_async(quick, 1).get(timeout=HANG_GUARD) == [2, 2]
         assert c.ids == [0, 1]
         assert not any(pid_gone(p) for p in c.engine_pids().values())
+
+
+def leave_a_segment_named_after_this_engine(cluster_id: str, die_after: str) -> str:
+    """What a cluster opened in this task and left open leaves: a segment of *another*
+    cluster named after this engine (as the nested client's spin page is)."""
+    from localpar.wire import sharedmem
+
+    ref = sharedmem.export(cluster_id, memoryview(b"x"), label="spin")
+    publish_data({"segment": ref.name})
+    if die_after:
+        wait_for_file_then(die_after, "")
+        os._exit(3)
+    time.sleep(HANG_GUARD)  # busy when the client closes
+    return ref.name
+
+
+@pytest.mark.parametrize("ending", ["busy-close", "death"])
+def test_what_an_engine_made_for_another_cluster_goes_when_it_ends(tmp_path: Path, ending: str) -> None:
+    """The mechanism behind the nested-client test, without its race: an engine TERMed busy
+    (by close()) or dead on its own cannot remove what it made, so the client does, whatever
+    cluster the segment belongs to (an inner engine often, but not always, does it first)."""
+    import secrets
+
+    other = secrets.token_hex(4)
+    die_now = tmp_path / "die"
+    c = Client(1)
+    try:
+        ar = c[0].apply_async(leave_a_segment_named_after_this_engine, other, str(die_now) if ending == "death" else "")
+        deadline = time.monotonic() + HANG_GUARD
+        while "segment" not in ar.data and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert shm_segments(other) == {ar.data["segment"]}
+        if ending == "death":
+            die_now.touch()
+            with pytest.raises(EngineError):
+                ar.get(timeout=HANG_GUARD)
+            deadline = time.monotonic() + HANG_GUARD
+            while shm_segments(other) and time.monotonic() < deadline:
+                time.sleep(0.01)
+    finally:
+        c.close()
+    try:
+        assert not shm_segments(other), "a segment the engine made outlived it"
+    finally:
+        for name in shm_segments(other):
+            os.unlink(os.path.join("/dev/shm", name))

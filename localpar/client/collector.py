@@ -331,7 +331,7 @@ class Collector:
         for record in pending:
             self.ledger.fail(record, EngineError(handle.id, handle.exitcode, record.msg_id, handle.death_reason))
         handle.close()
-        sharedmem.sweep(self.cluster_id, handle.pid)
+        sharedmem.sweep_made_by([handle.pid])  # in any cluster: see resources.end_tree
         if self.on_death is not None:
             self.on_death(handle)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Iterable, List, Optional
 
 from ..errors import ClientClosedError
 from ..processes import clusters, limits, proctree
@@ -104,7 +104,7 @@ class ClusterResources:
         def run() -> None:
             if replace is not None:
                 replace(handle)
-            proctree.end(proctree.scan(marks=[f"{self.cluster_id}:{handle.pid}"]))
+            end_tree(proctree.scan(marks=[f"{self.cluster_id}:{handle.pid}"]))
 
         self._helper(run, f"localpar-after-death-{self.cluster_id}-{handle.id}")
 
@@ -112,7 +112,7 @@ class ClusterResources:
         """TERM, grace, KILL `processes` without making the caller wait."""
 
         def run() -> None:
-            proctree.end(processes)
+            end_tree(processes)
 
         if processes:
             self._helper(run, f"localpar-end-tree-{self.cluster_id}")
@@ -175,7 +175,8 @@ class ClusterResources:
         self.collector.stop()  # fails what is pending with ClientClosedError
         self.balancer.close("the client was closed")  # and what waits for an engine
         _end_processes([h.process for h in handles], [h.death_fd for h in handles if h.alive])
-        proctree.end(tree + proctree.scan(marks=[f"{self.cluster_id}:"]))
+        ended = tree + proctree.scan(marks=[f"{self.cluster_id}:"])
+        end_tree(ended, made_by=[h.pid for h in handles])
         for thread in self.helpers:  # no new ones: closed is set
             if thread is not threading.current_thread():
                 thread.join(timeout=2 * proctree.GRACE + 1)
@@ -197,6 +198,15 @@ class ClusterResources:
         ledger.doorbell.close()
         self.spin_hint.close()
         sharedmem.sweep(self.cluster_id)
+
+
+def end_tree(processes: List[Any], made_by: Iterable[int] = ()) -> None:
+    """End `processes` (TERM, grace, KILL), then remove the shared memory that they, or the
+    already ended processes `made_by`, made: in any cluster, since a cluster that a task
+    opened and left open names its segments after the engine it ran in, and an engine
+    TERMed before it saw its client go could not remove its own."""
+    survivors = {p.pid for p in proctree.end(processes)}
+    sharedmem.sweep_made_by([*made_by, *(p.pid for p in processes if p.pid not in survivors)])
 
 
 ENGINE_EXIT_GRACE = 2.0  # seconds engines get to stop before they are killed

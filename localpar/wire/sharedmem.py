@@ -33,7 +33,7 @@ import os
 import sys
 import tempfile
 import warnings
-from typing import Dict, List, NamedTuple, Optional, Tuple
+from typing import Dict, Iterable, List, NamedTuple, Optional, Tuple
 
 SHM_DIR_ENV = "LOCALPAR_SHM_DIR"
 _SHM_DIR = os.environ.get(SHM_DIR_ENV) or ("/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir())
@@ -249,3 +249,21 @@ def sweep(cluster_id: str, pid: int | None = None) -> int:
     for path in names:
         unlink(os.path.basename(path))
     return len(names)
+
+
+def sweep_made_by(pids: Iterable[int]) -> int:
+    """Unlink every segment that one of `pids` made, in any cluster; returns the count.
+
+    For processes that have ended: an engine's own segments, and those of a cluster that
+    one of its tasks opened and left open (the nested client's spin page is named after
+    the engine it ran in), which nobody else would remove once that engine is gone.
+    A name is ``localpar-<cluster>-<pid>-<label>`` (see `export`).
+    """
+    makers = {str(pid) for pid in pids}
+    count = 0
+    for found in glob.glob(os.path.join(_SHM_DIR, "localpar-*-*-*")):
+        name = os.path.basename(found)
+        if name.split("-")[2] in makers:
+            unlink(name)
+            count += 1
+    return count
