@@ -75,3 +75,48 @@ def test_stream_output_prints_while_the_caller_waits(rc: Client, tmp_path: Any) 
             assert ar.get(HANG_GUARD) == "done"
     assert out.getvalue() == "[stdout:0] \nbefore\n[stdout:0] \nafter\n"  # stderr came between
     assert err.getvalue() == "[stderr:0] \nwarn\n"
+
+
+class LandsOnFlush(io.StringIO):
+    """A stdout whose first flush, the end of the printer's first look, is when the collector
+    applies the task's last output and completes it: between that look and the end check."""
+
+    def __init__(self, late: SimpleNamespace) -> None:
+        super().__init__()
+        self.late = late
+        self.landed = False
+
+    def flush(self) -> None:
+        super().flush()
+        if not self.landed:
+            self.landed = True
+            self.late.output.append(("stdout", "last\n"))
+            self.late.done = True
+
+
+class OneShotResult(SimpleNamespace):
+    """An AsyncResult stand-in whose waits never block: a wait whose change has not
+    already happened would be a lost wake-up (nothing else will change the records)."""
+
+    def wait_until(self, predicate: Any, timeout: Any) -> bool:
+        assert predicate(), "the printer waits for a change that already happened and was not printed"
+        return True
+
+
+@pytest.mark.parametrize("loop", ["stream_until_done", "follow"])
+def test_output_that_lands_with_the_end_is_printed(loop: str) -> None:
+    """A task's output and completion that arrive after the printer's last look but before its
+    check for the end are still printed: %px in Jupyter dropped them (issue 23)."""
+    from localpar.client.streaming import stream_until_done
+
+    early, late = record(0, ("stdout", "first\n")), record(1)
+    early.done = True
+    ar = OneShotResult(records=[early, late])
+    out = LandsOnFlush(late)
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        if loop == "follow":
+            OutputPrinter(ar).follow(threading.Event())  # type: ignore[arg-type]
+        else:
+            stream_until_done(ar)  # type: ignore[arg-type]
+    assert out.landed
+    assert out.getvalue() == "[stdout:0] \nfirst\n[stdout:1] \nlast\n"
