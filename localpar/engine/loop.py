@@ -33,7 +33,9 @@ the task, dropped once the task has ended.  So no pipe is ever left with half a
 message, no count is left short, and the loop never sees it.
 
 An engine lives in its own session (a terminal's Ctrl-C is the client's), and its
-control thread watches the lifeline too: the engine exits when the client dies.  It
+control thread watches the lifeline too: the engine exits when the client dies, after
+removing the cluster's shared memory; a task pipe that ends without STOP means the same
+(the loop then waits for the lifeline, which a dying client closes a moment later).  It
 is the subreaper of what its tasks start and ends those processes before it
 exits, on STOP and on lifeline EOF alike (see ``proctree``); a cluster a task
 opened and left open (a nested ``Client``) is closed first, so that it removes
@@ -105,7 +107,8 @@ def run_engine(spec: EngineSpec) -> None:
     threading.Thread(target=engine.read_control, name="localpar-control", daemon=True).start()
     os.register_at_fork(after_in_child=_forked_by_a_task)
     try:
-        engine.serve()
+        if not engine.serve():
+            engine.on_tasks_ended()  # does not return
     finally:
         close_nested_clients()
         proctree.end_descendants(spec.cluster_id)  # what its tasks started goes with it
@@ -138,6 +141,7 @@ class Engine:
         self.lock = threading.Lock()
         self.running = False  # a task is between decoding and its result
         self.interrupt_pending = False  # SIGINT landed in localpar's code while a task ran
+        self._client_gone = threading.Lock()  # held by the one thread that cleans up after the client
         self.next_control_poll = 0.0  # publish_data looks at the control pipe from then on
         self._control = FrameReader(spec.control.fileno())
         self._control_ready = select.poll()
@@ -173,12 +177,26 @@ class Engine:
             raise KeyboardInterrupt("interrupted by the client")
 
     def on_client_death(self) -> None:
+        """The client is gone: close what tasks left open, end the tree, remove the cluster's
+        shared memory (the client's own spin page included), exit.  Once: the second of the two
+        threads that can see the death (the control thread, the loop) waits here for the exit."""
+        self._client_gone.acquire()  # never released
         close_nested_clients()
         proctree.end_descendants(self.spec.cluster_id)
         sharedmem.sweep(self.spec.cluster_id)
         os._exit(0)
 
-    def serve(self) -> None:
+    def on_tasks_ended(self) -> None:
+        """The task pipe ended without STOP.  The client closes its end only after the engine
+        ended, so the client is gone; but a dying process's descriptors close one by one, and
+        the task pipe may end a moment before the lifeline.  Wait for the lifeline (it ends with
+        the client), then clean up as on its death; exiting now would leave that undone."""
+        while not lifeline.broken(self.spec.lifeline.fileno()):
+            pass
+        self.on_client_death()
+
+    def serve(self) -> bool:
+        """Run tasks until STOP (True) or the end of the task pipe (False)."""
         global _engine
         _engine = self
         self.send(Ready(self.id))  # SIGINT is handled from here on: the client may interrupt
@@ -187,13 +205,13 @@ class Engine:
             try:
                 frames = tasks.read_frames()  # all that has arrived: a burst costs one read
             except OSError:
-                return
+                return False
             for frame in frames:
                 if frame == STOP:
-                    return
+                    return True
                 self.run_task(frame)
             if tasks.eof:
-                return
+                return False
             if not frames and not self.spin_hint.spin(self._task_ready, self.id):
                 self.idle()  # spin first only while the client waits: the next call follows
 
