@@ -10,6 +10,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import threading
 import time
 import uuid
 from typing import Any, Iterator, List, Tuple
@@ -184,3 +185,35 @@ def test_a_killed_engine_fails_its_pending_task_with_engine_error(rig: Rig) -> N
     assert 0 not in rig.ledger.live_ids()
     assert rig.spin_hint.forgotten == [0]
     assert fake.calls == [("finish", None)]
+
+
+class SentinelHeld:
+    """An engine process whose ``join`` waits as multiprocessing's does while what the engine
+    forked holds its sentinel open: here, until the test ends."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.released = threading.Event()
+
+    def join(self, timeout: Any = None) -> None:
+        self.released.wait()
+        self.real.join(timeout)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+def test_a_death_is_reported_while_the_engines_children_hold_its_sentinel(rig: Rig) -> None:
+    """The death comes through the pidfd; the report must not wait for the engine's children
+    (issue 23: EngineError came 1 s late when a task had started a multiprocessing.Process)."""
+    held = SentinelHeld(rig.process)
+    rig.handle.process = held  # type: ignore[assignment]
+    try:
+        fake = FakeResult()
+        record = rig.record(fake)
+        os.kill(rig.process.pid, signal.SIGKILL)  # type: ignore[arg-type]
+        assert rig.ledger.wait_until(lambda: record.done, WAIT), "the death report waited for the sentinel"
+        assert isinstance(record.error, EngineError)
+        assert rig.handle.exitcode == -signal.SIGKILL
+    finally:
+        held.released.set()

@@ -135,6 +135,70 @@ def test_engine_death_ends_what_it_started(leak_check: object, tmp_path: Path, h
         assert_all_gone(pids)  # the client ends them: the engine could not
 
 
+KEPT: List[object] = []
+
+
+def fork_without_exec() -> List[int]:
+    """Run on an engine: what a task forks without exec (its environment in /proc never
+    had the engine's mark): a fork-started ``multiprocessing.Process``, a fork-started
+    ``Pool``'s workers, a bare ``os.fork()``; their pids."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    helper = ctx.Process(target=time.sleep, args=(300,))
+    helper.start()
+    pool = ctx.Pool(2)
+    KEPT.append(pool)  # a Pool ends its workers when collected
+    workers = [p.pid for p in pool._pool]  # type: ignore[attr-defined]
+    child = os.fork()
+    if child == 0:
+        try:
+            time.sleep(300)
+        finally:
+            os._exit(0)
+    return [helper.pid, *workers, child]  # type: ignore[list-item]
+
+
+@pytest.mark.parametrize("how", ["sigkill", "exit"])
+def test_engine_death_ends_what_its_tasks_forked(leak_check: object, how: str) -> None:
+    """An engine leads its process group: what its tasks forked is in it, and goes when it dies."""
+    with Client(2) as c:
+        pids = c[0].apply_sync(fork_without_exec)
+        assert all(os.getpgid(p) == c.engine_pids()[0] for p in pids)
+        if how == "sigkill":
+            os.kill(c.engine_pids()[0], signal.SIGKILL)
+        else:
+            with pytest.raises(EngineError):
+                c[0].apply_async(os._exit, 3).get(timeout=HANG_GUARD)
+        assert c.wait_for_death(0, timeout=HANG_GUARD)
+        assert_all_gone(pids)
+        assert c[1].apply_sync(os.getpid) == c.engine_pids()[1]  # the other engine's group is left alone
+
+
+def test_close_ends_what_a_dead_engines_tasks_forked(leak_check: object) -> None:
+    with Client(1) as c:
+        pids = c[0].apply_sync(fork_without_exec)
+        with pytest.raises(EngineError):
+            c[0].apply_async(os._exit, 3).get(timeout=HANG_GUARD)
+    assert_all_gone(pids)
+
+
+def test_a_scan_never_takes_this_process_group_nor_a_running_leaders() -> None:
+    """Groups are taken only when their leader is gone: never the caller's own, nor one whose
+    leader runs (its pid is someone else's now, or it ends its own tree)."""
+    leader = subprocess.Popen(["sh", "-c", "sleep 30 & wait"], start_new_session=True)
+    try:
+        deadline = time.monotonic() + HANG_GUARD
+        while not psutil.Process(leader.pid).children():  # its sleep is in its group
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert not proctree.scan(groups=[os.getpgrp()])
+        assert not proctree.scan(groups=[leader.pid])
+    finally:
+        os.killpg(leader.pid, signal.SIGKILL)
+        leader.wait()
+
+
 CHILD = """
 import os, sys, time
 from localpar import Client

@@ -324,7 +324,9 @@ class Collector:
         pending = self.ledger.engine_died(handle)
         self._room = True  # tasks queued for this engine alone must now fail
         handle.exitcode = exit_status(handle.process, handle.death_fd)
-        handle.process.join(timeout=1.0)  # it has exited: this only reaps it
+        # It has exited: reap it without waiting.  A join would wait on multiprocessing's
+        # sentinel, which what the engine forked holds open: the report would wait too.
+        handle.process.exitcode  # noqa: B018  (the property reaps: waitpid WNOHANG)
         if not handle.ready and handle.death_reason is None:  # it died starting: was it the ulimit -u?
             handle.death_reason = limits.process_limit_note()
         self._recover_from_store(handle, pending)

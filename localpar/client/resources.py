@@ -97,14 +97,15 @@ class ClusterResources:
 
     def after_death(self, handle: EngineHandle) -> None:
         """The collector saw `handle` die: in a helper thread, replace it if wanted, then end
-        what its tasks started (found by their mark: its tree is gone, see ``proctree``)."""
+        what its tasks started (its tree is gone: found by their mark and in its process
+        group, see ``proctree``)."""
         wanted = (self.restart_dead or handle.death_reason is not None) and not handle.retired
         replace = self.replace if wanted else None
 
         def run() -> None:
             if replace is not None:
                 replace(handle)
-            end_tree(proctree.scan(marks=[f"{self.cluster_id}:{handle.pid}"]))
+            end_tree(proctree.scan(marks=[f"{self.cluster_id}:{handle.pid}"], groups=led_groups([handle])))
 
         self._helper(run, f"localpar-after-death-{self.cluster_id}-{handle.id}")
 
@@ -175,7 +176,7 @@ class ClusterResources:
         self.collector.stop()  # fails what is pending with ClientClosedError
         self.balancer.close("the client was closed")  # and what waits for an engine
         _end_processes([h.process for h in handles], [h.death_fd for h in handles if h.alive])
-        ended = tree + proctree.scan(marks=[f"{self.cluster_id}:"])
+        ended = tree + proctree.scan(marks=[f"{self.cluster_id}:"], groups=led_groups(handles))
         end_tree(ended, made_by=[h.pid for h in handles])
         for thread in self.helpers:  # no new ones: closed is set
             if thread is not threading.current_thread():
@@ -207,6 +208,13 @@ def end_tree(processes: List[Any], made_by: Iterable[int] = ()) -> None:
     TERMed before it saw its client go could not remove its own."""
     survivors = {p.pid for p in proctree.end(processes)}
     sharedmem.sweep_made_by([*made_by, *(p.pid for p in processes if p.pid not in survivors)])
+
+
+def led_groups(handles: Iterable[EngineHandle]) -> List[int]:
+    """The process groups these engines led: each engine leads its own session from its
+    start, and says Ready after that (see ``proctree``); an engine not yet ready led none
+    for sure, so its pid names no group of ours."""
+    return [h.pid for h in handles if h.ready]
 
 
 ENGINE_EXIT_GRACE = 2.0  # seconds engines get to stop before they are killed

@@ -1,6 +1,6 @@
 """Process trees: what a task starts goes when its engine goes.
 
-Two marks make an engine's descendants findable, each covering what the other cannot:
+Three marks make an engine's descendants findable, each covering what the others cannot:
 
 - **Subreaper** (``become_subreaper``, Linux ``PR_SET_CHILD_SUBREAPER``): an orphan
   below an engine (a double-forked daemon, a grandchild in a new session whose
@@ -13,15 +13,25 @@ Two marks make an engine's descendants findable, each covering what the other ca
   it in ``/proc/<pid>/environ`` whoever the parent becomes, so after an engine
   died outright (SIGKILL, segfault, the memory limit) its descendants, by then
   re-parented out of any tree, are still found (``scan``).
+- **Process group**: an engine leads its own session, so its own process group
+  (``os.setsid`` at start), and every process its tasks fork or exec stays in that
+  group unless it leaves on purpose (``setsid``, ``setpgid``).  After an engine
+  died outright, the members of its group are found too (``scan(groups=...)``):
+  what it forked without exec (a ``multiprocessing.Process``, a fork-started
+  ``Pool``, ``os.fork()``), whose environment in ``/proc`` never had the mark.  A
+  group is taken only while its leader is gone or a zombie: as long as it has
+  members, the kernel does not give its id to another process; never the
+  client's own group.
 
 Zombies: an adopted orphan that exits while its engine lives stays a zombie
 until the engine ends (the engine cannot tell it from a child a task still means
 to wait for, so it reaps only when it ends the whole tree).
 
-What neither reaches: a process exec'd with an environment that drops the mark
-(``env -i``, ``Popen(env={})``) *after* its engine died outright, and a Python
-process forked without exec in that same case; a process handed to a service
-outside the tree (``systemd-run``, ``at``, a container runtime) is never ours.
+What none reaches: *after* its engine died outright, a process that both left the
+engine's process group (``setsid``, ``setpgid``) and runs without the mark (exec'd
+with an environment that drops it, ``env -i`` or ``Popen(env={})``, or forked
+without exec after leaving); a process handed to a service outside the tree
+(``systemd-run``, ``at``, a container runtime) is never ours.
 
 Ending is TERM, then KILL after `GRACE` seconds, through psutil objects (they
 check the process start time before signalling, so a reused pid is left alone);
@@ -66,26 +76,39 @@ def mark(cluster_id: str) -> None:
     os.environ[MARK] = f"{cluster_id}:{os.getpid()}"
 
 
-def scan(roots: Iterable[int] = (), marks: Iterable[str] = ()) -> List[psutil.Process]:
-    """Descendants of `roots` (not the roots) and processes carrying one of `marks`.
+def scan(roots: Iterable[int] = (), marks: Iterable[str] = (), groups: Iterable[int] = ()) -> List[psutil.Process]:
+    """Descendants of `roots` (not the roots), processes carrying one of `marks`, and the
+    members of the process groups that `groups` led (not the leaders).
 
     A mark is ``"<cluster>:<pid>"`` (that engine's processes) or ``"<cluster>:"`` (the
-    whole cluster's).  One pass over /proc: each process's parent, and its environment
-    only if `marks`.
+    whole cluster's).  `groups` are the pids of engines that have ended (each led its own
+    session, so its group): a group is taken only while its leader is gone or a zombie,
+    so the pid is still the engine's (a group with members keeps its id from reuse), and
+    never this process's own group.  One pass over /proc: each process's parent and group,
+    and its environment only if `marks`.
     """
     roots = set(roots)
+    own_group = os.getpgrp()
+    wanted_groups = {g for g in groups if g != own_group and g > 1}
     # Each environment entry ends in NUL: "c:12" must not match "c:123".
     needles = [f"\0{MARK}={m}".encode() + (b"" if m.endswith(":") else b"\0") for m in marks]
     children: Dict[int, List[int]] = {}
     found: Set[int] = set()
+    in_groups: Dict[int, Set[int]] = {}
+    leader_running: Set[int] = set()
     me = os.getpid()
     for pid in psutil.pids():
         if pid == me:
             continue
         try:
             with open(f"/proc/{pid}/stat", "rb") as f:
-                ppid = int(f.read().rpartition(b")")[2].split()[1])
+                state, ppid_field, pgrp_field = f.read().rpartition(b")")[2].split()[:3]
+            ppid, pgrp = int(ppid_field), int(pgrp_field)
             children.setdefault(ppid, []).append(pid)
+            if pid in wanted_groups and state not in (b"Z", b"X"):
+                leader_running.add(pid)
+            elif pgrp in wanted_groups and pid not in roots:
+                in_groups.setdefault(pgrp, set()).add(pid)
             if needles and pid not in roots:
                 with open(f"/proc/{pid}/environ", "rb") as f:
                     env = b"\0" + f.read()
@@ -93,6 +116,9 @@ def scan(roots: Iterable[int] = (), marks: Iterable[str] = ()) -> List[psutil.Pr
                     found.add(pid)
         except (OSError, ValueError, IndexError):
             continue  # gone, or not ours to read
+    for group, members in in_groups.items():
+        if group not in leader_running:
+            found.update(members)
     stack = list(roots)
     while stack:
         for child in children.get(stack.pop(), ()):
