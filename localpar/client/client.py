@@ -26,7 +26,8 @@ Who owns what: the ledger (``ledger``) holds the engines and pending tasks under
 one named lock; the collector thread (``collector``) alone reads and completes;
 submitting threads only write task frames (``handles``); ``resources.ClusterResources`` owns the
 teardown, and the helper threads that, after an engine's death, end what its
-tasks started (``proctree``) and replace it (``restart_dead``, ``memory_limit``:
+tasks started (``proctree``) and replace it (``restart_dead``, ``memory_limit``, with the
+back-off of ``restarts``:
 ``memory.MemoryWatch`` is the one thread that watches engine sizes).  A result
 is marked ready only after all of its task's publications are applied.  An
 engine that dies is seen at once through its pidfd: only its own pending tasks
@@ -115,6 +116,9 @@ class Client:
     restart_dead
         True replaces any engine that dies (a crash, a kill) by a new one with the same
         id; the dead engine's pending tasks still fail with `EngineError`. Default False.
+        An engine that keeps dying soon after its start is replaced later and later, and
+        after five such deaths in a row not at all (a warning, ``status()`` and the
+        EngineError say so; ``restart_engine`` starts it again): see ``restarts``.
 
     Whatever an engine's tasks start (subprocesses, their children, daemons that left
     the session) is ended with it: see ``localpar.proctree`` and the README's Guarantees.
@@ -170,6 +174,7 @@ class Client:
             self.restart_dead,
         )
         self._collector.on_death = self._cluster.after_death
+        self._collector.death_note = self._cluster.note_death
         self._cluster.replace = _weakly_with(self, Client._replace_dead)
         self._finalizer = weakref.finalize(self, self._cluster.close)
         self._finalizer.atexit = False  # processes.clusters closes it at exit, before multiprocessing's own hook
@@ -303,7 +308,9 @@ class Client:
         and in Jupyter; ``.engines[i]`` holds the fields.  Reads what the client already
         knows and /proc on demand: it costs the tasks nothing."""
         self._check_open()
-        return status_module.collect(self._ledger, self._cpu_meter, self.memory_limit)
+        return status_module.collect(
+            self._ledger, self._cpu_meter, self.memory_limit, self._cluster.restarts.given_up()
+        )
 
     def engine_pids(self) -> Dict[int, int]:
         """``{engine_id: pid}`` of the live engines."""
@@ -327,6 +334,7 @@ class Client:
         handle = self._ledger.engines.get(engine_id)
         if handle is None:
             raise IndexError(f"no engine {engine_id}")
+        self._cluster.restarts.forget(engine_id)  # given up on by restart_dead or not, it starts again
         if handle.alive:
             tree = proctree.scan([handle.pid])  # while it lives, its tree holds all it started
             handle.process.kill()

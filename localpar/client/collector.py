@@ -78,6 +78,9 @@ class Collector:
         # The client's hook for a dead engine: ends its descendants and may replace it,
         # in a helper thread (it must return at once: this thread reads for everyone).
         self.on_death: Optional[Callable[[EngineHandle], None]] = None
+        # Asked first, before the dead engine's tasks fail: what their EngineError adds (that
+        # the engine will not be replaced), or None.  It must return at once too.
+        self.death_note: Optional[Callable[[EngineHandle], Optional[str]]] = None
         # The client's hook for the cluster's first publication: it starts the Manager then,
         # so that a cluster that never publishes never starts one.  Called once, then dropped.
         self.on_first_data: Optional[Callable[[], None]] = None
@@ -330,8 +333,10 @@ class Collector:
         if not handle.ready and handle.death_reason is None:  # it died starting: was it the ulimit -u?
             handle.death_reason = limits.process_limit_note()
         self._recover_from_store(handle, pending)
+        note = self.death_note(handle) if self.death_note is not None else None
+        reason = "; ".join(r for r in (handle.death_reason, note) if r) or None
         for record in pending:
-            self.ledger.fail(record, EngineError(handle.id, handle.exitcode, record.msg_id, handle.death_reason))
+            self.ledger.fail(record, EngineError(handle.id, handle.exitcode, record.msg_id, reason))
         handle.close()
         sharedmem.sweep_made_by([handle.pid])  # in any cluster: see resources.end_tree
         if self.on_death is not None:

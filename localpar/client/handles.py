@@ -115,6 +115,7 @@ class EngineHandle:
         self.retired = False  # killed on purpose, not to be replaced (add_engines' rollback)
         self.restarts = 0  # engines of this id before it; set before the ledger has it
         self.idle_since = time.time()  # the end of its last task (Ledger.lock)
+        self.started = time.monotonic()  # how long it lived, at its death (see ``restarts``)
         self.death_fd = death_fd(process)
         self._own_death_fd = self.death_fd != process.sentinel
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import Any, Callable, Iterable, List, Optional
+import warnings
+from typing import Any, Callable, Dict, Iterable, List, Optional
 
 from ..errors import ClientClosedError
 from ..processes import clusters, limits, proctree
@@ -23,6 +24,7 @@ from .collector import Collector
 from .datastore import DataStore
 from .handles import EngineHandle
 from .ledger import Ledger
+from .restarts import Plan, RestartPolicy
 
 
 class ClusterResources:
@@ -63,6 +65,9 @@ class ClusterResources:
         self.replace: Optional[Callable[[EngineHandle], None]] = None  # Client._replace_dead, weakly
         self.memory_watch: Optional[memory.MemoryWatch] = None  # its own thread; stopped by close()
         self.helpers: List[threading.Thread] = []  # after-death and tree-ending threads; guarded by _lock
+        self.restarts = RestartPolicy()  # when a dead engine is replaced (see ``restarts``)
+        self._plans: Dict[EngineHandle, Plan] = {}  # from note_death to after_death; guarded by _lock
+        self._closing = threading.Event()  # set by close(): ends the back-off waits at once
 
     def check_usable(self) -> None:
         if os.getpid() != self.owner_pid:
@@ -95,17 +100,37 @@ class ClusterResources:
             self.store = store
             return True
 
-    def after_death(self, handle: EngineHandle) -> None:
-        """The collector saw `handle` die: in a helper thread, replace it if wanted, then end
-        what its tasks started (its tree is gone: found by their mark and in its process
-        group, see ``proctree``)."""
+    def note_death(self, handle: EngineHandle) -> Optional[str]:
+        """The collector saw `handle` die (before it fails its tasks): decide whether and when it
+        is replaced; what its tasks' EngineError must add (that it will not be), or None."""
         wanted = (self.restart_dead or handle.death_reason is not None) and not handle.retired
-        replace = self.replace if wanted else None
+        if not wanted or self.closed:
+            return None
+        plan = self.restarts.after_death(handle.id, time.monotonic() - handle.started)
+        with self._lock:
+            self._plans[handle] = plan
+        if plan.given_up is not None:
+            warnings.warn(f"localpar: {plan.given_up}", RuntimeWarning, stacklevel=1)
+        return plan.given_up
+
+    def after_death(self, handle: EngineHandle) -> None:
+        """The collector saw `handle` die: in a helper thread, replace it if planned (after the
+        plan's back-off, cut short by close()), and end what its tasks started (its tree is
+        gone: found by their mark and in its process group, see ``proctree``)."""
+        with self._lock:
+            plan = self._plans.pop(handle, None)
+        replace = self.replace if plan is not None and plan.given_up is None else None
+        marks, groups = [f"{self.cluster_id}:{handle.pid}"], led_groups([handle])
 
         def run() -> None:
+            if replace is not None and plan is not None and plan.delay > 0:
+                end_tree(proctree.scan(marks=marks, groups=groups))  # first: the replacement waits
+                if not self._closing.wait(plan.delay):
+                    replace(handle)
+                return
             if replace is not None:
                 replace(handle)
-            end_tree(proctree.scan(marks=[f"{self.cluster_id}:{handle.pid}"], groups=led_groups([handle])))
+            end_tree(proctree.scan(marks=marks, groups=groups))
 
         self._helper(run, f"localpar-after-death-{self.cluster_id}-{handle.id}")
 
@@ -157,6 +182,7 @@ class ClusterResources:
             if self.closed:
                 return
             self.closed = True
+        self._closing.set()  # a back-off wait ends now: nothing is replaced
         clusters.discard(self)
         if self.memory_watch is not None:
             self.memory_watch.stop()

@@ -20,7 +20,7 @@ import html
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
 import psutil
 
@@ -56,9 +56,12 @@ class Status:
 
     HEADER = ("engine", "pid", "state", "memory", "cpu", "done", "restarts")
 
-    def __init__(self, engines: Dict[int, EngineStatus], memory_limit: Optional[int] = None) -> None:
+    def __init__(
+        self, engines: Dict[int, EngineStatus], memory_limit: Optional[int] = None, notes: Sequence[str] = ()
+    ) -> None:
         self.engines = engines
         self.memory_limit = memory_limit
+        self.notes = list(notes)  # engines not restarted, and why (see ``restarts``)
         self.taken = time.time()
 
     def rows(self) -> List[Tuple[str, ...]]:
@@ -83,6 +86,7 @@ class Status:
         ]
         if self.memory_limit is not None:
             lines.append(f"memory limit: {format_size(self.memory_limit)} per engine")
+        lines.extend(self.notes)
         return "\n".join(line.rstrip() for line in lines)
 
     __repr__ = __str__
@@ -95,7 +99,8 @@ class Status:
             if self.memory_limit is not None
             else ""
         )
-        return f"<table>{limit}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+        notes = "".join(f"<p>{html.escape(n)}</p>" for n in self.notes)
+        return f"<table>{limit}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{notes}"
 
 
 class CpuMeter:
@@ -129,8 +134,8 @@ class CpuMeter:
             self._last = {pid: v for pid, v in self._last.items() if pid in pids}
 
 
-def collect(ledger: Ledger, meter: CpuMeter, memory_limit: Optional[int]) -> Status:
-    """A `Status` of the live engines (see the module docstring)."""
+def collect(ledger: Ledger, meter: CpuMeter, memory_limit: Optional[int], notes: Sequence[str] = ()) -> Status:
+    """A `Status` of the live engines (see the module docstring), with `notes` below."""
     known = []
     with ledger.lock:  # copies only
         for h in sorted(ledger.engines.values(), key=lambda h: h.id):
@@ -148,7 +153,7 @@ def collect(ledger: Ledger, meter: CpuMeter, memory_limit: Optional[int]) -> Sta
         queued = max(pending - 1, 0)
         engines[engine_id] = EngineStatus(engine_id, pid, state, call, since, queued, rss, cpu, done, restarts)
     meter.forget_except([e.pid for e in engines.values()])
-    return Status(engines, memory_limit)
+    return Status(engines, memory_limit, notes)
 
 
 def _duration(seconds: float) -> str:
