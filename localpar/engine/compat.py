@@ -9,6 +9,15 @@ own "Data Publication API" notebook, runs with only its ``Client`` import change
 A meta-path finder serves the two ``datapub`` modules as aliases; their parent packages
 are the real ones when installed (``ipyparallel``, ``IPython``) and empty stand-ins
 otherwise (``IPython.kernel`` and ``IPython.kernel.zmq`` no longer exist in IPython).
+
+An installed ``ipyparallel`` is not run for the alias: importing it loads the whole package
+(zmq, traitlets, its client; 0.6 s on a fresh engine) only for task code to get localpar's
+``publish_data``.  So, unless it is loaded already, the package is a *deferred* module: the
+real package's module object, with its search path (its other submodules import as usual),
+whose code runs the first time anything asks it for a name it lacks (``ipyparallel.Client``,
+``from ipyparallel import Cluster``, ``__version__``); its ``__file__`` and ``__path__`` are
+there from the start, and other dunder lookups (the import system's probes) run nothing.
+The client process has none of this: the finder exists only in engines.
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ from __future__ import annotations
 import importlib.abc
 import importlib.machinery
 import sys
+import threading
 import types
 from typing import Any, Optional, Sequence
 
@@ -23,17 +33,44 @@ ALIASES = ("ipyparallel.datapub", "IPython.kernel.zmq.datapub")
 """Modules that are localpar's datapub inside a localpar engine."""
 
 _PARENTS = {"ipyparallel", "IPython", "IPython.kernel", "IPython.kernel.zmq"}
+_DEFERRED = {"ipyparallel"}  # heavy parents run only once task code uses more than the alias
+_run_lock = threading.RLock()  # one thread runs a deferred package
+_PUBLIC_DUNDERS = {"__version__", "__all__"}  # dunder names a package's users ask for
+
+
+class DeferredPackage(types.ModuleType):
+    """An installed package whose code has not run yet (see the module docstring)."""
+
+    def __getattr__(self, name: str) -> Any:  # only for names the module lacks
+        if name.startswith("__") and name not in _PUBLIC_DUNDERS:
+            raise AttributeError(name)  # the import system's own probes, while it sets the module up
+        with _run_lock:
+            if type(self) is DeferredPackage:
+                real: importlib.machinery.ModuleSpec = self.__dict__["__localpar_real_spec__"]
+                self.__class__ = types.ModuleType  # type: ignore[assignment]  # an ordinary module from here on
+                del self.__dict__["__localpar_real_spec__"]
+                self.__spec__ = real
+                self.__loader__ = real.loader
+                assert real.loader is not None
+                real.loader.exec_module(self)
+        return object.__getattribute__(self, name)
 
 
 class _DatapubLoader(importlib.abc.Loader):
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> Optional[types.ModuleType]:
+        real = spec.loader_state
+        if real is not None:  # a deferred package: the real one's search path, its code not run
+            module = DeferredPackage(spec.name)
+            module.__dict__["__localpar_real_spec__"] = real
+            module.__dict__.update(__file__=real.origin, __cached__=real.cached)  # a look at them runs nothing
+            return module
         return None  # a fresh module: localpar.datapub itself keeps its own name and spec
 
     def exec_module(self, module: types.ModuleType) -> None:
         from . import datapub
 
         if module.__spec__ is not None and module.__spec__.submodule_search_locations is not None:
-            return  # a stand-in parent package: empty
+            return  # a stand-in parent package (empty), or a deferred one (run later)
         module.publish_data = datapub.publish_data  # type: ignore[attr-defined]
         module.report_progress = datapub.report_progress  # type: ignore[attr-defined]
         module.__all__ = ["publish_data"]  # type: ignore[attr-defined]
@@ -50,20 +87,30 @@ class DatapubFinder(importlib.abc.MetaPathFinder):
     ) -> Optional[importlib.machinery.ModuleSpec]:
         if fullname in ALIASES:
             return importlib.machinery.ModuleSpec(fullname, self.loader)
-        if fullname in _PARENTS and not self._found_elsewhere(fullname, path):
+        if fullname not in _PARENTS:
+            return None
+        real = self._found_elsewhere(fullname, path)
+        if real is None:  # missing: an empty stand-in
             return importlib.machinery.ModuleSpec(fullname, self.loader, is_package=True)
-        return None
+        if fullname in _DEFERRED and real.loader is not None and real.submodule_search_locations is not None:
+            spec = importlib.machinery.ModuleSpec(fullname, self.loader, loader_state=real, is_package=True)
+            spec.submodule_search_locations = list(real.submodule_search_locations)
+            return spec
+        return None  # the real one, as usual
 
-    def _found_elsewhere(self, fullname: str, path: Optional[Sequence[str]]) -> bool:
+    def _found_elsewhere(
+        self, fullname: str, path: Optional[Sequence[str]]
+    ) -> Optional[importlib.machinery.ModuleSpec]:
         for finder in sys.meta_path:
             if finder is self or not hasattr(finder, "find_spec"):
                 continue
             try:
-                if finder.find_spec(fullname, path) is not None:
-                    return True
+                spec = finder.find_spec(fullname, path)
             except (ImportError, ValueError):
                 continue
-        return False
+            if spec is not None:
+                return spec
+        return None
 
 
 def install() -> None:
