@@ -8,6 +8,13 @@ preparation data minus the main module, through Process classes of their own
 (``_Popen`` is how each multiprocessing context chooses its launcher); nothing of
 the standard library is patched, so other users of multiprocessing in the same
 process, and threads starting engines at once, see no difference.
+
+Every context's processes (the fork one's too) are waited for only by the process that
+started them: multiprocessing lists each started child, and a fork of the client (the
+user's own ``os.fork()``) inherits that list; at its exit, multiprocessing's hook joins
+each, and a plain ``join`` there fails (``AssertionError: can only join a child process``).
+Elsewhere than in their starter, `OwnedProcess.join` returns at once: those engines are
+the starter's to wait for.
 """
 
 from __future__ import annotations
@@ -18,9 +25,9 @@ import multiprocessing
 import os
 import sys
 import threading
-from multiprocessing import context, popen_forkserver, popen_spawn_posix, reduction, spawn, util
+from multiprocessing import context, popen_forkserver, popen_spawn_posix, process, reduction, spawn, util
 from multiprocessing.context import BaseContext
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 _MAIN_KEYS = ("init_main_from_path", "init_main_from_name")
 
@@ -86,7 +93,26 @@ class _SpawnPopen(popen_spawn_posix.Popen):
             os.close(child_w)
 
 
-class _ForkServerProcess(context.ForkServerProcess):
+class OwnedProcess(process.BaseProcess):
+    """A process that only its starter waits for (see the module docstring)."""
+
+    localpar_starter: Optional[int] = None
+
+    def start(self) -> None:
+        self.localpar_starter = os.getpid()
+        super().start()
+
+    def join(self, timeout: Optional[float] = None) -> None:
+        if self.localpar_starter is not None and os.getpid() != self.localpar_starter:
+            return  # a fork of the starter: the process is not this one's child
+        super().join(timeout)
+
+
+class _ForkProcess(OwnedProcess, context.ForkProcess):
+    pass
+
+
+class _ForkServerProcess(OwnedProcess, context.ForkServerProcess):
     _start_method = "forkserver"
 
     @staticmethod
@@ -94,12 +120,16 @@ class _ForkServerProcess(context.ForkServerProcess):
         return _ForkServerPopen(process_obj)
 
 
-class _SpawnProcess(context.SpawnProcess):
+class _SpawnProcess(OwnedProcess, context.SpawnProcess):
     _start_method = "spawn"
 
     @staticmethod
     def _Popen(process_obj: Any) -> Any:
         return _SpawnPopen(process_obj)
+
+
+class _ForkContext(context.ForkContext):
+    Process = _ForkProcess
 
 
 class _ForkServerContext(context.ForkServerContext):
@@ -116,6 +146,8 @@ def get_context(method: str) -> BaseContext:
         return _ForkServerContext()
     if method == "spawn":
         return _SpawnContext()
+    if method == "fork" and "fork" in multiprocessing.get_all_start_methods():
+        return _ForkContext()
     return multiprocessing.get_context(method)
 
 
