@@ -52,7 +52,11 @@ class DeferredPackage(types.ModuleType):
                 self.__spec__ = real
                 self.__loader__ = real.loader
                 assert real.loader is not None
-                real.loader.exec_module(self)
+                try:
+                    real.loader.exec_module(self)
+                except BaseException:
+                    sys.modules.pop(self.__name__, None)  # as a failed import leaves it: not imported
+                    raise
         return object.__getattribute__(self, name)
 
 
