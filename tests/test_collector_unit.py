@@ -16,7 +16,7 @@ from typing import Any, Iterator, List, Tuple
 
 import pytest
 
-from localpar import EngineError
+from localpar import ClientClosedError, EngineError
 from localpar.client.collector import Collector
 from localpar.client.handles import EngineHandle, TaskRecord
 from localpar.client.ledger import Ledger
@@ -184,3 +184,15 @@ def test_a_killed_engine_fails_its_pending_task_with_engine_error(rig: Rig) -> N
     assert 0 not in rig.ledger.live_ids()
     assert rig.spin_hint.forgotten == [0]
     assert fake.calls == [("finish", None)]
+
+
+def test_an_engine_that_dies_while_the_client_closes_fails_its_task_as_closed(rig: Rig) -> None:
+    """close() closes the ledger, then terminates busy engines, then stops the collector: a death
+    seen in between is the close's doing, not the engine's failure."""
+    fake = FakeResult()
+    record = rig.record(fake)
+    rig.ledger.close()
+    os.kill(rig.process.pid, signal.SIGTERM)  # type: ignore[arg-type]
+    assert rig.ledger.wait_until(lambda: record.done, WAIT)
+    assert isinstance(record.error, ClientClosedError), record.error
+    assert record.msg_id in str(record.error)

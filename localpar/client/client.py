@@ -405,15 +405,39 @@ class Client:
             if key < 0 and -key <= len(live):  # c[-1]: the last live engine, as in ipyparallel
                 key = live[key]
             if key not in live:
-                raise IndexError(f"no live engine {key}; live engines: {live}")
+                live = self._wait_for_replacements([key])
+            if key not in live:
+                raise IndexError(f"no live engine {key}; live engines: {live}{self._replacing_note([key])}")
             return DirectView(self, key)
         if isinstance(key, slice):
             return DirectView(self, live[key])
         targets = list(key)
         missing = [t for t in targets if t not in live]
         if missing:
-            raise IndexError(f"no live engines {missing}; live engines: {live}")
+            live = self._wait_for_replacements(missing)
+            missing = [t for t in targets if t not in live]
+        if missing:
+            raise IndexError(f"no live engines {missing}; live engines: {live}{self._replacing_note(missing)}")
         return DirectView(self, targets)
+
+    REPLACEMENT_WAIT = 30.0
+    """Seconds a call on a dead engine's id waits for its replacement (``restart_dead``,
+    ``memory_limit``) before it fails: a call made right after the EngineError runs on the new engine."""
+
+    def _wait_for_replacements(self, engine_ids: List[int]) -> List[int]:
+        """The live ids, once none of `engine_ids` is being replaced (bounded by REPLACEMENT_WAIT)."""
+        if self._ledger.replacing.intersection(engine_ids):  # one read; the wait re-reads it under the lock
+            self._ledger.wait_for_replacements(engine_ids, self.REPLACEMENT_WAIT)
+        return self.ids
+
+    def _replacing_note(self, engine_ids: List[int]) -> str:
+        late = sorted(self._ledger.replacing.intersection(engine_ids))
+        if late:
+            return (
+                f"; the replacement of engine{'s' if len(late) > 1 else ''} {late} has not started after "
+                f"{self.REPLACEMENT_WAIT:g} s: try again later, or see c.status()"
+            )
+        return ""
 
     def __iter__(self) -> Iterator[DirectView]:
         """One DirectView per live engine."""
@@ -470,7 +494,10 @@ class Client:
             ids = list(targets)
         dead = [t for t in ids if t not in live]
         if dead:
-            raise NoEnginesError(f"engines {dead} are not alive; live engines: {live}")
+            live = self._wait_for_replacements(dead)
+            dead = [t for t in ids if t not in live]
+        if dead:
+            raise NoEnginesError(f"engines {dead} are not alive; live engines: {live}{self._replacing_note(dead)}")
         if not ids:
             raise NoEnginesError("no engines to run on")
         return ids

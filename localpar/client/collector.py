@@ -328,12 +328,17 @@ class Collector:
         if not handle.ready and handle.death_reason is None:  # it died starting: was it the ulimit -u?
             handle.death_reason = limits.process_limit_note()
         self._recover_from_store(handle, pending)
+        if self.on_death is not None:  # before its tasks fail: a call made on their error finds the replacement coming
+            self.on_death(handle)
+        closing = self.ledger.closed  # close() terminated it (a busy engine) before stopping this thread
         for record in pending:
-            self.ledger.fail(record, EngineError(handle.id, handle.exitcode, record.msg_id, handle.death_reason))
+            if closing:
+                error: KernelError = ClientClosedError(f"the client was closed while task {record.msg_id} was pending")
+            else:
+                error = EngineError(handle.id, handle.exitcode, record.msg_id, handle.death_reason)
+            self.ledger.fail(record, error)
         handle.close()
         sharedmem.sweep_made_by([handle.pid])  # in any cluster: see resources.end_tree
-        if self.on_death is not None:
-            self.on_death(handle)
 
     def _recover_from_store(self, handle: EngineHandle, pending: List[TaskRecord]) -> None:
         """Apply the Manager's copy of the engine's last data if it is fresher than what arrived."""

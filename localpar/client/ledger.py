@@ -3,7 +3,7 @@
 Ownership (who may touch what), and where a read without the lock is safe:
 
 - ``Ledger.lock`` guards every *write* of `engines`, `records`, `balanced`, `closed`,
-  `version` and `waiters`, and of each handle's `pending`, `alive`, `ready`, `completed` and
+  `replacing`, `version` and `waiters`, and of each handle's `pending`, `alive`, `ready`, `completed` and
   `idle_since`; and every *compound read* of them (iterating `engines` or `records`, counting
   `pending`, reading fields that must agree).  It is never held while blocking, nor while user
   code (a callback) runs.
@@ -12,6 +12,8 @@ Ownership (who may touch what), and where a read without the lock is safe:
   ``engines.get(i)`` / ``engines[i]`` by the client's own calls (a handle, once in `engines`,
   is only ever replaced whole, by a newer one for the same id; the caller acts on the handle it
   got, and sending to a dead one is refused by `register` under the lock);
+  ``replacing`` by the client, to decide whether to wait for a replacement (`wait_for_replacements`
+  re-reads it under the lock);
   ``records.get(seq)`` by the collector (a record another thread completed meanwhile is
   `done`, and `complete` does nothing twice); ``handle.alive`` by the collector, which is its
   only writer while the collector runs (`engine_died`; the teardown writes it after the
@@ -36,10 +38,10 @@ import contextlib
 import itertools
 import threading
 import time
-from typing import TYPE_CHECKING, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 from .. import chaos
-from ..errors import EngineError, KernelError
+from ..errors import ClientClosedError, EngineError, KernelError
 from ..processes import spin
 from ..wire.framing import Bell
 
@@ -57,6 +59,7 @@ class Ledger:
         self.records: Dict[int, TaskRecord] = {}
         self.balanced = 0  # of `records`, those the load balancer placed (their `call` is kept)
         self.closed = False
+        self.replacing: Set[int] = set()  # ids of dead engines whose replacement is on its way
         self.version = 0  # bumped whenever the collector must watch other descriptors
         self.waiters = 0  # callers waiting for a result: engines spin between tasks meanwhile
         self.doorbell = Bell()  # the collector polls it
@@ -83,6 +86,30 @@ class Ledger:
             first = max(self._next_id, max(self.engines, default=-1) + 1)
             self._next_id = first + n
             return list(range(first, first + n))
+
+    def replacement_coming(self, engine_id: int) -> None:
+        """Engine `engine_id` died and will be replaced: said before its tasks fail, so that a
+        call made right after their EngineError can wait for the new engine."""
+        with self.lock:
+            self.replacing.add(engine_id)
+
+    def replacement_done(self, engine_id: int) -> None:
+        """The replacement of `engine_id` is in `engines`, or could not start."""
+        with self.lock:
+            self.replacing.discard(engine_id)
+        self.notify_waiters()
+
+    def wait_for_replacements(self, engine_ids: List[int], timeout: float) -> bool:
+        """Wait until none of `engine_ids` is being replaced; False if one still was after
+        `timeout` seconds.  Not in the collector thread (it would wait for itself): there False."""
+        if threading.current_thread() is self.collector_thread:
+            return False
+
+        def settled() -> bool:
+            with self.lock:
+                return self.closed or not self.replacing.intersection(engine_ids)
+
+        return self.wait_until(settled, timeout)
 
     def live_ids(self) -> List[int]:
         with self.lock:
@@ -166,7 +193,10 @@ class Ledger:
         """Register a task, then write it to its engine (registered first, so its result has a home)."""
         handle = self.engines[record.engine_id]
         if not self.register(record):
-            self.fail(record, EngineError(record.engine_id, handle.exitcode, record.msg_id))
+            if self.closed:
+                self.fail(record, ClientClosedError(f"the client was closed while task {record.msg_id} was sent"))
+            else:
+                self.fail(record, EngineError(record.engine_id, handle.exitcode, record.msg_id))
             return
         handle.send_task(record.seq, call)
 

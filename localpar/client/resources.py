@@ -97,13 +97,20 @@ class ClusterResources:
 
     def after_death(self, handle: EngineHandle) -> None:
         """The collector saw `handle` die: in a helper thread, replace it if wanted, then end
-        what its tasks started (found by their mark: its tree is gone, see ``proctree``)."""
+        what its tasks started (found by their mark: its tree is gone, see ``proctree``).
+        Called before the dead engine's tasks fail: a replacement is in the ledger's
+        `replacing` from here until it is in `engines` (or could not start)."""
         wanted = (self.restart_dead or handle.death_reason is not None) and not handle.retired
-        replace = self.replace if wanted else None
+        replace = self.replace if wanted and not self.closed else None
+        if replace is not None:
+            self.ledger.replacement_coming(handle.id)
 
         def run() -> None:
             if replace is not None:
-                replace(handle)
+                try:
+                    replace(handle)
+                finally:
+                    self.ledger.replacement_done(handle.id)
             end_tree(proctree.scan(marks=[f"{self.cluster_id}:{handle.pid}"]))
 
         self._helper(run, f"localpar-after-death-{self.cluster_id}-{handle.id}")

@@ -25,8 +25,10 @@ wait is timed by that deadline only while there is something to trim.
 
 Interrupts: ``Client.interrupt`` sends SIGINT, which raises KeyboardInterrupt only
 in the task's own code: the handler looks up the interrupted stack for the
-frame of ``call_task``.  Anywhere else (the loop, decoding, sending the result),
-or inside the engine's talk with the client on the task's behalf
+frame of ``call_task``.  Each task starts with that handler installed and SIGINT
+unblocked, whatever an earlier task did to them (``SIG_IGN``, its own handler, a
+blocked mask).  Anywhere else (the loop, decoding, sending the result), or inside
+the engine's talk with the client on the task's behalf
 (``publish_data``, reading the control pipe, a write to ``sys.stdout`` or
 ``sys.stderr``), the interrupt is held: raised as soon as that call returns to
 the task, dropped once the task has ended.  So no pipe is ever left with half a
@@ -85,6 +87,7 @@ from . import compat, datapub, functions
 from .output import Flusher, TaskOutput, TaskStream
 from .publishing import StoreWriter, TaskContext
 
+_SIGINT = frozenset({signal.SIGINT})
 FUNCTION_CACHE_SIZE = 64  # functions kept unpickled, by their pickled bytes (see ``captures``)
 SEEN_KEPT = 4096  # task numbers remembered to skip a frame written twice
 
@@ -100,8 +103,8 @@ def run_engine(spec: EngineSpec) -> None:
     compat.install()  # ipyparallel's and IPython's datapub names reach localpar's publish_data
     sharedmem.warn_on_stderr()  # a full /dev/shm is said in the task's stderr (ar.stderr)
     engine = Engine(spec)
-    signal.signal(signal.SIGINT, engine.on_sigint)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked by the client during start
+    signal.signal(signal.SIGINT, engine.sigint_handler)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGINT)  # blocked by the client during start
     threading.Thread(target=engine.read_control, name="localpar-control", daemon=True).start()
     os.register_at_fork(after_in_child=_forked_by_a_task)
     try:
@@ -151,6 +154,7 @@ class Engine:
         self._idle_ready.register(spec.tasks.fileno(), select.POLLIN)
         self._idle_ready.register(self._inbox_bell.fd, select.POLLIN)
         self._functions: Dict[bytes, Tuple[Callable[..., Any], Dict[str, Any]]] = {}
+        self.sigint_handler = self.on_sigint  # one bound method: each task starts with it (see run_task)
 
     # -- signals and lifecycle -------------------------------------------------
     def on_sigint(self, signum: int, frame: Any) -> None:
@@ -297,6 +301,9 @@ class Engine:
                 self.send(Aborted(seq))
                 return
             task = TaskContext(self, seq)
+        if signal.getsignal(signal.SIGINT) is not self.sigint_handler:  # an earlier task changed it
+            signal.signal(signal.SIGINT, self.sigint_handler)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGINT)  # or blocked it
         saved = sys.stdout, sys.stderr
         output = TaskOutput(self.queue, self.id, seq, self.flusher, self.raise_pending_interrupt, task.older_threads)
         self.stdout.use(output, saved[0])

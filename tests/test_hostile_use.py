@@ -1,0 +1,109 @@
+"""Hostile but realistic use (issue 23, rows 10 to 18): what a task does to its engine does not
+outlive the task, close() says the client closed, a replaced engine is waited for.
+
+Each test here failed on the main branch before its fix.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from localpar import Client, ClientClosedError, EngineError
+
+HANG_GUARD = 10.0  # seconds: only to fail instead of hanging
+
+
+def ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def block_sigint() -> None:
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+
+def sleep_then_report(seconds: float) -> str:
+    try:
+        print("started", flush=True)
+        time.sleep(seconds)
+    except KeyboardInterrupt:
+        return "interrupted"
+    return "slept"
+
+
+def wait_started(ar) -> None:
+    """Until the task of `ar` (sleep_then_report) has said it started."""
+    deadline = time.monotonic() + HANG_GUARD
+    while "started" not in ar.stdout and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("spoil", [ignore_sigint, block_sigint])
+def test_a_task_that_ignores_sigint_does_not_make_later_tasks_ignore_interrupts(spoil):
+    with Client(1) as c:
+        c[0].apply_sync(spoil)
+        ar = c[0].apply_async(sleep_then_report, 30)
+        wait_started(ar)
+        c.interrupt(0)
+        assert ar.get(timeout=HANG_GUARD) == "interrupted"
+
+
+def test_close_from_another_thread_fails_waiting_calls_with_client_closed_error():
+    c = Client(1)
+    try:
+        ar = c[0].apply_async(sleep_then_report, 30)
+        queued = [c[0].apply_async(time.sleep, 0) for _ in range(100)]
+        wait_started(ar)
+        closer = threading.Thread(target=c.close)
+        closer.start()
+        with pytest.raises(ClientClosedError):
+            ar.get(timeout=HANG_GUARD)
+        for q in queued:
+            with pytest.raises(ClientClosedError):
+                q.get(timeout=HANG_GUARD)
+        closer.join(timeout=HANG_GUARD)
+    finally:
+        c.close()
+
+
+def test_close_with_many_calls_queued_fails_them_with_client_closed_error():
+    c = Client(2)
+    try:
+        ars = [c[i % 2].apply_async(time.sleep, 0.001) for i in range(20000)]
+        c.close()
+        errors = set()
+        for ar in ars:
+            assert ar.done()
+            if ar.exception() is not None:
+                errors.add(type(ar.exception()))
+        assert errors <= {ClientClosedError}
+    finally:
+        c.close()
+
+
+def die() -> None:
+    os._exit(3)
+
+
+def test_restart_dead_a_call_right_after_the_engine_error_reaches_the_replacement():
+    with Client(1, restart_dead=True) as c:
+        for _ in range(3):
+            with pytest.raises(EngineError):
+                c[0].apply_sync(die)
+            assert c[0].apply_sync(os.getpid) != os.getpid()
+        view = c[0]
+        with pytest.raises(EngineError):
+            view.apply_sync(die)
+        assert view.apply_sync(int, "7") == 7  # a view made before the death too
+
+
+def test_an_engine_not_replaced_says_so():
+    with Client(2) as c:
+        with pytest.raises(EngineError):
+            c[0].apply_sync(die)
+        with pytest.raises(IndexError, match="no live engine 0"):
+            c[0]
