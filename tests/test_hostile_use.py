@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from localpar import Client, ClientClosedError, EngineError
+from localpar import Client, ClientClosedError, EngineError, TaskAborted
 
 HANG_GUARD = 10.0  # seconds: only to fail instead of hanging
 
@@ -107,3 +107,33 @@ def test_an_engine_not_replaced_says_so():
             c[0].apply_sync(die)
         with pytest.raises(IndexError, match="no live engine 0"):
             c[0]
+
+
+def test_abort_of_direct_tasks_queued_behind_a_running_one_completes_them_at_once():
+    with Client(1) as c:
+        running = c[0].apply_async(sleep_then_report, 60)
+        queued = [c[0].apply_async(os.getpid) for _ in range(50)]
+        wait_started(running)
+        c.abort(queued[10:])
+        for ar in queued[10:]:
+            with pytest.raises(TaskAborted):
+                ar.get(timeout=HANG_GUARD)  # while the running task still runs
+        assert not running.done()
+        c.interrupt(0)
+        assert running.get(timeout=HANG_GUARD) == "interrupted"
+        assert all(isinstance(ar.get(timeout=HANG_GUARD), int) for ar in queued[:10])  # the others ran
+
+
+def test_abort_with_no_arguments_aborts_every_queued_task_at_once():
+    with Client(2) as c:
+        running = [c[i].apply_async(sleep_then_report, 60) for i in range(2)]
+        queued = [c[i % 2].apply_async(os.getpid) for i in range(2000)]
+        for ar in running:
+            wait_started(ar)
+        c.abort()
+        for ar in queued:
+            with pytest.raises(TaskAborted):
+                ar.get(timeout=HANG_GUARD)
+        assert not any(ar.done() for ar in running)
+        c.interrupt()
+        assert [ar.get(timeout=HANG_GUARD) for ar in running] == ["interrupted"] * 2

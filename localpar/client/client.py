@@ -653,8 +653,8 @@ class Client:
         """Drop tasks that have not started (default: all outstanding, of `targets` if given)."""
         if isinstance(jobs, str):
             jobs = [jobs]
-        if jobs is None:
-            records = [r for ar in set(self._results.values()) for r in ar.records]
+        if jobs is None:  # the outstanding ones: not every result still held
+            records = self._ledger.pending_records() + self._balancer.queued_records()
         elif isinstance(jobs, AsyncResult):
             records = list(jobs.records)
         else:
@@ -662,7 +662,7 @@ class Client:
         if targets is not None and targets != "all":
             engines = set(self.resolve_targets(targets))
             records = [r for r in records if r.engine_id in engines]
-        dropped = self._balancer.drop(records)  # not yet handed to an engine
+        dropped = set(self._balancer.drop(records))  # not yet handed to an engine
         by_engine: Dict[int, List[int]] = {}
         for r in records:
             if not r.done and r.engine_id >= 0 and r not in dropped:

@@ -206,11 +206,13 @@ class Collector:
                 if self.on_reclaimed is not None:
                     self.on_reclaimed(handle, event.seqs)
             elif type(event) is Aborted:
-                record = self.ledger.records.get(event.seq)
-                if record is not None:
-                    record.pubs_expected = 0
-                    self.ledger.fail(record, TaskAborted(record.msg_id, handle.id), status="aborted")
-                    self._room = True
+                records = self.ledger.records
+                for seq in event.seqs:
+                    record = records.get(seq)
+                    if record is not None:
+                        record.pubs_expected = 0
+                        self.ledger.fail(record, TaskAborted(record.msg_id, handle.id), status="aborted")
+                self._room = True
 
     def _on_result(self, handle: EngineHandle, result: Result) -> None:
         record = self.ledger.records.get(result.seq)

@@ -9,14 +9,15 @@
                                                            coalesced (see ``output``)
     control pipe ──► read under the engine lock by the control thread as messages come,
                      and by the loop before each task: a Reclaim is answered at once
-                     (Reclaimed, on the event pipe), even while a task runs; Abort,
-                     Release, UseStore and StoreLost go to the inbox, applied before each
+                     (Reclaimed, on the event pipe), even while a task runs, and so is
+                     an Abort (Aborted: the tasks it drops); Release, UseStore and
+                     StoreLost go to the inbox, applied before each
                      task, now and then by publish_data (never blocking the task), and as
                      they come while the engine is idle (the inbox rings the idle loop's bell).
 
 A task runs at most once: under the engine lock, the loop marks a task started
-(`seen`) before running it, and the control thread hands back only tasks not
-marked; a handed-back task's frame is skipped when it arrives.
+(`seen`) before running it, and the control thread hands back (or aborts) only
+tasks not marked; a handed-back or aborted task's frame is skipped when it arrives.
 
 Idle, the engine waits for a task or a control message; once it has been idle
 ``SegmentPool.IDLE_TRIM_SECONDS``, it gives free segments beyond
@@ -252,6 +253,8 @@ class Engine:
             message = messages.decode(frame)
             if type(message) is Reclaim:
                 self.reclaim(message.seqs)
+            elif type(message) is Abort:
+                self.abort(message.seqs)
             else:
                 self._inbox.append(message)
                 self._inbox_bell.ring()
@@ -259,9 +262,20 @@ class Engine:
 
     def reclaim(self, seqs: List[int]) -> None:
         """Hand back those of `seqs` not started yet; the engine lock is held."""
-        back = [seq for seq in seqs if seq not in self.seen]
+        seen, aborted = self.seen, self.aborted
+        back = [seq for seq in seqs if seq not in seen and seq not in aborted]
         self.reclaimed.update(back)
         self.send(Reclaimed(back))  # answered even if empty: the client waits for it before asking again
+
+    def abort(self, seqs: List[int]) -> None:
+        """Drop those of `seqs` not started yet, and say which at once, even mid-task: the
+        client fails them with TaskAborted then, not when their frames arrive.  The engine
+        lock is held."""
+        seen, reclaimed = self.seen, self.reclaimed
+        dropped = [seq for seq in seqs if seq not in seen and seq not in reclaimed]
+        self.aborted.update(dropped)
+        if dropped:
+            self.send(Aborted(dropped))
 
     def poll_control(self) -> None:
         """Apply the control messages that have arrived; the engine lock is held.
@@ -272,9 +286,7 @@ class Engine:
             self._take_control()
         while self._inbox:
             message = self._inbox.popleft()
-            if isinstance(message, Abort):
-                self.aborted.update(message.seqs)
-            elif isinstance(message, Release):
+            if isinstance(message, Release):
                 for name in message.names:
                     self.pool.release(name)
             elif isinstance(message, UseStore):
@@ -298,8 +310,7 @@ class Engine:
             self.poll_control()
             if seq in self.aborted:
                 self.aborted.discard(seq)
-                self.send(Aborted(seq))
-                return
+                return  # the client was told when it asked (see abort)
             task = TaskContext(self, seq)
         if signal.getsignal(signal.SIGINT) is not self.sigint_handler:  # an earlier task changed it
             signal.signal(signal.SIGINT, self.sigint_handler)

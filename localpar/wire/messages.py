@@ -51,9 +51,9 @@ class Result(NamedTuple):
 
 
 class Aborted(NamedTuple):
-    """A task was aborted before it started."""
+    """The answer to an Abort, sent at once: these tasks had not started and will not run."""
 
-    seq: int
+    seqs: List[int]
 
 
 class Reclaimed(NamedTuple):
@@ -103,7 +103,7 @@ class Spilled(NamedTuple):
 
 # -- client -> engine, on the engine's control pipe ----------------------------------------
 class Abort(NamedTuple):
-    """Skip these tasks if they have not started."""
+    """Skip these tasks if they have not started; answered at once (Aborted), even while a task runs."""
 
     seqs: List[int]
 
