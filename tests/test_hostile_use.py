@@ -6,6 +6,7 @@ Each test here failed on the main branch before its fix.
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import signal
 import threading
@@ -137,3 +138,39 @@ def test_abort_with_no_arguments_aborts_every_queued_task_at_once():
         assert not any(ar.done() for ar in running)
         c.interrupt()
         assert [ar.get(timeout=HANG_GUARD) for ar in running] == ["interrupted"] * 2
+
+
+def started_count(ars) -> int:
+    return sum("started" in ar.stdout for ar in ars)
+
+
+def test_cancel_of_a_call_queued_at_an_engine_cancels_it():
+    with Client(1) as c:
+        executor = c[0].executor
+        running = executor.submit(sleep_then_report, 60)
+        queued = executor.submit(os.getpid)
+        wait_started(running)
+        assert queued.cancel() is True
+        assert queued.cancelled()
+        with pytest.raises(concurrent.futures.CancelledError):
+            queued.result(timeout=HANG_GUARD)
+        assert running.cancel() is False  # it runs: not cancelled, not aborted
+        c.interrupt(0)
+        assert running.result(timeout=HANG_GUARD) == "interrupted"
+
+
+def test_shutdown_cancel_futures_cancels_every_call_not_started():
+    with Client(2) as c:
+        executor = c.executor()
+        futures = [executor.submit(sleep_then_report, 60) for _ in range(10)]
+        deadline = time.monotonic() + HANG_GUARD
+        while started_count(futures) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        executor.shutdown(wait=False, cancel_futures=True)
+        assert sum(f.cancelled() for f in futures) == 8
+        c.interrupt()
+        done, _ = concurrent.futures.wait(futures, timeout=HANG_GUARD)
+        assert len(done) == 10
+        assert sorted(f.result() for f in futures if not f.cancelled()) == ["interrupted"] * 2
+        for f in futures:  # a call not cancelled ran; none was aborted behind the user's back
+            assert f.cancelled() or f.exception() is None

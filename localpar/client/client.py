@@ -561,6 +561,35 @@ class Client:
         """Cancel `ar` if none of its tasks was handed to an engine yet."""
         return self._balancer.cancel(ar)
 
+    CANCEL_WAIT = 10.0
+    """Seconds ``cancel()`` waits for engines to answer whether a task had started: the
+    engine's control thread answers at once, unless a task holds the engine's GIL."""
+
+    def cancel_sent(self, ars: Sequence[AsyncResult]) -> None:
+        """Cancel calls whose tasks left the client: abort them at their engines and wait for
+        the answers (bounded by CANCEL_WAIT); a call none of whose tasks had started ends
+        cancelled (``AsyncResult.finish``).  In the collector thread (a callback), which
+        cannot wait for its own reading of the answer, nothing is done: the calls run."""
+        if threading.current_thread() is self._ledger.collector_thread:
+            return
+        self._check_open()
+        ars = [ar for ar in ars if not ar.done()]
+        if not ars:
+            return
+        for ar in ars:
+            ar.begin_cancel()
+        records = [r for ar in ars for r in ar.records]
+        self.abort(ars)
+        settled = 0  # records[:settled] are done or had started: either stays so
+
+        def answered() -> bool:
+            nonlocal settled
+            while settled < len(records) and (records[settled].done or records[settled].abort_refused):
+                settled += 1
+            return settled == len(records)
+
+        self._ledger.wait_until(answered, self.CANCEL_WAIT)
+
     def _check_can_wait(self) -> None:
         self._ledger.check_can_wait()
 

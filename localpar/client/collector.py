@@ -212,6 +212,10 @@ class Collector:
                     if record is not None:
                         record.pubs_expected = 0
                         self.ledger.fail(record, TaskAborted(record.msg_id, handle.id), status="aborted")
+                for seq in event.started:
+                    record = records.get(seq)
+                    if record is not None:
+                        record.abort_refused = True  # a cancel() waiting for the answer sees it
                 self._room = True
 
     def _on_result(self, handle: EngineHandle, result: Result) -> None:

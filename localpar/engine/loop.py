@@ -274,8 +274,7 @@ class Engine:
         seen, reclaimed = self.seen, self.reclaimed
         dropped = [seq for seq in seqs if seq not in seen and seq not in reclaimed]
         self.aborted.update(dropped)
-        if dropped:
-            self.send(Aborted(dropped))
+        self.send(Aborted(dropped, [seq for seq in seqs if seq in seen]))  # a reclaimed one: neither
 
     def poll_control(self) -> None:
         """Apply the control messages that have arrived; the engine lock is held.

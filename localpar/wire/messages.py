@@ -51,9 +51,11 @@ class Result(NamedTuple):
 
 
 class Aborted(NamedTuple):
-    """The answer to an Abort, sent at once: these tasks had not started and will not run."""
+    """The answer to an Abort, sent at once: `seqs` had not started and will not run; `started`
+    had (they run to their end)."""
 
     seqs: List[int]
+    started: List[int]
 
 
 class Reclaimed(NamedTuple):
