@@ -174,3 +174,39 @@ def test_shutdown_cancel_futures_cancels_every_call_not_started():
         assert sorted(f.result() for f in futures if not f.cancelled()) == ["interrupted"] * 2
         for f in futures:  # a call not cancelled ran; none was aborted behind the user's back
             assert f.cancelled() or f.exception() is None
+
+
+def write_binary() -> None:
+    import sys
+
+    sys.stdout.buffer.write("h\u00e9llo ".encode())
+    data = "w\u00f6rld\n".encode()
+    sys.stdout.buffer.write(data[:2])  # a character split between two writes
+    sys.stdout.buffer.write(data[2:])
+    sys.stdout.buffer.flush()
+    sys.stderr.buffer.write(b"to stderr\n")
+
+
+def use_descriptors() -> tuple:
+    import faulthandler
+    import subprocess
+    import sys
+
+    faulthandler.enable()  # takes sys.stderr.fileno()
+    faulthandler.disable()
+    done = subprocess.run(["true"], stdout=sys.stdout, stderr=sys.stderr, check=True)
+    return sys.stdout.fileno(), sys.stderr.fileno(), done.returncode, sys.stdout.buffer.fileno()
+
+
+def test_task_stdout_has_a_binary_buffer_feeding_the_same_capture():
+    with Client(1) as c:
+        ar = c[0].apply_async(write_binary)
+        ar.get(timeout=HANG_GUARD)
+        assert ar.stdout == "h\u00e9llo w\u00f6rld\n"
+        assert ar.stderr == "to stderr\n"
+
+
+def test_task_stdout_fileno_is_the_engines_own_descriptor():
+    with Client(1) as c:
+        assert c[0].apply_sync(use_descriptors) == (1, 2, 0, 1)
+        assert c[0].apply_sync(sleep_then_report, 0) == "slept"  # the engine goes on
