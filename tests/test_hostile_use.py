@@ -210,3 +210,57 @@ def test_task_stdout_fileno_is_the_engines_own_descriptor():
     with Client(1) as c:
         assert c[0].apply_sync(use_descriptors) == (1, 2, 0, 1)
         assert c[0].apply_sync(sleep_then_report, 0) == "slept"  # the engine goes on
+
+
+def leave_an_orphan() -> None:
+    import subprocess
+
+    subprocess.run(["sh", "-c", "sleep 0.01 &"], check=True)
+    time.sleep(0.02)  # the orphan has exited: a zombie, unless reaped
+
+
+def zombie_children() -> int:
+    import psutil
+
+    return sum(p.status() == psutil.STATUS_ZOMBIE for p in psutil.Process().children())
+
+
+def test_an_engine_reaps_the_orphans_it_adopted():
+    with Client(1) as c:
+        for _ in range(30):
+            c[0].apply_sync(leave_an_orphan)
+        c[0].apply_sync(time.sleep, 0.05)
+        c[0].apply_sync(int)
+        assert c[0].apply_sync(zombie_children) <= 2
+
+
+KEPT: dict = {}  # in the engine's copy of this module: what one task leaves for a later one
+
+
+def start_children() -> None:
+    import multiprocessing
+    import subprocess
+
+    KEPT["popen"] = subprocess.Popen(["sh", "-c", "exit 7"])
+    process = multiprocessing.get_context("fork").Process(target=os._exit, args=(5,))
+    process.start()
+    KEPT["process"] = process
+    pid = os.fork()
+    if pid == 0:
+        os._exit(9)
+    KEPT["fork"] = pid
+    time.sleep(0.1)  # all three have exited: zombies the engine must not reap
+
+
+def wait_for_children() -> tuple:
+    KEPT["process"].join(10)
+    _, status = os.waitpid(KEPT["fork"], 0)
+    return KEPT["popen"].wait(10), KEPT["process"].exitcode, os.waitstatus_to_exitcode(status)
+
+
+def test_an_engine_leaves_the_children_a_task_started_to_the_task():
+    with Client(1) as c:
+        c[0].apply_sync(start_children)
+        for _ in range(5):
+            c[0].apply_sync(leave_an_orphan)  # the engine reaps between these
+        assert c[0].apply_sync(wait_for_children) == (7, 5, 9)

@@ -107,7 +107,7 @@ def run_engine(spec: EngineSpec) -> None:
     signal.signal(signal.SIGINT, engine.sigint_handler)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGINT)  # blocked by the client during start
     threading.Thread(target=engine.read_control, name="localpar-control", daemon=True).start()
-    os.register_at_fork(after_in_child=_forked_by_a_task)
+    os.register_at_fork(after_in_child=_forked_by_a_task, after_in_parent=engine.reaper.forked)
     try:
         engine.serve()
     finally:
@@ -156,6 +156,7 @@ class Engine:
         self._idle_ready.register(self._inbox_bell.fd, select.POLLIN)
         self._functions: Dict[bytes, Tuple[Callable[..., Any], Dict[str, Any]]] = {}
         self.sigint_handler = self.on_sigint  # one bound method: each task starts with it (see run_task)
+        self.reaper = proctree.OrphanReaper()  # after each task: the orphans it left that exited
 
     # -- signals and lifecycle -------------------------------------------------
     def on_sigint(self, signum: int, frame: Any) -> None:
@@ -348,6 +349,7 @@ class Engine:
             self.interrupt_pending = False  # it came after the task's end: nothing to interrupt
         sent += output.close()  # after its Data: the client completes the task once all are applied
         self.send(Result(seq, status, payload, started, completed, sent))
+        self.reaper.reap()  # after the Result: off the round trip; one waitid when nothing exited
 
     def publish(self, task: TaskContext, data: Dict[str, Any]) -> None:
         """``publish_data`` from any thread of the task; an interrupt waits until it is done."""
