@@ -264,3 +264,53 @@ def test_an_engine_leaves_the_children_a_task_started_to_the_task():
         for _ in range(5):
             c[0].apply_sync(leave_an_orphan)  # the engine reaps between these
         assert c[0].apply_sync(wait_for_children) == (7, 5, 9)
+
+
+def test_a_memory_limit_below_an_idle_engine_is_refused_up_front(leak_check):
+    with pytest.raises(ValueError, match=r"below the size of an idle engine \([0-9.]+ MiB\)"):
+        Client(1, memory_limit="5 MB")
+
+
+class FakeProcess:
+    def __init__(self) -> None:
+        self.killed = False
+
+    def kill(self) -> None:
+        self.killed = True
+
+
+class FakeHandle:
+    """What the memory watch reads of an engine: this test process stands in for it."""
+
+    def __init__(self, completed: int) -> None:
+        self.id = 0
+        self.pid = os.getpid()
+        self.process = FakeProcess()
+        self.death_reason = None
+        self.retired = False
+        self.completed = completed
+        self.pending: set = set()
+
+
+class FakeLedger:
+    def __init__(self, handle: FakeHandle) -> None:
+        self.lock = threading.Lock()
+        self.handle = handle
+
+    def live_handles(self) -> list:
+        return [self.handle] if not self.handle.process.killed else []
+
+
+def test_an_engine_over_the_limit_before_any_task_is_not_replaced_forever():
+    from localpar.client.memory import MemoryWatch
+
+    fresh = FakeHandle(completed=0)
+    with pytest.warns(RuntimeWarning, match="idle engine"):
+        MemoryWatch(FakeLedger(fresh), 1024 * 1024, "unit").sample()  # type: ignore[arg-type]
+    assert fresh.process.killed
+    assert fresh.retired  # not replaced: its replacement would be over the limit too
+    assert "before running any task" in fresh.death_reason
+    worked = FakeHandle(completed=3)
+    MemoryWatch(FakeLedger(worked), 1024 * 1024, "unit").sample()  # type: ignore[arg-type]
+    assert worked.process.killed
+    assert not worked.retired  # its tasks made it grow: replaced as before

@@ -111,7 +111,7 @@ class Client:
         whose resident memory passes it is killed (sampled every 50 ms, off the task
         path): its task fails with an `EngineError` naming the limit and the size reached,
         the data it had published stays on ``ar.data``, and a new engine with the same id
-        takes its place.
+        takes its place.  A limit below an idle engine's size is refused (ValueError).
     restart_dead
         True replaces any engine that dies (a crash, a kill) by a new one with the same
         id; the dead engine's pending tasks still fail with `EngineError`. Default False.
@@ -182,9 +182,11 @@ class Client:
             with limits.starting("the collector thread"):
                 self._collector.start()  # the first thread: engines above were forked from a single-threaded process
             if self.memory_limit is not None:
-                self._cluster.memory_watch = memory.MemoryWatch(self._ledger, self.memory_limit, self.cluster_id)
+                watch = memory.MemoryWatch(self._ledger, self.memory_limit, self.cluster_id)
+                self._check_memory_limit(watch, memory_limit)
+                self._cluster.memory_watch = watch
                 with limits.starting("the memory watch thread"):
-                    self._cluster.memory_watch.start()
+                    watch.start()
         except BaseException:
             self._finalizer()
             raise
@@ -192,6 +194,18 @@ class Client:
             from ..integrations.magics import activate_default
 
             activate_default(self)
+
+    def _check_memory_limit(self, watch: memory.MemoryWatch, given: Union[int, str, None]) -> None:
+        """Refuse a limit below an idle engine's size: it would kill and replace engines forever.
+        Measured on the first engine once it is up (bounded wait), before the watch starts."""
+        first = self._ledger.engines[min(self._ledger.engines)]
+        self._ledger.wait_until(lambda: first.ready or not first.alive, 30)
+        size = watch.measure(first.pid) if first.alive else None
+        if size is not None and size >= watch.limit:
+            raise ValueError(
+                f"memory_limit={given!r} ({memory.format_size(watch.limit)}) is below the size of an idle engine "
+                f"({memory.format_size(size)}): every engine would be killed as it starts; give a higher limit"
+            )
 
     # -- engines ---------------------------------------------------------------------------
     def _start_engine(
