@@ -314,3 +314,34 @@ def test_an_engine_over_the_limit_before_any_task_is_not_replaced_forever():
     MemoryWatch(FakeLedger(worked), 1024 * 1024, "unit").sample()  # type: ignore[arg-type]
     assert worked.process.killed
     assert not worked.retired  # its tasks made it grow: replaced as before
+
+
+def fail_on_three(x: int) -> int:
+    if x == 3:
+        raise ValueError(f"bad {x}")
+    time.sleep(0.02)
+    return x
+
+
+def slowly(x: int) -> int:
+    time.sleep(0.02)
+    return x
+
+
+@pytest.mark.parametrize("how", ["error", "dropped generator"])
+def test_a_joblib_run_that_stops_early_raises_the_tasks_error_and_logs_nothing(how, caplog):
+    joblib = pytest.importorskip("joblib")
+    with Client(2) as c:
+        c.load_balanced_view().register_joblib_backend("localpar-early-stop")
+        with joblib.parallel_backend("localpar-early-stop"):
+            if how == "error":
+                with pytest.raises(ValueError, match="bad 3") as info:
+                    joblib.Parallel(n_jobs=2)(joblib.delayed(fail_on_three)(i) for i in range(40))
+                assert "fail_on_three" in "".join(str(e) for e in [info.value.__cause__])  # the engine's traceback
+            else:
+                results = joblib.Parallel(n_jobs=2, return_as="generator")(joblib.delayed(slowly)(i) for i in range(40))
+                assert next(results) == 0
+                del results
+        assert c.wait(timeout=HANG_GUARD)  # every callback has run
+        assert c[0].apply_sync(int, "1") == 1
+    assert [r.getMessage() for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")] == []

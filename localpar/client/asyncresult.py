@@ -346,7 +346,7 @@ class AsyncResult(TaskMetadata, Future):
         try:
             if self._client.cancel_unsent(self):
                 return True
-            self._client.cancel_sent([self])
+            cancel_sent([self])
         except ClientClosedError:
             pass  # its tasks fail with ClientClosedError
         return self.cancelled()
@@ -618,3 +618,20 @@ def wait_split(
     ar.wait_until(ready, timeout)
     done = {p for p in parts if p.done()}
     return done, set(parts) - done
+
+
+def cancel_sent(ars: Sequence[AsyncResult]) -> None:
+    """Cancel calls (of one client) whose tasks left it: abort them at their engines and wait
+    for the answers (bounded by ``ledger.CANCEL_WAIT``); a call none of whose tasks had started
+    ends cancelled (`AsyncResult.finish`).  In the collector thread (a callback), which cannot
+    wait for its own reading of the answers, nothing is done: the calls run."""
+    ars = [ar for ar in ars if not ar.done()]
+    if not ars:
+        return
+    client = ars[0].client
+    if threading.current_thread() is client.ledger.collector_thread:
+        return
+    for ar in ars:
+        ar.begin_cancel()
+    client.abort(ars)
+    client.ledger.wait_for_abort_answers([r for ar in ars for r in ar.records])

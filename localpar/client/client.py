@@ -183,7 +183,7 @@ class Client:
                 self._collector.start()  # the first thread: engines above were forked from a single-threaded process
             if self.memory_limit is not None:
                 watch = memory.MemoryWatch(self._ledger, self.memory_limit, self.cluster_id)
-                self._check_memory_limit(watch, memory_limit)
+                watch.refuse_below_idle_size(self.memory_limit)  # it would kill and replace engines forever
                 self._cluster.memory_watch = watch
                 with limits.starting("the memory watch thread"):
                     watch.start()
@@ -194,18 +194,6 @@ class Client:
             from ..integrations.magics import activate_default
 
             activate_default(self)
-
-    def _check_memory_limit(self, watch: memory.MemoryWatch, given: Union[int, str, None]) -> None:
-        """Refuse a limit below an idle engine's size: it would kill and replace engines forever.
-        Measured on the first engine once it is up (bounded wait), before the watch starts."""
-        first = self._ledger.engines[min(self._ledger.engines)]
-        self._ledger.wait_until(lambda: first.ready or not first.alive, 30)
-        size = watch.measure(first.pid) if first.alive else None
-        if size is not None and size >= watch.limit:
-            raise ValueError(
-                f"memory_limit={given!r} ({memory.format_size(watch.limit)}) is below the size of an idle engine "
-                f"({memory.format_size(size)}): every engine would be killed as it starts; give a higher limit"
-            )
 
     # -- engines ---------------------------------------------------------------------------
     def _start_engine(
@@ -419,39 +407,20 @@ class Client:
             if key < 0 and -key <= len(live):  # c[-1]: the last live engine, as in ipyparallel
                 key = live[key]
             if key not in live:
-                live = self._wait_for_replacements([key])
+                live = self._ledger.live_after_replacements([key])
             if key not in live:
-                raise IndexError(f"no live engine {key}; live engines: {live}{self._replacing_note([key])}")
+                raise IndexError(f"no live engine {key}; live engines: {live}{self._ledger.replacing_note([key])}")
             return DirectView(self, key)
         if isinstance(key, slice):
             return DirectView(self, live[key])
         targets = list(key)
         missing = [t for t in targets if t not in live]
         if missing:
-            live = self._wait_for_replacements(missing)
+            live = self._ledger.live_after_replacements(missing)
             missing = [t for t in targets if t not in live]
         if missing:
-            raise IndexError(f"no live engines {missing}; live engines: {live}{self._replacing_note(missing)}")
+            raise IndexError(f"no live engines {missing}; live engines: {live}{self._ledger.replacing_note(missing)}")
         return DirectView(self, targets)
-
-    REPLACEMENT_WAIT = 30.0
-    """Seconds a call on a dead engine's id waits for its replacement (``restart_dead``,
-    ``memory_limit``) before it fails: a call made right after the EngineError runs on the new engine."""
-
-    def _wait_for_replacements(self, engine_ids: List[int]) -> List[int]:
-        """The live ids, once none of `engine_ids` is being replaced (bounded by REPLACEMENT_WAIT)."""
-        if self._ledger.replacing.intersection(engine_ids):  # one read; the wait re-reads it under the lock
-            self._ledger.wait_for_replacements(engine_ids, self.REPLACEMENT_WAIT)
-        return self.ids
-
-    def _replacing_note(self, engine_ids: List[int]) -> str:
-        late = sorted(self._ledger.replacing.intersection(engine_ids))
-        if late:
-            return (
-                f"; the replacement of engine{'s' if len(late) > 1 else ''} {late} has not started after "
-                f"{self.REPLACEMENT_WAIT:g} s: try again later, or see c.status()"
-            )
-        return ""
 
     def __iter__(self) -> Iterator[DirectView]:
         """One DirectView per live engine."""
@@ -508,10 +477,11 @@ class Client:
             ids = list(targets)
         dead = [t for t in ids if t not in live]
         if dead:
-            live = self._wait_for_replacements(dead)
+            live = self._ledger.live_after_replacements(dead)
             dead = [t for t in ids if t not in live]
         if dead:
-            raise NoEnginesError(f"engines {dead} are not alive; live engines: {live}{self._replacing_note(dead)}")
+            note = self._ledger.replacing_note(dead)
+            raise NoEnginesError(f"engines {dead} are not alive; live engines: {live}{note}")
         if not ids:
             raise NoEnginesError("no engines to run on")
         return ids
@@ -574,35 +544,6 @@ class Client:
     def cancel_unsent(self, ar: AsyncResult) -> bool:
         """Cancel `ar` if none of its tasks was handed to an engine yet."""
         return self._balancer.cancel(ar)
-
-    CANCEL_WAIT = 10.0
-    """Seconds ``cancel()`` waits for engines to answer whether a task had started: the
-    engine's control thread answers at once, unless a task holds the engine's GIL."""
-
-    def cancel_sent(self, ars: Sequence[AsyncResult]) -> None:
-        """Cancel calls whose tasks left the client: abort them at their engines and wait for
-        the answers (bounded by CANCEL_WAIT); a call none of whose tasks had started ends
-        cancelled (``AsyncResult.finish``).  In the collector thread (a callback), which
-        cannot wait for its own reading of the answer, nothing is done: the calls run."""
-        if threading.current_thread() is self._ledger.collector_thread:
-            return
-        self._check_open()
-        ars = [ar for ar in ars if not ar.done()]
-        if not ars:
-            return
-        for ar in ars:
-            ar.begin_cancel()
-        records = [r for ar in ars for r in ar.records]
-        self.abort(ars)
-        settled = 0  # records[:settled] are done or had started: either stays so
-
-        def answered() -> bool:
-            nonlocal settled
-            while settled < len(records) and (records[settled].done or records[settled].abort_refused):
-                settled += 1
-            return settled == len(records)
-
-        self._ledger.wait_until(answered, self.CANCEL_WAIT)
 
     def _check_can_wait(self) -> None:
         self._ledger.check_can_wait()

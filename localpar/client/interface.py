@@ -13,7 +13,7 @@ even for type hints: they are typed against these protocols, which `DirectView`,
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol
 
 if TYPE_CHECKING:
     from .asyncresult import AsyncResult
@@ -29,8 +29,6 @@ class ClusterAPI(Protocol):
     def abort(self, jobs: Any = None, targets: Any = None, block: Optional[bool] = None) -> None: ...
 
     def cancel_unsent(self, ar: AsyncResult) -> bool: ...
-
-    def cancel_sent(self, ars: Sequence[AsyncResult]) -> None: ...
 
 
 class ClientAPI(Protocol):

@@ -50,6 +50,15 @@ if TYPE_CHECKING:
     from .handles import EngineHandle, TaskRecord
 
 
+REPLACEMENT_WAIT = 30.0
+"""Seconds a call on a dead engine's id waits for its replacement (``restart_dead``,
+``memory_limit``) before it fails: a call made right after the EngineError runs on the new engine."""
+
+CANCEL_WAIT = 10.0
+"""Seconds ``cancel()`` waits for engines to answer whether a task had started: the
+engine's control thread answers at once, unless a task holds the engine's GIL."""
+
+
 class Ledger:
     """The engines of one cluster and the tasks pending on each, under one lock (see above)."""
 
@@ -110,6 +119,35 @@ class Ledger:
                 return self.closed or not self.replacing.intersection(engine_ids)
 
         return self.wait_until(settled, timeout)
+
+    def live_after_replacements(self, engine_ids: List[int]) -> List[int]:
+        """The live ids, once none of `engine_ids` is being replaced (bounded by REPLACEMENT_WAIT)."""
+        if self.replacing.intersection(engine_ids):  # one read; the wait re-reads it under the lock
+            self.wait_for_replacements(engine_ids, REPLACEMENT_WAIT)
+        return self.live_ids()
+
+    def replacing_note(self, engine_ids: List[int]) -> str:
+        """For the error of a call on `engine_ids`: those still being replaced, and what to do."""
+        late = sorted(self.replacing.intersection(engine_ids))
+        if not late:
+            return ""
+        return (
+            f"; the replacement of engine{'s' if len(late) > 1 else ''} {late} has not started after "
+            f"{REPLACEMENT_WAIT:g} s: try again later, or see c.status()"
+        )
+
+    def wait_for_abort_answers(self, records: List[TaskRecord]) -> bool:
+        """Until each of `records` is done or its engine said it had started (bounded by
+        CANCEL_WAIT): what ``cancel()`` waits for after sending the Abort."""
+        settled = 0  # records[:settled] are done or had started: either stays so
+
+        def answered() -> bool:
+            nonlocal settled
+            while settled < len(records) and (records[settled].done or records[settled].abort_refused):
+                settled += 1
+            return settled == len(records)
+
+        return self.wait_until(answered, CANCEL_WAIT)
 
     def live_ids(self) -> List[int]:
         with self.lock:

@@ -120,6 +120,18 @@ class MemoryWatch:
                 with contextlib.suppress(ProcessLookupError):
                     handle.process.kill()
 
+    def refuse_below_idle_size(self, given: Union[int, str]) -> None:
+        """Raise a ValueError if the limit is below the size of the first engine once it is up
+        (a bounded wait): every engine would be killed as it starts, and replaced, forever."""
+        first = self.ledger.engines[min(self.ledger.engines)]
+        self.ledger.wait_until(lambda: first.ready or not first.alive, 30)
+        size = self.measure(first.pid) if first.alive else None
+        if size is not None and size >= self.limit:
+            raise ValueError(
+                f"memory_limit={given!r} ({format_size(self.limit)}) is below the size of an idle engine "
+                f"({format_size(size)}): every engine would be killed as it starts; give a higher limit"
+            )
+
     def measure(self, pid: int) -> Optional[int]:
         """The size of engine `pid` as the watch counts it (None if it is gone)."""
         return self._rss(pid)

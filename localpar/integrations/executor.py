@@ -72,7 +72,9 @@ class ViewExecutor(concurrent.futures.Executor):
         self._shutdown = True
         pending = list(self._submitted)
         if cancel_futures:  # every call not started, as ProcessPoolExecutor: queued here or at an engine
+            from ..client.asyncresult import cancel_sent
+
             client = self.view.client
-            client.cancel_sent([ar for ar in pending if not ar.done() and not client.cancel_unsent(ar)])
+            cancel_sent([ar for ar in pending if not ar.done() and not client.cancel_unsent(ar)])
         if wait and pending:
             self.view.client.wait(pending)
