@@ -328,6 +328,7 @@ def slowly(x: int) -> int:
     return x
 
 
+@pytest.mark.filterwarnings("ignore:.*tasks have been successfully executed:UserWarning")  # joblib's own note
 @pytest.mark.parametrize("how", ["error", "dropped generator"])
 def test_a_joblib_run_that_stops_early_raises_the_tasks_error_and_logs_nothing(how, caplog):
     joblib = pytest.importorskip("joblib")
