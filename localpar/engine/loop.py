@@ -312,9 +312,6 @@ class Engine:
                 self.aborted.discard(seq)
                 return  # the client was told when it asked (see abort)
             task = TaskContext(self, seq)
-        if signal.getsignal(signal.SIGINT) is not self.sigint_handler:  # an earlier task changed it
-            signal.signal(signal.SIGINT, self.sigint_handler)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGINT)  # or blocked it
         saved = sys.stdout, sys.stderr
         output = TaskOutput(self.queue, self.id, seq, self.flusher, self.raise_pending_interrupt, task.older_threads)
         self.stdout.use(output, saved[0])
@@ -349,7 +346,11 @@ class Engine:
             self.interrupt_pending = False  # it came after the task's end: nothing to interrupt
         sent += output.close()  # after its Data: the client completes the task once all are applied
         self.send(Result(seq, status, payload, started, completed, sent))
-        self.reaper.reap()  # after the Result: off the round trip; one waitid when nothing exited
+        # After the Result, off the round trip: the next task starts as the first did.
+        if signal.getsignal(signal.SIGINT) is not self.sigint_handler:  # the task changed it
+            signal.signal(signal.SIGINT, self.sigint_handler)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGINT)  # or blocked it
+        self.reaper.reap()  # one waitid when nothing exited
 
     def publish(self, task: TaskContext, data: Dict[str, Any]) -> None:
         """``publish_data`` from any thread of the task; an interrupt waits until it is done."""
