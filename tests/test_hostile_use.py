@@ -346,3 +346,28 @@ def test_a_joblib_run_that_stops_early_raises_the_tasks_error_and_logs_nothing(h
         assert c.wait(timeout=HANG_GUARD)  # every callback has run
         assert c[0].apply_sync(int, "1") == 1
     assert [r.getMessage() for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")] == []
+
+
+class NoSpin:
+    def waiting(self) -> None:
+        pass
+
+    def done_waiting(self) -> None:
+        pass
+
+    def forget(self, engine_id: int) -> None:
+        pass
+
+
+def test_a_replacement_on_its_way_is_waited_for_and_named_in_the_error():
+    from localpar.client.ledger import Ledger
+
+    ledger = Ledger(NoSpin())  # type: ignore[arg-type]
+    assert ledger.replacing_note([0]) == ""
+    ledger.replacement_coming(0)
+    assert "engine [0] is being replaced" in ledger.replacing_note([0, 1])
+    assert not ledger.wait_for_replacements([0], 0.05)  # still coming
+    assert ledger.wait_for_replacements([1], 0.05)  # another id: nothing to wait for
+    threading.Timer(0.05, ledger.replacement_done, args=(0,)).start()
+    assert ledger.wait_for_replacements([0], HANG_GUARD)  # woken by its arrival, not by the timeout
+    assert ledger.replacing_note([0]) == ""

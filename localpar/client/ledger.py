@@ -132,8 +132,8 @@ class Ledger:
         if not late:
             return ""
         return (
-            f"; the replacement of engine{'s' if len(late) > 1 else ''} {late} has not started after "
-            f"{REPLACEMENT_WAIT:g} s: try again later, or see c.status()"
+            f"; engine{'s' if len(late) > 1 else ''} {late} {'are' if len(late) > 1 else 'is'} being replaced "
+            f"(restart_dead or memory_limit) and not up yet: call again once in c.ids (c.status() shows them)"
         )
 
     def wait_for_abort_answers(self, records: List[TaskRecord]) -> bool:
