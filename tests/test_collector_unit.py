@@ -196,3 +196,14 @@ def test_an_engine_that_dies_while_the_client_closes_fails_its_task_as_closed(ri
     assert rig.ledger.wait_until(lambda: record.done, WAIT)
     assert isinstance(record.error, ClientClosedError), record.error
     assert record.msg_id in str(record.error)
+
+
+def test_a_task_sent_after_the_ledger_closed_fails_as_closed(rig: Rig) -> None:
+    """A submission racing close(): refused by the closed ledger, it says the client closed."""
+    fake = FakeResult()
+    seq = rig.ledger.next_seq()
+    record = TaskRecord(seq, f"msg-{seq}", rig.handle.id, fake, 0)  # type: ignore[arg-type]
+    rig.ledger.close()
+    rig.ledger.send(record, b"")
+    assert record.done
+    assert isinstance(record.error, ClientClosedError), record.error
