@@ -17,7 +17,7 @@ from typing import Any, Iterator, List, Tuple
 
 import pytest
 
-from localpar import EngineError
+from localpar import ClientClosedError, EngineError
 from localpar.client.collector import Collector
 from localpar.client.handles import EngineHandle, TaskRecord
 from localpar.client.ledger import Ledger
@@ -217,3 +217,26 @@ def test_a_death_is_reported_while_the_engines_children_hold_its_sentinel(rig: R
         assert rig.handle.exitcode == -signal.SIGKILL
     finally:
         held.released.set()
+
+
+def test_an_engine_that_dies_while_the_client_closes_fails_its_task_as_closed(rig: Rig) -> None:
+    """close() closes the ledger, then terminates busy engines, then stops the collector: a death
+    seen in between is the close's doing, not the engine's failure."""
+    fake = FakeResult()
+    record = rig.record(fake)
+    rig.ledger.close()
+    os.kill(rig.process.pid, signal.SIGTERM)  # type: ignore[arg-type]
+    assert rig.ledger.wait_until(lambda: record.done, WAIT)
+    assert isinstance(record.error, ClientClosedError), record.error
+    assert record.msg_id in str(record.error)
+
+
+def test_a_task_sent_after_the_ledger_closed_fails_as_closed(rig: Rig) -> None:
+    """A submission racing close(): refused by the closed ledger, it says the client closed."""
+    fake = FakeResult()
+    seq = rig.ledger.next_seq()
+    record = TaskRecord(seq, f"msg-{seq}", rig.handle.id, fake, 0)  # type: ignore[arg-type]
+    rig.ledger.close()
+    rig.ledger.send(record, b"")
+    assert record.done
+    assert isinstance(record.error, ClientClosedError), record.error

@@ -13,7 +13,7 @@ EXAMPLES = [
     messages.Ready(3),
     messages.Result(7, "value", 42, 1.5, 2.5, 0),
     messages.Result(8, "error", ("ValueError", "bad", "Traceback ..."), 1.0, 2.0, 3),
-    messages.Aborted(9),
+    messages.Aborted([9, 10], [8]),
     messages.Reclaimed([4, 5]),
     messages.Data(1, 0, 2, b"delta"),
     messages.Progress(1, 0, 3, 10),

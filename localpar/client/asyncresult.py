@@ -11,8 +11,11 @@ Ownership: the collector thread alone writes `_data` and the records; it never
 changes a published dict in place but puts a merged copy in its slot, so a
 reader's snapshot needs no lock (and a Ctrl-C in the middle of one harms
 nothing).  The Future's state changes only through its public methods:
-``set_running_or_notify_cancel`` when the first task leaves for an engine,
-then ``set_result`` / ``set_exception`` from the ledger, or ``cancel``.
+``set_result`` / ``set_exception`` from the ledger, or ``cancel`` (then
+``set_running_or_notify_cancel``, for ``concurrent.futures.wait``).  A call stays
+pending, never "running", until it ends (ipyparallel's AsyncResults do too): an
+engine does not say when a task starts, and a call whose tasks wait at their
+engines can still be cancelled (see `cancel`).
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from typing import (
 )
 
 from .. import chaos
-from ..errors import CompositeError, not_picklable
+from ..errors import ClientClosedError, CompositeError, not_picklable
 from ..processes import spin
 from ..wire import sharedmem
 from .metadata import TaskMetadata
@@ -77,6 +80,7 @@ class AsyncResult(TaskMetadata, Future):
         self._client = client
         self._ledger = client.ledger
         self._phase = _NEW
+        self._cancelling = False  # cancel() aborted its tasks at their engines (see finish)
         self.fname = fname
         self._single = single
         self._records: List[TaskRecord] = []
@@ -135,11 +139,10 @@ class AsyncResult(TaskMetadata, Future):
         self._remaining += 1
 
     def mark_sent(self) -> bool:
-        """Mark the call running as its first task leaves for an engine; False if it was
+        """Mark the call sent as its first task leaves for an engine; False if it was
         cancelled.  For load-balanced calls, under the balancer's lock."""
         if self._phase == _NEW:
             self._phase = _STARTED
-            self.set_running_or_notify_cancel()
         return self._phase == _STARTED
 
     def cancel_if_unsent(self) -> Tuple[bool, bool]:
@@ -149,6 +152,11 @@ class AsyncResult(TaskMetadata, Future):
             self._phase = _CANCELLED
             return True, True
         return self._phase == _CANCELLED, False
+
+    def begin_cancel(self) -> None:
+        """cancel() is aborting the call's tasks at their engines: if none had started, the call
+        ends cancelled, not failed.  By the cancelling thread, before the Abort is sent."""
+        self._cancelling = True
 
     def notify_cancelled(self) -> None:
         Future.cancel(self)  # wakes result() callers, runs done-callbacks
@@ -184,6 +192,9 @@ class AsyncResult(TaskMetadata, Future):
             return
         if self._segments:
             self.release_segments()
+        if self._cancelling and all(r.status == "aborted" for r in self._records):
+            self.notify_cancelled()  # cancel() stopped every task before it started
+            return
         if self._single:  # the common case, without the lists below
             record = self._records[0]
             if record.error is not None:
@@ -319,18 +330,26 @@ class AsyncResult(TaskMetadata, Future):
         self._client.abort(self)
 
     def cancel(self) -> bool:
-        """The Future API, without blocking.
+        """The Future API: True (and cancelled, as ``concurrent.futures.wait``,
+        ``as_completed`` and asyncio see it) if none of its tasks had started.
 
-        True (and cancelled, as ``concurrent.futures.wait`` and ``as_completed``
-        see it) only if none of its tasks had left for an engine; otherwise its
-        queued tasks fail with TaskAborted, running ones go on, and False.
+        Tasks still in the client are dropped at once; tasks waiting at their engines
+        are aborted there, and cancel() waits for the engines' answer (a round trip,
+        answered even while a task runs; bounded by ``Client.CANCEL_WAIT``).  If one
+        had started: False, and it runs to its end (tasks of the same call that had
+        not started are aborted: they fail with TaskAborted).  Called from a callback
+        (the thread that completes results cannot wait for an answer), a call that
+        left the client is not touched: False, and it runs.
         """
         if self.done():
             return self.cancelled()
-        if self._client.cancel_unsent(self):
-            return True
-        self.abort()
-        return False
+        try:
+            if self._client.cancel_unsent(self):
+                return True
+            cancel_sent([self])
+        except ClientClosedError:
+            pass  # its tasks fail with ClientClosedError
+        return self.cancelled()
 
     def __await__(self) -> Generator[Any, None, Any]:
         import asyncio  # here, not at import: a caller that awaits has it loaded; others save ~25 ms
@@ -599,3 +618,20 @@ def wait_split(
     ar.wait_until(ready, timeout)
     done = {p for p in parts if p.done()}
     return done, set(parts) - done
+
+
+def cancel_sent(ars: Sequence[AsyncResult]) -> None:
+    """Cancel calls (of one client) whose tasks left it: abort them at their engines and wait
+    for the answers (bounded by ``ledger.CANCEL_WAIT``); a call none of whose tasks had started
+    ends cancelled (`AsyncResult.finish`).  In the collector thread (a callback), which cannot
+    wait for its own reading of the answers, nothing is done: the calls run."""
+    ars = [ar for ar in ars if not ar.done()]
+    if not ars:
+        return
+    client = ars[0].client
+    if threading.current_thread() is client.ledger.collector_thread:
+        return
+    for ar in ars:
+        ar.begin_cancel()
+    client.abort(ars)
+    client.ledger.wait_for_abort_answers([r for ar in ars for r in ar.records])

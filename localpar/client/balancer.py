@@ -194,6 +194,10 @@ class Balancer:
         for record in dropped:
             self._ledger.fail(record, ClientClosedError(f"{reason} while task {record.msg_id} was queued"))
 
+    def queued_records(self) -> List[TaskRecord]:
+        with self._lock:
+            return [record for _, record, _, _ in self._queue]
+
     def queued_msg_ids(self) -> Set[str]:
         with self._lock:
             return {record.msg_id for _, record, _, _ in self._queue}

@@ -112,7 +112,7 @@ class Client:
         whose resident memory passes it is killed (sampled every 50 ms, off the task
         path): its task fails with an `EngineError` naming the limit and the size reached,
         the data it had published stays on ``ar.data``, and a new engine with the same id
-        takes its place.
+        takes its place.  A limit below an idle engine's size is refused (ValueError).
     restart_dead
         True replaces any engine that dies (a crash, a kill) by a new one with the same
         id; the dead engine's pending tasks still fail with `EngineError`. Default False.
@@ -187,9 +187,11 @@ class Client:
             with limits.starting("the collector thread"):
                 self._collector.start()  # the first thread: engines above were forked from a single-threaded process
             if self.memory_limit is not None:
-                self._cluster.memory_watch = memory.MemoryWatch(self._ledger, self.memory_limit, self.cluster_id)
+                watch = memory.MemoryWatch(self._ledger, self.memory_limit, self.cluster_id)
+                watch.refuse_below_idle_size(self.memory_limit)  # it would kill and replace engines forever
+                self._cluster.memory_watch = watch
                 with limits.starting("the memory watch thread"):
-                    self._cluster.memory_watch.start()
+                    watch.start()
         except BaseException:
             self._finalizer()
             raise
@@ -413,14 +415,19 @@ class Client:
             if key < 0 and -key <= len(live):  # c[-1]: the last live engine, as in ipyparallel
                 key = live[key]
             if key not in live:
-                raise IndexError(f"no live engine {key}; live engines: {live}")
+                live = self._ledger.live_after_replacements([key])
+            if key not in live:
+                raise IndexError(f"no live engine {key}; live engines: {live}{self._ledger.replacing_note([key])}")
             return DirectView(self, key)
         if isinstance(key, slice):
             return DirectView(self, live[key])
         targets = list(key)
         missing = [t for t in targets if t not in live]
         if missing:
-            raise IndexError(f"no live engines {missing}; live engines: {live}")
+            live = self._ledger.live_after_replacements(missing)
+            missing = [t for t in targets if t not in live]
+        if missing:
+            raise IndexError(f"no live engines {missing}; live engines: {live}{self._ledger.replacing_note(missing)}")
         return DirectView(self, targets)
 
     def __iter__(self) -> Iterator[DirectView]:
@@ -478,7 +485,11 @@ class Client:
             ids = list(targets)
         dead = [t for t in ids if t not in live]
         if dead:
-            raise NoEnginesError(f"engines {dead} are not alive; live engines: {live}")
+            live = self._ledger.live_after_replacements(dead)
+            dead = [t for t in ids if t not in live]
+        if dead:
+            note = self._ledger.replacing_note(dead)
+            raise NoEnginesError(f"engines {dead} are not alive; live engines: {live}{note}")
         if not ids:
             raise NoEnginesError("no engines to run on")
         return ids
@@ -634,8 +645,8 @@ class Client:
         """Drop tasks that have not started (default: all outstanding, of `targets` if given)."""
         if isinstance(jobs, str):
             jobs = [jobs]
-        if jobs is None:
-            records = [r for ar in set(self._results.values()) for r in ar.records]
+        if jobs is None:  # the outstanding ones: not every result still held
+            records = self._ledger.pending_records() + self._balancer.queued_records()
         elif isinstance(jobs, AsyncResult):
             records = list(jobs.records)
         else:
@@ -643,7 +654,7 @@ class Client:
         if targets is not None and targets != "all":
             engines = set(self.resolve_targets(targets))
             records = [r for r in records if r.engine_id in engines]
-        dropped = self._balancer.drop(records)  # not yet handed to an engine
+        dropped = set(self._balancer.drop(records))  # not yet handed to an engine
         by_engine: Dict[int, List[int]] = {}
         for r in records:
             if not r.done and r.engine_id >= 0 and r not in dropped:

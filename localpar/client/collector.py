@@ -209,11 +209,17 @@ class Collector:
                 if self.on_reclaimed is not None:
                     self.on_reclaimed(handle, event.seqs)
             elif type(event) is Aborted:
-                record = self.ledger.records.get(event.seq)
-                if record is not None:
-                    record.pubs_expected = 0
-                    self.ledger.fail(record, TaskAborted(record.msg_id, handle.id), status="aborted")
-                    self._room = True
+                records = self.ledger.records
+                for seq in event.seqs:
+                    record = records.get(seq)
+                    if record is not None:
+                        record.pubs_expected = 0
+                        self.ledger.fail(record, TaskAborted(record.msg_id, handle.id), status="aborted")
+                for seq in event.started:
+                    record = records.get(seq)
+                    if record is not None:
+                        record.abort_refused = True  # a cancel() waiting for the answer sees it
+                self._room = True
 
     def _on_result(self, handle: EngineHandle, result: Result) -> None:
         record = self.ledger.records.get(result.seq)
@@ -333,14 +339,19 @@ class Collector:
         if not handle.ready and handle.death_reason is None:  # it died starting: was it the ulimit -u?
             handle.death_reason = limits.process_limit_note()
         self._recover_from_store(handle, pending)
-        note = self.death_note(handle) if self.death_note is not None else None
+        note = self.death_note(handle) if self.death_note is not None else None  # replaced? when?
+        if self.on_death is not None:  # before its tasks fail: a call made on their error finds the replacement coming
+            self.on_death(handle)
         reason = "; ".join(r for r in (handle.death_reason, note) if r) or None
+        closing = self.ledger.closed  # close() terminated it (a busy engine) before stopping this thread
         for record in pending:
-            self.ledger.fail(record, EngineError(handle.id, handle.exitcode, record.msg_id, reason))
+            if closing:
+                error: KernelError = ClientClosedError(f"the client was closed while task {record.msg_id} was pending")
+            else:
+                error = EngineError(handle.id, handle.exitcode, record.msg_id, reason)
+            self.ledger.fail(record, error)
         handle.close()
         sharedmem.sweep_made_by([handle.pid])  # in any cluster: see resources.end_tree
-        if self.on_death is not None:
-            self.on_death(handle)
 
     def _recover_from_store(self, handle: EngineHandle, pending: List[TaskRecord]) -> None:
         """Apply the Manager's copy of the engine's last data if it is fresher than what arrived."""

@@ -44,7 +44,7 @@ class TaskRecord:
         "seq", "msg_id", "engine_id", "result", "index", "submitted", "started", "completed",
         "received", "status", "value", "error", "output", "pubs_expected",
         "pubs_applied", "last_pubseq", "progress", "data_errors", "done",
-        "call", "allowed", "abort_requested",
+        "call", "allowed", "abort_requested", "abort_refused",
     )  # fmt: skip
 
     def __init__(self, seq: int, msg_id: str, engine_id: int, result: AsyncResult, index: int) -> None:
@@ -74,6 +74,7 @@ class TaskRecord:
         self.call: Optional[bytes] = None
         self.allowed: Optional[List[int]] = None
         self.abort_requested = False
+        self.abort_refused = False  # its engine answered an Abort: it had started (the collector writes it)
 
     @property
     def stdout(self) -> str:

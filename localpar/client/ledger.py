@@ -3,7 +3,7 @@
 Ownership (who may touch what), and where a read without the lock is safe:
 
 - ``Ledger.lock`` guards every *write* of `engines`, `records`, `balanced`, `closed`,
-  `version` and `waiters`, and of each handle's `pending`, `alive`, `ready`, `completed` and
+  `replacing`, `version` and `waiters`, and of each handle's `pending`, `alive`, `ready`, `completed` and
   `idle_since`; and every *compound read* of them (iterating `engines` or `records`, counting
   `pending`, reading fields that must agree).  It is never held while blocking, nor while user
   code (a callback) runs.
@@ -12,6 +12,8 @@ Ownership (who may touch what), and where a read without the lock is safe:
   ``engines.get(i)`` / ``engines[i]`` by the client's own calls (a handle, once in `engines`,
   is only ever replaced whole, by a newer one for the same id; the caller acts on the handle it
   got, and sending to a dead one is refused by `register` under the lock);
+  ``replacing`` by the client, to decide whether to wait for a replacement (`wait_for_replacements`
+  re-reads it under the lock);
   ``records.get(seq)`` by the collector (a record another thread completed meanwhile is
   `done`, and `complete` does nothing twice); ``handle.alive`` by the collector, which is its
   only writer while the collector runs (`engine_died`; the teardown writes it after the
@@ -36,16 +38,25 @@ import contextlib
 import itertools
 import threading
 import time
-from typing import TYPE_CHECKING, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 from .. import chaos
-from ..errors import EngineError, KernelError
+from ..errors import ClientClosedError, EngineError, KernelError
 from ..processes import spin
 from ..wire.framing import Bell
 
 if TYPE_CHECKING:
     from ..processes.spin import SpinHint
     from .handles import EngineHandle, TaskRecord
+
+
+REPLACEMENT_WAIT = 30.0
+"""Seconds a call on a dead engine's id waits for its replacement (``restart_dead``,
+``memory_limit``) before it fails: a call made right after the EngineError runs on the new engine."""
+
+CANCEL_WAIT = 10.0
+"""Seconds ``cancel()`` waits for engines to answer whether a task had started: the
+engine's control thread answers at once, unless a task holds the engine's GIL."""
 
 
 class Ledger:
@@ -57,6 +68,7 @@ class Ledger:
         self.records: Dict[int, TaskRecord] = {}
         self.balanced = 0  # of `records`, those the load balancer placed (their `call` is kept)
         self.closed = False
+        self.replacing: Set[int] = set()  # ids of dead engines whose replacement is on its way
         self.version = 0  # bumped whenever the collector must watch other descriptors
         self.waiters = 0  # callers waiting for a result: engines spin between tasks meanwhile
         self.doorbell = Bell()  # the collector polls it
@@ -83,6 +95,59 @@ class Ledger:
             first = max(self._next_id, max(self.engines, default=-1) + 1)
             self._next_id = first + n
             return list(range(first, first + n))
+
+    def replacement_coming(self, engine_id: int) -> None:
+        """Engine `engine_id` died and will be replaced: said before its tasks fail, so that a
+        call made right after their EngineError can wait for the new engine."""
+        with self.lock:
+            self.replacing.add(engine_id)
+
+    def replacement_done(self, engine_id: int) -> None:
+        """The replacement of `engine_id` is in `engines`, or could not start."""
+        with self.lock:
+            self.replacing.discard(engine_id)
+        self.notify_waiters()
+
+    def wait_for_replacements(self, engine_ids: List[int], timeout: float) -> bool:
+        """Wait until none of `engine_ids` is being replaced; False if one still was after
+        `timeout` seconds.  Not in the collector thread (it would wait for itself): there False."""
+        if threading.current_thread() is self.collector_thread:
+            return False
+
+        def settled() -> bool:
+            with self.lock:
+                return self.closed or not self.replacing.intersection(engine_ids)
+
+        return self.wait_until(settled, timeout)
+
+    def live_after_replacements(self, engine_ids: List[int]) -> List[int]:
+        """The live ids, once none of `engine_ids` is being replaced (bounded by REPLACEMENT_WAIT)."""
+        if self.replacing.intersection(engine_ids):  # one read; the wait re-reads it under the lock
+            self.wait_for_replacements(engine_ids, REPLACEMENT_WAIT)
+        return self.live_ids()
+
+    def replacing_note(self, engine_ids: List[int]) -> str:
+        """For the error of a call on `engine_ids`: those still being replaced, and what to do."""
+        late = sorted(self.replacing.intersection(engine_ids))
+        if not late:
+            return ""
+        return (
+            f"; engine{'s' if len(late) > 1 else ''} {late} {'are' if len(late) > 1 else 'is'} being replaced "
+            f"(restart_dead or memory_limit) and not up yet: call again once in c.ids (c.status() shows them)"
+        )
+
+    def wait_for_abort_answers(self, records: List[TaskRecord]) -> bool:
+        """Until each of `records` is done or its engine said it had started (bounded by
+        CANCEL_WAIT): what ``cancel()`` waits for after sending the Abort."""
+        settled = 0  # records[:settled] are done or had started: either stays so
+
+        def answered() -> bool:
+            nonlocal settled
+            while settled < len(records) and (records[settled].done or records[settled].abort_refused):
+                settled += 1
+            return settled == len(records)
+
+        return self.wait_until(answered, CANCEL_WAIT)
 
     def live_ids(self) -> List[int]:
         with self.lock:
@@ -166,7 +231,10 @@ class Ledger:
         """Register a task, then write it to its engine (registered first, so its result has a home)."""
         handle = self.engines[record.engine_id]
         if not self.register(record):
-            self.fail(record, EngineError(record.engine_id, handle.exitcode, record.msg_id))
+            if self.closed:
+                self.fail(record, ClientClosedError(f"the client was closed while task {record.msg_id} was sent"))
+            else:
+                self.fail(record, EngineError(record.engine_id, handle.exitcode, record.msg_id))
             return
         handle.send_task(record.seq, call)
 

@@ -9,8 +9,15 @@ SIGKILL; the collector sees the death like any other, fails the engine's tasks
 with an ``EngineError`` carrying that reason, and the client replaces the engine
 with the same id (see ``resources.ClusterResources.after_death``).
 
-Its state is its own: the thread alone touches `_processes`; `stop()` (from
-``close``) sets `_stopped` and joins it.
+A limit below an idle engine's size would kill every engine as it starts, and its
+replacement too, forever: ``Client()`` refuses such a limit up front (a ValueError
+naming the size of its first engine, idle), and an engine over the limit before
+it ran any task (one started later, bigger) is killed with a RuntimeWarning and
+not replaced.
+
+Its state is its own: the thread alone touches `_processes` (`measure`, by
+``Client()`` before the thread starts, excepted); `stop()` (from ``close``) sets
+`_stopped` and joins it.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import re
 import threading
+import warnings
 from typing import TYPE_CHECKING, Dict, Optional, Union
 
 import psutil
@@ -92,12 +100,41 @@ class MemoryWatch:
         for pid, handle in live.items():
             rss = self._rss(pid)
             if rss is not None and rss > self.limit and handle.death_reason is None:
-                handle.death_reason = (
+                reason = (
                     f"localpar killed it: it passed its memory limit of {format_size(self.limit)} "
                     f"({self.limit} bytes); its resident memory reached {format_size(rss)} ({rss} bytes)"
                 )
+                with self.ledger.lock:
+                    idle = not handle.completed and not handle.pending
+                if idle:  # its replacement would be too: no endless kill and restart
+                    reason += " before running any task: the limit is below an idle engine's size; not replaced"
+                    handle.retired = True
+                    warnings.warn(
+                        f"localpar: engine {handle.id} was killed before running any task and is not replaced: "
+                        f"memory_limit {format_size(self.limit)} is below the size of an idle engine "
+                        f"({format_size(rss)}); give a higher memory_limit",
+                        RuntimeWarning,
+                        stacklevel=1,
+                    )
+                handle.death_reason = reason
                 with contextlib.suppress(ProcessLookupError):
                     handle.process.kill()
+
+    def refuse_below_idle_size(self, given: Union[int, str]) -> None:
+        """Raise a ValueError if the limit is below the size of the first engine once it is up
+        (a bounded wait): every engine would be killed as it starts, and replaced, forever."""
+        first = self.ledger.engines[min(self.ledger.engines)]
+        self.ledger.wait_until(lambda: first.ready or not first.alive, 30)
+        size = self.measure(first.pid) if first.alive else None
+        if size is not None and size >= self.limit:
+            raise ValueError(
+                f"memory_limit={given!r} ({format_size(self.limit)}) is below the size of an idle engine "
+                f"({format_size(size)}): every engine would be killed as it starts; give a higher limit"
+            )
+
+    def measure(self, pid: int) -> Optional[int]:
+        """The size of engine `pid` as the watch counts it (None if it is gone)."""
+        return self._rss(pid)
 
     def _rss(self, pid: int) -> Optional[int]:
         try:

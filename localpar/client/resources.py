@@ -116,20 +116,29 @@ class ClusterResources:
     def after_death(self, handle: EngineHandle) -> None:
         """The collector saw `handle` die: in a helper thread, replace it if planned (after the
         plan's back-off, cut short by close()), and end what its tasks started (its tree is
-        gone: found by their mark and in its process group, see ``proctree``)."""
+        gone: found by their mark and in its process group, see ``proctree``).
+        Called before the dead engine's tasks fail: a planned replacement is in the ledger's
+        `replacing` from here until it is in `engines` (or could not start, or close() ends the wait)."""
         with self._lock:
             plan = self._plans.pop(handle, None)
         replace = self.replace if plan is not None and plan.given_up is None else None
         marks, groups = [f"{self.cluster_id}:{handle.pid}"], led_groups([handle])
+        if replace is not None:
+            self.ledger.replacement_coming(handle.id)
 
         def run() -> None:
-            if replace is not None and plan is not None and plan.delay > 0:
-                end_tree(proctree.scan(marks=marks, groups=groups))  # first: the replacement waits
-                if not self._closing.wait(plan.delay):
-                    replace(handle)
+            if replace is None:
+                end_tree(proctree.scan(marks=marks, groups=groups))
                 return
-            if replace is not None:
+            try:
+                if plan is not None and plan.delay > 0:
+                    end_tree(proctree.scan(marks=marks, groups=groups))  # first: the replacement waits
+                    if not self._closing.wait(plan.delay):
+                        replace(handle)
+                    return
                 replace(handle)
+            finally:
+                self.ledger.replacement_done(handle.id)
             end_tree(proctree.scan(marks=marks, groups=groups))
 
         self._helper(run, f"localpar-after-death-{self.cluster_id}-{handle.id}")

@@ -9,14 +9,15 @@
                                                            coalesced (see ``output``)
     control pipe ──► read under the engine lock by the control thread as messages come,
                      and by the loop before each task: a Reclaim is answered at once
-                     (Reclaimed, on the event pipe), even while a task runs; Abort,
-                     Release, UseStore and StoreLost go to the inbox, applied before each
+                     (Reclaimed, on the event pipe), even while a task runs, and so is
+                     an Abort (Aborted: the tasks it drops); Release, UseStore and
+                     StoreLost go to the inbox, applied before each
                      task, now and then by publish_data (never blocking the task), and as
                      they come while the engine is idle (the inbox rings the idle loop's bell).
 
 A task runs at most once: under the engine lock, the loop marks a task started
-(`seen`) before running it, and the control thread hands back only tasks not
-marked; a handed-back task's frame is skipped when it arrives.
+(`seen`) before running it, and the control thread hands back (or aborts) only
+tasks not marked; a handed-back or aborted task's frame is skipped when it arrives.
 
 Idle, the engine waits for a task or a control message; once it has been idle
 ``SegmentPool.IDLE_TRIM_SECONDS``, it gives free segments beyond
@@ -25,8 +26,10 @@ wait is timed by that deadline only while there is something to trim.
 
 Interrupts: ``Client.interrupt`` sends SIGINT, which raises KeyboardInterrupt only
 in the task's own code: the handler looks up the interrupted stack for the
-frame of ``call_task``.  Anywhere else (the loop, decoding, sending the result),
-or inside the engine's talk with the client on the task's behalf
+frame of ``call_task``.  Each task starts with that handler installed and SIGINT
+unblocked, whatever an earlier task did to them (``SIG_IGN``, its own handler, a
+blocked mask).  Anywhere else (the loop, decoding, sending the result), or inside
+the engine's talk with the client on the task's behalf
 (``publish_data``, reading the control pipe, a write to ``sys.stdout`` or
 ``sys.stderr``), the interrupt is held: raised as soon as that call returns to
 the task, dropped once the task has ended.  So no pipe is ever left with half a
@@ -87,6 +90,7 @@ from . import compat, datapub, functions
 from .output import Flusher, TaskOutput, TaskStream
 from .publishing import StoreWriter, TaskContext
 
+_SIGINT = frozenset({signal.SIGINT})
 FUNCTION_CACHE_SIZE = 64  # functions kept unpickled, by their pickled bytes (see ``captures``)
 SEEN_KEPT = 4096  # task numbers remembered to skip a frame written twice
 
@@ -102,10 +106,10 @@ def run_engine(spec: EngineSpec) -> None:
     compat.install()  # ipyparallel's and IPython's datapub names reach localpar's publish_data
     sharedmem.warn_on_stderr()  # a full /dev/shm is said in the task's stderr (ar.stderr)
     engine = Engine(spec)
-    signal.signal(signal.SIGINT, engine.on_sigint)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked by the client during start
+    signal.signal(signal.SIGINT, engine.sigint_handler)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGINT)  # blocked by the client during start
     threading.Thread(target=engine.read_control, name="localpar-control", daemon=True).start()
-    os.register_at_fork(after_in_child=_forked_by_a_task)
+    os.register_at_fork(after_in_child=_forked_by_a_task, after_in_parent=engine.reaper.forked)
     try:
         if not engine.serve():
             engine.on_tasks_ended()  # does not return
@@ -155,6 +159,8 @@ class Engine:
         self._idle_ready.register(spec.tasks.fileno(), select.POLLIN)
         self._idle_ready.register(self._inbox_bell.fd, select.POLLIN)
         self._functions: Dict[bytes, Tuple[Callable[..., Any], Dict[str, Any]]] = {}
+        self.sigint_handler = self.on_sigint  # one bound method: each task starts with it (see run_task)
+        self.reaper = proctree.OrphanReaper()  # after each task: the orphans it left that exited
 
     # -- signals and lifecycle -------------------------------------------------
     def on_sigint(self, signum: int, frame: Any) -> None:
@@ -266,6 +272,8 @@ class Engine:
             message = messages.decode(frame)
             if type(message) is Reclaim:
                 self.reclaim(message.seqs)
+            elif type(message) is Abort:
+                self.abort(message.seqs)
             else:
                 self._inbox.append(message)
                 self._inbox_bell.ring()
@@ -273,9 +281,19 @@ class Engine:
 
     def reclaim(self, seqs: List[int]) -> None:
         """Hand back those of `seqs` not started yet; the engine lock is held."""
-        back = [seq for seq in seqs if seq not in self.seen]
+        seen, aborted = self.seen, self.aborted
+        back = [seq for seq in seqs if seq not in seen and seq not in aborted]
         self.reclaimed.update(back)
         self.send(Reclaimed(back))  # answered even if empty: the client waits for it before asking again
+
+    def abort(self, seqs: List[int]) -> None:
+        """Drop those of `seqs` not started yet, and say which at once, even mid-task: the
+        client fails them with TaskAborted then, not when their frames arrive.  The engine
+        lock is held."""
+        seen, reclaimed = self.seen, self.reclaimed
+        dropped = [seq for seq in seqs if seq not in seen and seq not in reclaimed]
+        self.aborted.update(dropped)
+        self.send(Aborted(dropped, [seq for seq in seqs if seq in seen]))  # a reclaimed one: neither
 
     def poll_control(self) -> None:
         """Apply the control messages that have arrived; the engine lock is held.
@@ -286,9 +304,7 @@ class Engine:
             self._take_control()
         while self._inbox:
             message = self._inbox.popleft()
-            if isinstance(message, Abort):
-                self.aborted.update(message.seqs)
-            elif isinstance(message, Release):
+            if isinstance(message, Release):
                 for name in message.names:
                     self.pool.release(name)
             elif isinstance(message, UseStore):
@@ -312,8 +328,7 @@ class Engine:
             self.poll_control()
             if seq in self.aborted:
                 self.aborted.discard(seq)
-                self.send(Aborted(seq))
-                return
+                return  # the client was told when it asked (see abort)
             task = TaskContext(self, seq)
         saved = sys.stdout, sys.stderr
         output = TaskOutput(self.queue, self.id, seq, self.flusher, self.raise_pending_interrupt, task.older_threads)
@@ -349,6 +364,11 @@ class Engine:
             self.interrupt_pending = False  # it came after the task's end: nothing to interrupt
         sent += output.close()  # after its Data: the client completes the task once all are applied
         self.send(Result(seq, status, payload, started, completed, sent))
+        # After the Result, off the round trip: the next task starts as the first did.
+        if signal.getsignal(signal.SIGINT) is not self.sigint_handler:  # the task changed it
+            signal.signal(signal.SIGINT, self.sigint_handler)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGINT)  # or blocked it
+        self.reaper.reap()  # one waitid when nothing exited
 
     def publish(self, task: TaskContext, data: Dict[str, Any]) -> None:
         """``publish_data`` from any thread of the task; an interrupt waits until it is done."""

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, List, Sequence, Union
 
-from ..wire.ops import interactive  # noqa: F401  (kept importable from here)
+from ..wire.ops import (
+    KeptException,
+    interactive,  # noqa: F401  (kept importable from here)
+)
 from .functions import bind_to_namespace
 
 
@@ -128,3 +131,20 @@ def map_chunk_with_references(f: Any, *chunks: Sequence[Any]) -> List[Any]:
 
 def engine_id() -> int:
     return current_engine().id
+
+
+def call_keeping_exception(f: Callable[[], Any]) -> Any:
+    """``f()``; an Exception it raises is returned, as a `KeptException`, if it pickles (else
+    raised, to become a RemoteError as usual)."""
+    try:
+        return f()
+    except Exception as exc:
+        import traceback
+
+        import cloudpickle
+
+        try:
+            cloudpickle.dumps(exc)
+        except Exception:
+            raise exc from None
+        return KeptException(exc, "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))

@@ -32,11 +32,12 @@ it waits until it returns to the task, so no frame or count is left half done.
 
 from __future__ import annotations
 
+import codecs
 import io
 import os
 import threading
 import time
-from typing import AbstractSet, Callable, List, Optional, TextIO, Tuple
+from typing import AbstractSet, Any, Callable, List, Optional, TextIO, Tuple
 
 from ..wire import messages
 from ..wire.messages import Output
@@ -145,17 +146,35 @@ class TaskOutput:
 class TaskStream(io.TextIOBase):
     """``sys.stdout`` or ``sys.stderr`` while a task runs.  The engine makes two, once, and
     points them at each task's output in turn (`use`); between tasks they still point at
-    the last one, closed, whose writes go to the engine's own stream."""
+    the last one, closed, whose writes go to the engine's own stream.
+
+    Its `buffer` takes bytes (``sys.stdout.buffer.write``), decoded as UTF-8 into the same
+    capture.  Its `fileno` is the engine's own descriptor (1 or 2), as ipykernel's streams
+    give theirs: what is written there (a subprocess given ``stdout=sys.stdout``,
+    ``faulthandler``'s traceback of a crash) goes to the engine's own stdout or stderr,
+    uncaptured: a descriptor cannot tell whose write it takes, and a crash report must
+    not depend on the engine's threads."""
 
     def __init__(self, name: str) -> None:
         super().__init__()
         self._name = name
         self._output: Optional[TaskOutput] = None
         self._fallback: Optional[TextIO] = None
+        self._buffer = TaskBuffer(self)
 
     def use(self, output: TaskOutput, fallback: Optional[TextIO]) -> None:
         """Writes go to `output` from now on; `fallback` takes those that are not the task's."""
         self._output, self._fallback = output, fallback
+        self._buffer.reset()
+
+    @property
+    def buffer(self) -> TaskBuffer:
+        """The binary side: bytes written here are decoded (UTF-8) into this stream."""
+        return self._buffer
+
+    def fileno(self) -> int:
+        """The engine's own descriptor: 1 for stdout, 2 for stderr (uncaptured, see above)."""
+        return 1 if self._name == "stdout" else 2
 
     @property
     def encoding(self) -> str:  # type: ignore[override]
@@ -182,6 +201,40 @@ class TaskStream(io.TextIOBase):
 
     def flush(self) -> None:
         """Nothing to do: what is written is sent within ``FLUSH_INTERVAL`` anyway."""
+
+
+class TaskBuffer(io.BufferedIOBase):
+    """``sys.stdout.buffer`` of a task: bytes, decoded as UTF-8 (a character split between
+    two writes is kept until its end comes; bytes that are not UTF-8 become U+FFFD), then
+    written to its `TaskStream`, whose rules apply."""
+
+    def __init__(self, stream: TaskStream) -> None:
+        super().__init__()
+        self._stream = stream
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+
+    def reset(self) -> None:
+        """A new task: what the last one left of a split character is dropped."""
+        self._decoder.reset()
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        return self._stream.fileno()
+
+    def write(self, data: Any) -> int:
+        size = memoryview(data).nbytes  # bytes, bytearray, memoryview, array: a TypeError otherwise
+        text = self._decoder.decode(bytes(data))
+        if text:
+            self._stream.write(text)
+        return size
+
+    def flush(self) -> None:
+        """Nothing to do: see ``TaskStream.flush``."""
 
 
 class Flusher:

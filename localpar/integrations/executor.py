@@ -3,6 +3,8 @@
 ``submit`` is ``view.apply_async`` (an `AsyncResult` is a ``Future``), ``map`` yields
 results in order as they arrive, ``shutdown(wait=True)`` waits for what was submitted
 through the executor; the engines keep running (they belong to the Client).
+``shutdown(cancel_futures=True)`` cancels every call not started, whether it waits in the
+client or at an engine, as ``ProcessPoolExecutor`` does (see ``AsyncResult.cancel``).
 """
 
 from __future__ import annotations
@@ -69,8 +71,10 @@ class ViewExecutor(concurrent.futures.Executor):
         """Stop accepting work; with `wait`, wait for what was submitted. Engines stay up."""
         self._shutdown = True
         pending = list(self._submitted)
-        if cancel_futures:
-            for ar in pending:
-                ar.cancel()
+        if cancel_futures:  # every call not started, as ProcessPoolExecutor: queued here or at an engine
+            from ..client.asyncresult import cancel_sent
+
+            client = self.view.client
+            cancel_sent([ar for ar in pending if not ar.done() and not client.cancel_unsent(ar)])
         if wait and pending:
             self.view.client.wait(pending)

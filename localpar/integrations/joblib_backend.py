@@ -3,7 +3,10 @@
 runs joblib's batches as tasks on the view, so scikit-learn's ``n_jobs`` work uses the cluster.
 
 joblib's completion callbacks (which dispatch the next batches) run on a thread of the
-backend's own, never inside whichever thread completed the task.
+backend's own, never inside whichever thread completed the task; once joblib has stopped
+(an error, a timeout, a dropped generator), the callbacks of tasks still ending are dropped.
+A batch that raises gives joblib the task's own exception (a ValueError stays a
+ValueError, the engine's traceback as its cause), as joblib's own backends do.
 """
 
 from __future__ import annotations
@@ -12,6 +15,9 @@ import concurrent.futures
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from joblib.parallel import AutoBatchingMixin, ParallelBackendBase, register_parallel_backend
+
+from ..errors import RemoteTraceback
+from ..wire.ops import EngineOp, KeptException
 
 if TYPE_CHECKING:
     from ..client.interface import TaskViewAPI as View
@@ -37,20 +43,20 @@ class LocalparBackend(AutoBatchingMixin, ParallelBackendBase):
         return self.effective_n_jobs(n_jobs)
 
     def submit(self, func: Callable[[], Any], callback: Optional[Callable[[Any], Any]] = None) -> Any:
-        ar = self._view.apply_async(func)
+        ar = self._view.apply_async(EngineOp("call_keeping_exception"), func)
         if callback is not None:
             callbacks = self._callbacks
             assert callbacks is not None, "configure() runs before submit()"
-            ar.add_done_callback(lambda f: callbacks.submit(callback, f))
+            ar.add_done_callback(lambda f: _hand_over(callbacks, callback, f))
         return ar
 
     apply_async = submit
 
     def retrieve_result_callback(self, out: Any) -> Any:
-        return out.get()
+        return _raise_kept(out.get())
 
     def retrieve_result(self, out: Any, timeout: Optional[float] = None) -> Any:
-        return out.get(timeout=-1 if timeout is None else timeout)
+        return _raise_kept(out.get(timeout=-1 if timeout is None else timeout))
 
     def abort_everything(self, ensure_ready: bool = True) -> None:
         self._view.abort()
@@ -59,6 +65,21 @@ class LocalparBackend(AutoBatchingMixin, ParallelBackendBase):
         if self._callbacks is not None:
             self._callbacks.shutdown(wait=False)
             self._callbacks = None
+
+
+def _hand_over(callbacks: concurrent.futures.ThreadPoolExecutor, callback: Callable[[Any], Any], f: Any) -> None:
+    """Run joblib's callback for `f` on the backend's thread, unless joblib has stopped (terminate)."""
+    try:
+        callbacks.submit(callback, f)
+    except RuntimeError:  # shut down: joblib no longer wants this result
+        pass
+
+
+def _raise_kept(value: Any) -> Any:
+    """A batch's value, or raise the exception it raised on the engine."""
+    if isinstance(value, KeptException):
+        raise value.exception from RemoteTraceback(value.traceback)
+    return value
 
 
 def register(view: View, name: str = "ipyparallel", make_default: bool = False) -> None:

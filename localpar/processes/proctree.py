@@ -23,9 +23,17 @@ Three marks make an engine's descendants findable, each covering what the others
   members, the kernel does not give its id to another process; never the
   client's own group.
 
-Zombies: an adopted orphan that exits while its engine lives stays a zombie
-until the engine ends (the engine cannot tell it from a child a task still means
-to wait for, so it reaps only when it ends the whole tree).
+Zombies (``OrphanReaper``): an orphan the engine adopted is nobody else's to
+wait for, so the engine reaps it once it has exited, after each task; a child
+the engine's own code started is left to whoever started it.  The kernel does
+not say which of its children a process adopted, so the rule is: a zombie child
+is reaped if no handle in the engine names it (a ``subprocess.Popen`` or a
+``multiprocessing`` process with its pid, or a pid ``os.fork()`` returned in the
+engine) on two looks in a row (a handle is named a moment after its fork).  So
+``Popen.wait()``, ``Process.join()`` and ``os.waitpid()`` in a later task still
+get their exit status.  A child started otherwise (``os.posix_spawn``, a C
+library's fork) and left unwaited when its task returns may be reaped: wait for it
+in the task that started it.
 
 What none reaches: *after* its engine died outright, a process that both left the
 engine's process group (``setsid``, ``setpgid``) and runs without the mark (exec'd
@@ -46,6 +54,8 @@ import ctypes
 import os
 import select
 import signal
+import sys
+import threading
 import time
 from typing import Any, Dict, Iterable, List, Set
 
@@ -212,3 +222,104 @@ def _ignores_term(pid: int) -> bool:
 def end_descendants(cluster_id: str, grace: float = GRACE) -> None:
     """In an engine: end every process below it (its tree, and its marked processes)."""
     end(scan([os.getpid()], [f"{cluster_id}:{os.getpid()}"]), grace)
+
+
+class OrphanReaper:
+    """The engine's reaping of the orphans it adopted (see the module docstring).
+
+    Owned by the engine's main thread (`reap`, between tasks), except `forked`, which
+    runs in whichever thread called ``os.fork()``, just after the fork: it only adds to
+    `_forked` (a set add is atomic).  Cheap when there is nothing to reap: one
+    ``waitid`` that does not reap.
+    """
+
+    def __init__(self) -> None:
+        self._forked: Set[int] = set()  # children os.fork() made here: their forker waits for them
+        self._unnamed: Dict[int, int] = {}  # zombie children seen once with no handle: pid -> start time
+        self._named: Dict[int, int] = {}  # zombie children a handle named: not looked up again
+
+    def forked(self) -> None:
+        """``os.register_at_fork(after_in_parent=...)``: the newest child of this thread is
+        the one just forked (the kernel lists a thread's children in creation order)."""
+        children = _children_of(threading.get_native_id())
+        if children:
+            self._forked.add(children[-1])
+
+    def reap(self) -> int:
+        """Reap the zombie children no handle names, seen so twice in a row; returns how many."""
+        try:
+            exited = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:  # no child at all
+            self._unnamed.clear()
+            return 0
+        if exited is None:  # children, none exited
+            self._unnamed.clear()
+            return 0
+        children = [pid for tid in _thread_ids() for pid in _children_of(tid)]
+        self._forked.intersection_update(children)  # a pid reused since is no fork of ours
+        zombies = {pid: start for pid in children if (start := _zombie_start(pid)) is not None}
+        zombies = {pid: start for pid, start in zombies.items() if pid not in self._forked}
+        unknown = {pid: start for pid, start in zombies.items() if self._named.get(pid) != start}
+        second = [pid for pid, start in unknown.items() if self._unnamed.get(pid) == start]
+        named = _named_by_handles(second) if second else set()
+        reaped = 0
+        for pid in second:
+            if pid not in named:
+                with contextlib.suppress(ChildProcessError):
+                    if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                        reaped += 1
+        self._named = {pid: start for pid, start in zombies.items() if pid in named or self._named.get(pid) == start}
+        self._unnamed = {pid: start for pid, start in unknown.items() if pid not in second}
+        return reaped
+
+
+def _thread_ids() -> List[int]:
+    try:
+        return [int(t) for t in os.listdir("/proc/self/task")]
+    except OSError:
+        return []
+
+
+def _children_of(tid: int) -> List[int]:
+    try:
+        with open(f"/proc/self/task/{tid}/children", "rb") as f:
+            return [int(p) for p in f.read().split()]
+    except (OSError, ValueError):
+        return []
+
+
+def _zombie_start(pid: int) -> Any:
+    """The start time of `pid` if it is a zombie, else None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rpartition(b")")[2].split()
+    except OSError:
+        return None
+    if not fields or fields[0] != b"Z":
+        return None
+    return int(fields[19])  # field 22 of stat: the start time, so a reused pid is another process
+
+
+def _named_by_handles(pids: List[int]) -> Set[int]:
+    """Those of `pids` that a live ``subprocess.Popen`` or ``multiprocessing`` process names."""
+    import gc
+
+    kinds = tuple(
+        kind
+        for kind in (
+            getattr(sys.modules.get("subprocess"), "Popen", None),
+            getattr(sys.modules.get("multiprocessing.process"), "BaseProcess", None),
+        )
+        if isinstance(kind, type)
+    )
+    if not kinds:
+        return set()
+    wanted = set(pids)
+    named = set()
+    for obj in gc.get_objects():
+        if isinstance(obj, kinds):
+            with contextlib.suppress(Exception):
+                pid = getattr(obj, "pid", None)
+                if pid in wanted:
+                    named.add(pid)
+    return named

@@ -51,9 +51,11 @@ class Result(NamedTuple):
 
 
 class Aborted(NamedTuple):
-    """A task was aborted before it started."""
+    """The answer to an Abort, sent at once: `seqs` had not started and will not run; `started`
+    had (they run to their end)."""
 
-    seq: int
+    seqs: List[int]
+    started: List[int]
 
 
 class Reclaimed(NamedTuple):
@@ -103,7 +105,7 @@ class Spilled(NamedTuple):
 
 # -- client -> engine, on the engine's control pipe ----------------------------------------
 class Abort(NamedTuple):
-    """Skip these tasks if they have not started."""
+    """Skip these tasks if they have not started; answered at once (Aborted), even while a task runs."""
 
     seqs: List[int]
 

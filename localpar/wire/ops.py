@@ -37,6 +37,21 @@ def engine_op(name: str) -> Callable[..., Any]:
     return getattr(importlib.import_module(ENGINE_NAMESPACE), name)
 
 
+class KeptException:
+    """What ``EngineOp("call_keeping_exception")`` returns for a call that raised: the exception
+    itself (when it pickles) and the engine's traceback, so that the client can raise the task's
+    own error (joblib's backend does, as joblib's other backends raise the worker's)."""
+
+    __slots__ = ("exception", "traceback")
+
+    def __init__(self, exception: BaseException, traceback: str) -> None:
+        self.exception = exception
+        self.traceback = traceback
+
+    def __reduce__(self) -> Any:
+        return KeptException, (self.exception, self.traceback)
+
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
