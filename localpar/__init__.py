@@ -21,7 +21,10 @@ from .errors import (
     ClientClosedError,
     CompositeError,
     DataStoreError,
+    DependencyTimeout,
     EngineError,
+    ImpossibleDependency,
+    InvalidDependency,
     KernelError,
     LocalparError,
     NoEnginesError,
@@ -29,7 +32,10 @@ from .errors import (
     RemoteTraceback,
     SerializationError,
     TaskAborted,
+    TaskTimeout,
+    UnmetDependency,
 )
+from .wire.dependent import depend, dependent, require
 from .wire.execreply import ExecuteReply
 from .wire.ops import interactive
 from .wire.reference import Reference
@@ -37,6 +43,7 @@ from .wire.reference import Reference
 if TYPE_CHECKING:
     from .client.asyncresult import AsyncResult
     from .client.client import Client
+    from .client.dependencies import Dependency
     from .client.mapresult import AsyncMapResult
     from .client.view import DirectView, LoadBalancedView, parallel, remote
 
@@ -52,6 +59,7 @@ _LAZY = {
     "AsyncMapResult": "client.mapresult",
     "AsyncResult": "client.asyncresult",
     "Client": "client.client",
+    "Dependency": "client.dependencies",
     "DirectView": "client.view",
     "LoadBalancedView": "client.view",
     "parallel": "client.view",
@@ -94,6 +102,15 @@ __all__ = [
     "RemoteError",
     "SerializationError",
     "TaskAborted",
+    "TaskTimeout",
+    "UnmetDependency",
+    "ImpossibleDependency",
+    "DependencyTimeout",
+    "InvalidDependency",
+    "Dependency",
+    "depend",
+    "dependent",
+    "require",
     "interactive",
     "__version__",
 ]

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from multiprocessing.process import BaseProcess
 
     from .asyncresult import AsyncResult
+    from .dependencies import TaskFlags
 
 
 class TaskRecord:
@@ -44,7 +45,7 @@ class TaskRecord:
         "seq", "msg_id", "engine_id", "result", "index", "submitted", "started", "completed",
         "received", "status", "value", "error", "output", "pubs_expected",
         "pubs_applied", "last_pubseq", "progress", "data_errors", "done",
-        "call", "allowed", "abort_requested",
+        "call", "allowed", "abort_requested", "flags", "watched",
     )  # fmt: skip
 
     def __init__(self, seq: int, msg_id: str, engine_id: int, result: AsyncResult, index: int) -> None:
@@ -74,6 +75,10 @@ class TaskRecord:
         self.call: Optional[bytes] = None
         self.allowed: Optional[List[int]] = None
         self.abort_requested = False
+        # Scheduling flags (retries, after, follow, timeout; ``dependencies.TaskFlags``), or None;
+        # and whether another task waits for this one.  Under the balancer's lock.
+        self.flags: Optional[TaskFlags] = None
+        self.watched = False
 
     @property
     def stdout(self) -> str:
@@ -115,6 +120,7 @@ class EngineHandle:
         self.retired = False  # killed on purpose, not to be replaced (add_engines' rollback)
         self.restarts = 0  # engines of this id before it; set before the ledger has it
         self.idle_since = time.time()  # the end of its last task (Ledger.lock)
+        self.created = time.time()  # a task that ended before this did not run on this process
         self.death_fd = death_fd(process)
         self._own_death_fd = self.death_fd != process.sentinel
 

@@ -95,11 +95,15 @@ class ClusterResources:
             self.store = store
             return True
 
+    def will_replace(self, handle: EngineHandle) -> bool:
+        """Whether a dead `handle` is (or will be) replaced by a new engine with its id:
+        with ``restart_dead``, or killed over the memory limit; not one retired on purpose."""
+        return (self.restart_dead or handle.death_reason is not None) and not handle.retired and not self.closed
+
     def after_death(self, handle: EngineHandle) -> None:
         """The collector saw `handle` die: in a helper thread, replace it if wanted, then end
         what its tasks started (found by their mark: its tree is gone, see ``proctree``)."""
-        wanted = (self.restart_dead or handle.death_reason is not None) and not handle.retired
-        replace = self.replace if wanted else None
+        replace = self.replace if self.will_replace(handle) else None
 
         def run() -> None:
             if replace is not None:

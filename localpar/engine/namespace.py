@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, List, Sequence, Union
 
 from ..wire.ops import interactive  # noqa: F401  (kept importable from here)
+from .dependent import dependent, require, resume  # noqa: F401  (looked up by name: wire.dependent, the balancer)
 from .functions import bind_to_namespace
 
 
