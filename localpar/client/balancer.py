@@ -230,7 +230,8 @@ class Balancer:
             handles = list(self._ledger.engines.values())
         if flags.follow is not None and not any(h.alive and flags.may_run_on(h) for h in flags.follow.where):
             return scheduling_error(
-                ImpossibleDependency, f"task {record.msg_id} follows tasks whose engine is gone or may not run it"
+                ImpossibleDependency,
+                f"task {record.msg_id} can never run: the engine of the tasks it follows is gone, or may not run it",
             )
         targets = flags.targets
         if any(not h.alive and self.will_replace(h) and (targets is None or h.id in targets) for h in handles):
@@ -294,7 +295,15 @@ class Balancer:
         self._ledger.doorbell.ring()
 
     def _impossible(self, record: TaskRecord) -> KernelError:
-        return scheduling_error(ImpossibleDependency, f"the dependencies of task {record.msg_id} can no longer be met")
+        """The error of a task whose dependencies can no longer be met, saying which."""
+        flags = record.flags
+        if flags is not None and flags.after is not None and flags.after.is_unreachable():
+            why = "a task it runs after (after=) ended in a way its Dependency rules out"
+        elif flags is not None and flags.follow is not None and flags.follow.is_unreachable():
+            why = "a task it follows (follow=) ended in a way its Dependency rules out"
+        else:
+            why = "the tasks it follows (follow=) ran on different engines, or on an engine that is gone"
+        return scheduling_error(ImpossibleDependency, f"task {record.msg_id} can never run: {why}")
 
     def _arm(self, record: TaskRecord, flags: TaskFlags) -> None:
         """Start the task's timeout (it waits from now on); `_lock` is held."""
