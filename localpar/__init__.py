@@ -35,7 +35,6 @@ from .errors import (
     TaskTimeout,
     UnmetDependency,
 )
-from .wire.dependent import depend, dependent, require
 from .wire.execreply import ExecuteReply
 from .wire.ops import interactive
 from .wire.reference import Reference
@@ -46,6 +45,7 @@ if TYPE_CHECKING:
     from .client.dependencies import Dependency
     from .client.mapresult import AsyncMapResult
     from .client.view import DirectView, LoadBalancedView, parallel, remote
+    from .wire.dependent import depend, dependent, require
 
 __version__ = "0.1.0"
 
@@ -60,6 +60,9 @@ _LAZY = {
     "AsyncResult": "client.asyncresult",
     "Client": "client.client",
     "Dependency": "client.dependencies",
+    "depend": "wire.dependent",
+    "dependent": "wire.dependent",
+    "require": "wire.dependent",
     "DirectView": "client.view",
     "LoadBalancedView": "client.view",
     "parallel": "client.view",
