@@ -380,9 +380,14 @@ class Balancer:
             if failed_on is not None:
                 flags.blacklist.add(failed_on)
             _reset_attempt(record, self._ledger.next_seq())
-            self._arm(record, flags)
-            self._stalled.appendleft((ar, record, call, flags.targets))
-        self.schedule()
+            aborted = record.abort_requested  # abort() came while it was between two attempts
+            if not aborted:
+                self._arm(record, flags)
+                self._stalled.appendleft((ar, record, call, flags.targets))
+        if aborted:
+            self._ledger.fail(record, TaskAborted(record.msg_id), status="aborted")
+        else:
+            self.schedule()
         return True
 
     def _resumed_call(self, ar: AsyncResult, record: TaskRecord, call: bytes) -> bytes:

@@ -12,7 +12,9 @@ belong to the ledger (``Ledger.lock``).
 times) are written before the record completes, by the collector thread for a task that
 reached an engine, or by the thread that fails a task that never did (``Ledger.fail``:
 dropped, refused, or failed at close); nothing writes them once the record is done, and other
-threads read them only after (the Future's completion orders the two).  `output` is the exception:
+threads read them only after (the Future's completion orders the two).  A load-balanced task
+that failed and runs again (``retries``) is not done: the balancer's ``retry`` resets them for
+the next attempt, under a new `seq`, before it is sent again.  `output` is the exception:
 the collector appends the task's output to it while the task runs (an append, so
 a reader's copy of the list is always consistent), and every piece of it is
 there before the record completes.
