@@ -272,3 +272,21 @@ def test_flags_are_checked_when_set(lv: Any) -> None:
         lv.set_flags(retries=1.5)
     with pytest.raises(KeyError):
         lv.set_flags(bogus=1)
+
+
+def test_closing_the_client_fails_the_waiting_tasks(tmp_path: Any, leak_check: object) -> None:
+    from localpar import ClientClosedError
+
+    gate = str(tmp_path / "gate")
+    with Client(1) as c:
+        lv = c.load_balanced_view()
+        first = lv.apply_async(wait_for_file, gate)
+        with lv.temp_flags(after=first, timeout=60):
+            waiting = lv.apply_async(os.getpid)
+        with lv.temp_flags(retries=1):  # fails on the one engine, then waits for another
+            stalled = lv.apply_async(fail)
+            assert not stalled.wait(0.3)
+        assert {waiting.msg_ids[0], stalled.msg_ids[0]} <= c.outstanding
+    for ar in (waiting, stalled):
+        with pytest.raises(ClientClosedError):
+            ar.get(timeout=HANG_GUARD)
