@@ -158,3 +158,14 @@ def test_a_task_killed_over_the_memory_limit_resumes_on_the_replacement(leak_che
         assert (start, resumed["step"]) == (6, 5)
         assert all(f"step{i}" in ar.data for i in range(10))
         assert c.engine_pids()[0] != first  # replaced after the kill
+
+
+def test_a_task_after_a_retried_one_waits_for_its_last_attempt(tmp_path: Any) -> None:
+    with Client(2) as c:
+        lv = c.load_balanced_view()
+        with lv.temp_flags(retries=1):
+            flaky = lv.apply_async(die_first_time, str(tmp_path / "flag"))
+        with lv.temp_flags(after=flaky):
+            after = lv.apply_async(os.getpid)
+        assert after.get(timeout=HANG_GUARD) == flaky.get(timeout=HANG_GUARD)  # the survivor ran both
+        assert after.records[0].started >= flaky.records[0].completed
