@@ -271,6 +271,8 @@ class Balancer:
                     for msg_id in progress.dep:
                         dep = found[msg_id]
                         dep.watched = True  # before looking at done: see dependency_done
+                        if chaos.ENABLED:
+                            chaos.pause()
                         if dep.done:
                             progress.finished(dep.error is None, ran_on(dep, self._ledger.engines))
                         else:
@@ -371,6 +373,8 @@ class Balancer:
         if original is None or not self._ledger.retract(record):
             return False  # completed meanwhile, or never registered
         call = self._resumed_call(ar, record, original)
+        if chaos.ENABLED:
+            chaos.pause()
         with self._lock:
             if flags is None:
                 flags = record.flags = TaskFlags(None, record.allowed)
