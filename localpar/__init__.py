@@ -21,7 +21,10 @@ from .errors import (
     ClientClosedError,
     CompositeError,
     DataStoreError,
+    DependencyTimeout,
     EngineError,
+    ImpossibleDependency,
+    InvalidDependency,
     KernelError,
     LocalparError,
     NoEnginesError,
@@ -29,6 +32,8 @@ from .errors import (
     RemoteTraceback,
     SerializationError,
     TaskAborted,
+    TaskTimeout,
+    UnmetDependency,
 )
 from .wire.execreply import ExecuteReply
 from .wire.ops import interactive
@@ -37,8 +42,10 @@ from .wire.reference import Reference
 if TYPE_CHECKING:
     from .client.asyncresult import AsyncResult
     from .client.client import Client
+    from .client.dependencies import Dependency
     from .client.mapresult import AsyncMapResult
     from .client.view import DirectView, LoadBalancedView, parallel, remote
+    from .wire.dependent import depend, dependent, require
 
 __version__ = "0.1.0"
 
@@ -52,6 +59,10 @@ _LAZY = {
     "AsyncMapResult": "client.mapresult",
     "AsyncResult": "client.asyncresult",
     "Client": "client.client",
+    "Dependency": "client.dependencies",
+    "depend": "wire.dependent",
+    "dependent": "wire.dependent",
+    "require": "wire.dependent",
     "DirectView": "client.view",
     "LoadBalancedView": "client.view",
     "parallel": "client.view",
@@ -94,6 +105,15 @@ __all__ = [
     "RemoteError",
     "SerializationError",
     "TaskAborted",
+    "TaskTimeout",
+    "UnmetDependency",
+    "ImpossibleDependency",
+    "DependencyTimeout",
+    "InvalidDependency",
+    "Dependency",
+    "depend",
+    "dependent",
+    "require",
     "interactive",
     "__version__",
 ]

@@ -1,5 +1,5 @@
 """``from localpar.datapub import publish_data``: the task-facing names, kept at ipyparallel's path."""
 
-from .engine.datapub import publish_data, report_progress
+from .engine.datapub import publish_data, report_progress, resume_data
 
-__all__ = ["publish_data", "report_progress"]
+__all__ = ["publish_data", "report_progress", "resume_data"]

@@ -4,7 +4,10 @@ Every broken state has its own type, so that callers can tell a failing task (`R
 from a dead engine (`EngineError`) from a dead data store (`DataStoreError`) without parsing
 messages.  As in ipyparallel, the errors that can stand for a task's outcome share `KernelError`,
 with `TaskAborted` beside `RemoteError` (``except RemoteError`` does not swallow an abort, a closed
-client or "no engines"); a dead engine is a `RemoteError`, as ipyparallel raises it.
+client or "no engines"); a dead engine is a `RemoteError`, as ipyparallel raises it.  The
+dependency errors keep ipyparallel's classes; what ``get()`` raises for a task the scheduler
+failed is, as in ipyparallel, a `RemoteError` whose ``ename`` names them, and here it is also an
+instance of them (see `scheduling_error`).
 `LocalparError` is the base of everything localpar raises itself::
 
     LocalparError
@@ -15,7 +18,12 @@ client or "no engines"); a dead engine is a `RemoteError`, as ipyparallel raises
     │   │   └── AlreadyDisplayedError
     │   ├── TaskAborted              aborted before it started
     │   ├── NoEnginesError           no live engine could run it
-    │   └── ClientClosedError        the client closed (also a RuntimeError)
+    │   ├── ClientClosedError        the client closed (also a RuntimeError)
+    │   ├── TaskTimeout              a load-balanced task waited longer than its `timeout`
+    │   └── UnmetDependency          a ``@depend`` check said no (raised on the engine)
+    │       └── ImpossibleDependency its dependencies can no longer be met
+    │           ├── DependencyTimeout  ... in time (its `timeout` passed)
+    │           └── InvalidDependency  it names a task the client does not know
     ├── SerializationError           (also a TypeError)
     └── DataStoreError
 """
@@ -38,6 +46,12 @@ __all__ = [
     "RemoteTraceback",
     "SerializationError",
     "TaskAborted",
+    "TaskTimeout",
+    "UnmetDependency",
+    "ImpossibleDependency",
+    "DependencyTimeout",
+    "InvalidDependency",
+    "scheduling_error",
 ]
 
 
@@ -271,3 +285,91 @@ class ClientClosedError(KernelError, RuntimeError):
 
     def __str__(self) -> str:
         return self.evalue
+
+
+def _message_only_init(self: KernelError, message: str = "", engine_info: Optional[dict[str, Any]] = None) -> None:
+    KernelError.__init__(self, type(self).__name__, message, "", engine_info)
+
+
+def _message_only_reduce(self: KernelError) -> Any:
+    return (type(self), (self.evalue, self.engine_info))
+
+
+def _message_only_str(self: KernelError) -> str:
+    return self.evalue
+
+
+class TaskTimeout(KernelError):
+    """A load-balanced task was still waiting (for its dependencies, or for an engine it may
+    run on) when its `timeout` passed (ipyparallel's name, under `KernelError`)."""
+
+    __init__ = _message_only_init
+    __reduce__ = _message_only_reduce
+    __str__ = _message_only_str
+
+
+class UnmetDependency(KernelError):
+    """Raised on an engine by a ``@depend`` / ``@require`` check that says no: a load-balanced
+    task is then tried on another engine, a direct one fails with it."""
+
+    __init__ = _message_only_init
+    __reduce__ = _message_only_reduce
+    __str__ = _message_only_str
+
+
+class ImpossibleDependency(UnmetDependency):
+    """The task's dependencies can no longer be met: one failed (or succeeded) against its
+    `Dependency`, the engine it must follow is gone, or no engine it may run on is left."""
+
+
+class DependencyTimeout(ImpossibleDependency):
+    """The task's `timeout` passed before its dependencies were met."""
+
+
+class InvalidDependency(ImpossibleDependency):
+    """The task depends on a msg_id the client does not know (or on itself)."""
+
+
+class _RemoteTaskTimeout(RemoteError, TaskTimeout, DependencyTimeout):
+    """What ``get()`` raises for a task whose `timeout` passed: ipyparallel's RemoteError with
+    ``ename == 'TaskTimeout'``, that is also a `TaskTimeout` and a `DependencyTimeout`."""
+
+    ename_of_kind = "TaskTimeout"
+
+
+class _RemoteImpossibleDependency(RemoteError, ImpossibleDependency):
+    ename_of_kind = "ImpossibleDependency"
+
+
+class _RemoteInvalidDependency(RemoteError, InvalidDependency):
+    ename_of_kind = "InvalidDependency"
+
+
+def _remote_init(self: Any, message: str = "", engine_info: Optional[dict[str, Any]] = None) -> None:
+    KernelError.__init__(self, self.ename_of_kind, message, "", engine_info)
+
+
+def _remote_repr(self: KernelError) -> str:
+    return f"<RemoteError[{self.engine_id}]:{self.ename}({self.evalue})>"
+
+
+for _kind in (_RemoteTaskTimeout, _RemoteImpossibleDependency, _RemoteInvalidDependency):
+    _kind.__init__ = _remote_init
+    _kind.__reduce__ = _message_only_reduce
+    _kind.__str__ = _message_only_str
+    _kind.__repr__ = _remote_repr
+
+_AS_REMOTE = {
+    TaskTimeout: _RemoteTaskTimeout,
+    DependencyTimeout: _RemoteTaskTimeout,
+    ImpossibleDependency: _RemoteImpossibleDependency,
+    InvalidDependency: _RemoteInvalidDependency,
+}
+
+
+def scheduling_error(kind: type, message: str) -> RemoteError:
+    """The error of a task the scheduler failed without running it, as ``get()`` raises it:
+    a `RemoteError` (as ipyparallel wraps it, ``ename`` naming the kind, ``engine_info`` empty)
+    that is also an instance of `kind` (`TaskTimeout` also of `DependencyTimeout`), so that both
+    ``except RemoteError`` and ``except ImpossibleDependency`` catch it."""
+    return _AS_REMOTE[kind](message)

@@ -240,3 +240,75 @@ def test_a_task_sent_after_the_ledger_closed_fails_as_closed(rig: Rig) -> None:
     rig.ledger.send(record, b"")
     assert record.done
     assert isinstance(record.error, ClientClosedError), record.error
+
+
+class MergingResult(FakeResult):
+    """A FakeResult that keeps its task's merged data, as an AsyncResult does (``data_slots``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.slots: List[dict] = [{}]
+
+    def data_slots(self) -> List[dict]:
+        return self.slots
+
+    def apply_data(self, index: int, delta: Any) -> None:
+        super().apply_data(index, delta)
+        self.slots[index] = {**self.slots[index], **delta}
+
+    def hold_segments(self, segments: Any) -> None:
+        pass
+
+
+class FreshStore:
+    """The Manager's copy of engine 0's data, fresher than what reached the client."""
+
+    def __init__(self, seq: int, pubseq: int, state: dict) -> None:
+        self.answer = (seq, pubseq, state)
+        self.death_r, self.death_w = os.pipe()  # never readable: this Manager does not die
+        self.death_fd = self.death_r
+
+    def latest(self, engine_id: int, timeout: float) -> Any:
+        return self.answer if engine_id == 0 else None
+
+    def close(self) -> None:
+        os.close(self.death_r)
+        os.close(self.death_w)
+
+
+def test_a_retry_resumes_from_the_managers_copy_when_it_is_newer_than_what_arrived(rig: Rig) -> None:
+    """The engine dies after its third publication left it for the Manager, but only the first
+    reached the client: the next attempt resumes from the third (recovered before the retry)."""
+    from localpar.client.balancer import Balancer
+    from localpar.client.dependencies import FlagValues, TaskFlags
+
+    balancer = Balancer(rig.ledger)  # hooks itself into the ledger, as in a Client
+    sent: List[Any] = []
+    balancer.encode = lambda call: (sent.append(call), (b"resumed", []))[1]  # type: ignore[assignment,func-returns-value]
+    result = MergingResult()
+    record = rig.record(result)  # type: ignore[arg-type]
+    record.call = b"the call"  # load-balanced
+    record.flags = TaskFlags(FlagValues(1, 0.0, None, None), None)
+    store = FreshStore(record.seq, 3, {"step": 3, "x": "three"})
+    with rig.ledger.lock:
+        rig.collector.store = store  # type: ignore[assignment]
+    rig.ledger.watch_again()
+    try:
+        rig.publish(Data(record.seq, 0, 1, dumps({"step": 1, "x": "one"}, rig.cluster_id)[0]))
+        deadline = time.monotonic() + WAIT
+        while result.slots[0].get("step") != 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        rig.process.kill()
+        while not sent and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert sent, "the task was not retried"
+        (op, (state, call), kwargs) = sent[0]
+        assert (op.__name__, state, call, kwargs) == ("resume", {"step": 3, "x": "three"}, b"the call", {})
+        assert result.slots[0] == {"step": 3, "x": "three"}  # what ar.data ends with, too
+        while not record.done and time.monotonic() < deadline:  # no engine is left to run it
+            time.sleep(0.01)
+        assert record.done and "no live engine" in str(record.error)
+    finally:
+        rig.ledger.close()
+        rig.collector.stop()
+        store.close()

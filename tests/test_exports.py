@@ -12,6 +12,9 @@ PUBLIC = [
     "KernelError", "LoadBalancedView", "LocalparError", "NoEnginesError", "Reference", "RemoteError",
     "RemoteTraceback", "SerializationError", "TaskAborted", "__version__", "error", "interactive", "parallel",
     "remote",
+    # scheduling (task flags and dependencies), as ipyparallel exports them at its top level
+    "Dependency", "DependencyTimeout", "ImpossibleDependency", "InvalidDependency", "TaskTimeout",
+    "UnmetDependency", "depend", "dependent", "require",
 ]  # fmt: skip
 
 

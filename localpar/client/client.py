@@ -37,6 +37,7 @@ fail, with `EngineError`; the others keep serving and it can be replaced.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import secrets
 import signal
@@ -56,7 +57,7 @@ from ..wire.ops import EngineOp
 from ..wire.pubqueue import PublicationQueue
 from ..wire.serialization import dumps_call
 from ..wire.spec import EngineSpec
-from . import memory
+from . import dependencies, memory
 from . import status as status_module
 from .asyncresult import AsyncResult
 from .balancer import Balancer
@@ -162,6 +163,10 @@ class Client:
         self._balancer = Balancer(self._ledger)
         self._collector.on_room = self._balancer.schedule
         self._collector.on_reclaimed = self._balancer.requeue
+        # Task flags (retries, after, follow, timeout; see dependencies): what the balancer needs.
+        self._collector.deadlines = self._balancer.deadlines
+        self._balancer.find_records = functools.partial(dependencies.find_records, self._results)
+        self._balancer.encode = functools.partial(dependencies.encode_call, self.cluster_id)
         self._cluster = ClusterResources(
             self.cluster_id,
             self._ledger,
@@ -175,6 +180,7 @@ class Client:
         )
         self._collector.on_death = self._cluster.after_death
         self._collector.death_note = self._cluster.note_death
+        self._balancer.will_replace = self._cluster.will_replace
         self._cluster.replace = _weakly_with(self, Client._replace_dead)
         self._finalizer = weakref.finalize(self, self._cluster.close)
         self._finalizer.atexit = False  # processes.clusters closes it at exit, before multiprocessing's own hook
@@ -526,8 +532,15 @@ class Client:
             self._ledger.send(record, blob)
         return ar
 
-    def send_balanced(self, calls: Sequence[Call], ar: AsyncResult, targets: Optional[List[int]]) -> AsyncResult:
-        """Queue calls for whichever engine (of `targets`) is free first."""
+    def send_balanced(
+        self,
+        calls: Sequence[Call],
+        ar: AsyncResult,
+        targets: Optional[List[int]],
+        flags: Optional[dependencies.FlagValues] = None,
+    ) -> AsyncResult:
+        """Queue calls for whichever engine (of `targets`) is free first; with `flags`
+        (retries, after, follow, timeout), as they say (see ``dependencies``)."""
         self._check_open()
         blobs = []
         for call in calls:
@@ -535,7 +548,11 @@ class Client:
             if segments:
                 ar.hold_segments(segments)
             blobs.append(blob)
-        self._balancer.submit(ar, [(self._new_record(ar, -1), blob, targets) for blob in blobs])
+        items = [(self._new_record(ar, -1), blob, targets) for blob in blobs]
+        if flags is None:
+            self._balancer.submit(ar, items)
+        else:
+            self._balancer.submit_flagged(ar, items, flags)
         return ar
 
     @property

@@ -7,7 +7,8 @@
     Manager ── pidfd (death) ─────┤   (poll, apply)    ├─► EngineError for a dead engine's
     task/control pipe i, if full ─┤                    │   pending tasks; DataStoreError
     Ledger.doorbell ──────────────┘                    └─► balancer: engines have room,
-                                                           or handed tasks back (Reclaimed)
+    (deadlines: the poll's timeout)                        or handed tasks back (Reclaimed);
+                                                           a waiting task's timeout came
 
 Callers never read: they wait on their AsyncResult (a Future), or in
 ``Ledger.wait_until``.  So every channel has exactly one reader, and a
@@ -59,6 +60,7 @@ from .ledger import Ledger
 
 if TYPE_CHECKING:
     from .datastore import DataStore
+    from .dependencies import Deadlines
 
 _logger = logging.getLogger("localpar")
 
@@ -84,6 +86,9 @@ class Collector:
         # The client's hook for the cluster's first publication: it starts the Manager then,
         # so that a cluster that never publishes never starts one.  Called once, then dropped.
         self.on_first_data: Optional[Callable[[], None]] = None
+        # The timeouts of load-balanced tasks (``dependencies.Deadlines``): this thread polls
+        # with the nearest as timeout and fires what is due.  Set before start.
+        self.deadlines: Optional[Deadlines] = None
         self.store: Optional[DataStore] = None  # set under ledger.lock
         self.store_error: Optional[str] = None  # why the Manager is gone
         # Engine segments whose arrays the client dropped; appended from GC
@@ -124,8 +129,10 @@ class Collector:
                     self._watch()
                 if chaos.ENABLED:
                     chaos.pause()
-                ready = self._poller.poll(-1)
+                ready = self._poller.poll(-1 if self.deadlines is None else self.deadlines.poll_timeout())
                 self._handle(ready)
+                if self.deadlines is not None:
+                    self.deadlines.fire()
                 self._after_batch()
             why = "the client was closed"
         except BaseException as exc:  # a bug here must not leave futures pending forever

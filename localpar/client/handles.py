@@ -12,7 +12,9 @@ belong to the ledger (``Ledger.lock``).
 times) are written before the record completes, by the collector thread for a task that
 reached an engine, or by the thread that fails a task that never did (``Ledger.fail``:
 dropped, refused, or failed at close); nothing writes them once the record is done, and other
-threads read them only after (the Future's completion orders the two).  `output` is the exception:
+threads read them only after (the Future's completion orders the two).  A load-balanced task
+that failed and runs again (``retries``) is not done: the balancer's ``retry`` resets them for
+the next attempt, under a new `seq`, before it is sent again.  `output` is the exception:
 the collector appends the task's output to it while the task runs (an append, so
 a reader's copy of the list is always consistent), and every piece of it is
 there before the record completes.
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
     from multiprocessing.process import BaseProcess
 
     from .asyncresult import AsyncResult
+    from .dependencies import TaskFlags
 
 
 class TaskRecord:
@@ -44,7 +47,7 @@ class TaskRecord:
         "seq", "msg_id", "engine_id", "result", "index", "submitted", "started", "completed",
         "received", "status", "value", "error", "output", "pubs_expected",
         "pubs_applied", "last_pubseq", "progress", "data_errors", "done",
-        "call", "allowed", "abort_requested", "abort_refused",
+        "call", "allowed", "abort_requested", "abort_refused", "flags", "watched",
     )  # fmt: skip
 
     def __init__(self, seq: int, msg_id: str, engine_id: int, result: AsyncResult, index: int) -> None:
@@ -75,6 +78,10 @@ class TaskRecord:
         self.allowed: Optional[List[int]] = None
         self.abort_requested = False
         self.abort_refused = False  # its engine answered an Abort: it had started (the collector writes it)
+        # Scheduling flags (retries, after, follow, timeout; ``dependencies.TaskFlags``), or None;
+        # and whether another task waits for this one.  Under the balancer's lock.
+        self.flags: Optional[TaskFlags] = None
+        self.watched = False
 
     @property
     def stdout(self) -> str:
@@ -117,6 +124,7 @@ class EngineHandle:
         self.restarts = 0  # engines of this id before it; set before the ledger has it
         self.idle_since = time.time()  # the end of its last task (Ledger.lock)
         self.started = time.monotonic()  # how long it lived, at its death (see ``restarts``)
+        self.created = time.time()  # a task that ended before this did not run on this process
         self.death_fd = death_fd(process)
         self._own_death_fd = self.death_fd != process.sentinel
 

@@ -24,6 +24,10 @@ Ownership (who may touch what), and where a read without the lock is safe:
   waiters and runs its callbacks).  The collector thread completes every record that reached an
   engine; a record that never did (dropped by the balancer, refused by `register`, failed at
   close) is completed by the thread that dropped it.
+- A load-balanced task that failed may not complete yet: `complete` first offers it to
+  `on_error` (the balancer's ``retry``), which may take it back (`retract`) to run it again;
+  and a record another task waits for (``watched``) is handed to `on_watched_done` once it
+  has completed (both outside the lock; see ``dependencies``).
 - Waiting for anything that is not a Future (a data change, a record, a death)
   goes through `wait_until`: its predicate is checked under `_changed`, which
   the collector notifies after applying each batch, so a wake cannot fall
@@ -81,6 +85,9 @@ class Ledger:
         self._changed = threading.Condition(threading.RLock())
         self._generation = 0  # batches applied; guarded by _changed
         self._watchers = 0  # threads in wait_until; guarded by _changed
+        # The balancer's hooks (see the module docstring): set once, before any task.
+        self.on_error: Optional[Callable[[TaskRecord], bool]] = None
+        self.on_watched_done: Optional[Callable[[TaskRecord], None]] = None
 
     # -- engines ------------------------------------------------------------------------
     def add_engine(self, handle: EngineHandle) -> None:
@@ -240,6 +247,8 @@ class Ledger:
 
     def complete(self, record: TaskRecord) -> None:
         """`record` has its outcome: count it off its AsyncResult, finishing it if last."""
+        if record.status == "error" and record.call is not None and self.on_error is not None and self.on_error(record):
+            return  # load-balanced, and it runs again (retries, an unmet @depend)
         with self.lock:
             if chaos.ENABLED:
                 chaos.pause()
@@ -259,8 +268,25 @@ class Ledger:
             if chaos.ENABLED:
                 chaos.pause()
             result.finish()
+        if record.watched and self.on_watched_done is not None:  # read after `done` is set: see dependencies
+            self.on_watched_done(record)
         if threading.current_thread() is not self.collector_thread:
             self.notify_waiters()  # the collector notifies once per batch, after applying it
+
+    def retract(self, record: TaskRecord) -> bool:
+        """Take back a failed task that will run again (the balancer's retry): untrack it as
+        `reclaimed` does; False if it completed meanwhile or is not tracked."""
+        with self.lock:
+            if record.done or self.closed or self.records.get(record.seq) is not record:
+                return False
+            del self.records[record.seq]
+            self.balanced -= record.call is not None
+            handle = self.engines.get(record.engine_id)
+            if handle is not None and record.seq in handle.pending:
+                handle.pending.discard(record.seq)
+                handle.completed += 1
+                handle.idle_since = record.received or time.time()
+            return True
 
     def check_can_wait(self) -> None:
         """Refuse to block the collector thread: it would wait for itself."""

@@ -100,6 +100,13 @@ class ClusterResources:
             self.store = store
             return True
 
+    def will_replace(self, handle: EngineHandle) -> bool:
+        """Whether a dead `handle` is (or will be) replaced by a new engine with its id:
+        with ``restart_dead``, or killed over the memory limit; not one retired on purpose,
+        nor one the restart policy gave up on."""
+        wanted = (self.restart_dead or handle.death_reason is not None) and not handle.retired
+        return wanted and not self.closed and not self.restarts.gave_up_on(handle.id)
+
     def note_death(self, handle: EngineHandle) -> Optional[str]:
         """The collector saw `handle` die (before it fails its tasks): decide whether and when it
         is replaced; what its tasks' EngineError must add (that it will not be), or None."""

@@ -71,6 +71,11 @@ class RestartPolicy:
             self._quick.pop(engine_id, None)
             self._given_up.pop(engine_id, None)
 
+    def gave_up_on(self, engine_id: int) -> bool:
+        """Whether engine `engine_id` is no longer restarted."""
+        with self._lock:
+            return engine_id in self._given_up
+
     def given_up(self) -> List[str]:
         """Why each engine id given up on is not restarted, by id."""
         with self._lock:

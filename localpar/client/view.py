@@ -10,6 +10,7 @@ from ..errors import not_picklable
 from ..wire.ops import EngineOp
 from ..wire.reference import Reference, contains_reference
 from .asyncresult import AsyncResult
+from .dependencies import FlagValues, as_dependency, valid_dependency
 from .mapresult import AsyncMapResult, JoinedResult, UnorderedMapResult
 
 if TYPE_CHECKING:
@@ -368,10 +369,62 @@ class DirectView(View):
 
 
 class LoadBalancedView(View):
-    """Sends each task to whichever engine (of `targets`, default all) is free first."""
+    """Sends each task to whichever engine (of `targets`, default all) is free first.
+
+    Its task flags, as ipyparallel's (see ``dependencies``): `retries` (run a task that raised,
+    or whose engine died, again on another engine, up to that many times), `after` and `follow`
+    (msg_ids, AsyncResults or a `Dependency`: run after them, and where they ran), `timeout`
+    (seconds a task may wait for those, or for an engine, before it fails with `TaskTimeout`).
+    """
+
+    _TASK_FLAGS = ("retries", "after", "follow", "timeout")
 
     def __init__(self, client: Client, targets: Targets = None) -> None:
         super().__init__(client, targets)
+        self.retries = 0
+        self.after: Any = None
+        self.follow: Any = None
+        self.timeout: Optional[float] = 0.0
+
+    def set_flags(self, **flags: Any) -> LoadBalancedView:  # type: ignore[override]
+        """Set `block`, `targets` and the task flags (`retries`, `after`, `follow`, `timeout`);
+        returns the view, as ipyparallel's does."""
+        own = {k: flags.pop(k) for k in list(flags) if k in self._TASK_FLAGS}
+        super().set_flags(**flags)
+        for name in ("after", "follow"):
+            if name in own:
+                if not valid_dependency(own[name]):
+                    raise ValueError(f"Invalid dependency: {own[name]!r}")
+                setattr(self, name, own[name])
+        if "timeout" in own:
+            t = own["timeout"]
+            if not isinstance(t, (int, float, type(None))) or isinstance(t, bool):
+                raise TypeError(f"Invalid type for timeout: {type(t)!r}")
+            if t is not None and t < 0:
+                raise ValueError(f"Invalid timeout: {t}")
+            self.timeout = t
+        if "retries" in own:
+            if not isinstance(own["retries"], int) or isinstance(own["retries"], bool):
+                raise TypeError(f"retries must be int, not {type(own['retries'])!r}")
+            self.retries = own["retries"]
+        return self
+
+    def _task_flags(self) -> Optional[FlagValues]:
+        """The flags for the next submission, or None if none is set (the plain path)."""
+        retries, after, follow, timeout = self.retries, self.after, self.follow, self.timeout
+        if not retries and after is None and follow is None and not timeout:
+            return None
+        if not isinstance(retries, int) or isinstance(retries, bool):
+            raise TypeError(f"retries must be int, not {type(retries)!r}")
+        if not isinstance(timeout, (int, float, type(None))) or isinstance(timeout, bool):
+            raise TypeError(f"Invalid type for timeout: {type(timeout)!r}")
+        for name, dep in (("after", after), ("follow", follow)):
+            if not valid_dependency(dep):
+                raise ValueError(f"Invalid dependency for {name}: {dep!r}")
+        values = FlagValues(retries, float(timeout or 0.0), as_dependency(after), as_dependency(follow))
+        if values.retries <= 0 and values.timeout <= 0 and values.after is None and values.follow is None:
+            return None
+        return values
 
     def __repr__(self) -> str:
         return f"<LoadBalancedView {self._targets}>"
@@ -381,15 +434,16 @@ class LoadBalancedView(View):
         bounds = _split(len(seqs[0]), max(1, len(self.client.ids)))
         calls: List[Any] = [(f, tuple(s[a:b] for s in seqs), {}) for a, b in bounds]
         ar = AsyncResult(self.client, getattr(f, "__name__", "f"))
-        return self.client.send_balanced(calls, ar, self._allowed())
+        return self.client.send_balanced(calls, ar, self._allowed(), self._task_flags())
 
     def _allowed(self) -> Optional[List[int]]:
         return None if self._targets is None else self._resolved()
 
     def apply_async(self, f: Callable[..., Any], /, *args: Any, **kwargs: Any) -> AsyncResult:
         """Run ``f(*args, **kwargs)`` once, on the first free engine."""
+        flags = self._task_flags()
         ar = AsyncResult(self.client, getattr(f, "__name__", "f"), single=True)
-        return self.client.send_balanced([_with_references((f, args, kwargs))], ar, self._allowed())
+        return self.client.send_balanced([_with_references((f, args, kwargs))], ar, self._allowed(), flags)
 
     def map_async(
         self,
@@ -423,7 +477,7 @@ class LoadBalancedView(View):
         ar.return_exceptions = return_exceptions
         chunk = _map_chunk_function(f, seqs)
         calls: List[Any] = [(chunk, (f, *[s[a : a + chunksize] for s in seqs]), {}) for a in starts]
-        self.client.send_balanced(calls, ar, self._allowed())
+        self.client.send_balanced(calls, ar, self._allowed(), self._task_flags())
         if not calls:
             ar.set_result([])
         return ar

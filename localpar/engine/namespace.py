@@ -14,6 +14,7 @@ from ..wire.ops import (
     KeptException,
     interactive,  # noqa: F401  (kept importable from here)
 )
+from .dependent import dependent, require, resume  # noqa: F401  (looked up by name: wire.dependent, the balancer)
 from .functions import bind_to_namespace
 
 
