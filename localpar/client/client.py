@@ -62,9 +62,12 @@ from .balancer import Balancer
 from .collector import Collector
 from .datastore import DataStore, ManagerStartError
 from .handles import EngineHandle, TaskRecord
+from .hub import HubMixin
 from .ledger import Ledger
 from .resources import ClusterResources
 from .results import ResultIndex
+from .sqlitedb import SQLiteStore
+from .taskdb import TaskDB
 from .view import DirectView, LoadBalancedView, Targets
 
 # Engines forked from this process start with the engine's code loaded, as when this module
@@ -76,7 +79,7 @@ Call = Tuple[Callable[..., Any], Tuple[Any, ...], Dict[str, Any]]
 default_start_method = launch.default_start_method  # kept importable from here
 
 
-class Client:
+class Client(HubMixin):
     """A cluster of `n` engine processes on this machine (default: one per CPU).
 
     Use it as a context manager, or call `close()`; it is also closed when
@@ -115,6 +118,12 @@ class Client:
     restart_dead
         True replaces any engine that dies (a crash, a kill) by a new one with the same
         id; the dead engine's pending tasks still fail with `EngineError`. Default False.
+    db
+        A path: every task's record also goes to this SQLite file (written by a thread of
+        its own, off the task path), so that a later ``Client(db=path)`` still answers
+        ``get_result``, ``db_query`` and ``hub_history`` for this run, values and published
+        data included.  Default None: the records are kept in memory only, bounded (see
+        ``localpar.client.taskdb``: ``c.task_db``).
 
     Whatever an engine's tasks start (subprocesses, their children, daemons that left
     the session) is ended with it: see ``localpar.proctree`` and the README's Guarantees.
@@ -129,6 +138,7 @@ class Client:
         oversubscribe: bool = False,
         memory_limit: Union[int, str, None] = None,
         restart_dead: bool = False,
+        db: Optional[str] = None,
     ) -> None:
         # Checked before anything starts: a refused cluster leaves nothing behind.
         if n is None:
@@ -149,6 +159,12 @@ class Client:
         self._queue = PublicationQueue()
         self._spin_hint = SpinHint.create(self.cluster_id)
         self._ledger = Ledger(self._spin_hint)
+        self.history: List[str] = []  # msg_ids in submission order, as ipyparallel's rc.history
+        self._taskdb = TaskDB(self.cluster_id)
+        self._store: Optional[SQLiteStore] = None
+        if db is not None:
+            self._store = self._taskdb.sink = SQLiteStore(db, self.cluster_id)
+        self._ledger.taskdb = self._taskdb
         self._collector = Collector(self.cluster_id, self._ledger, self._queue)
         self._cpu_meter = status_module.CpuMeter()
         self._start_lock = threading.Lock()  # one engine starts at a time: none inherits another's pipes
@@ -173,6 +189,7 @@ class Client:
         self._cluster.replace = _weakly_with(self, Client._replace_dead)
         self._finalizer = weakref.finalize(self, self._cluster.close)
         self._finalizer.atexit = False  # processes.clusters closes it at exit, before multiprocessing's own hook
+        self._db_finalizer = weakref.finalize(self, self._store.close) if self._store is not None else None
         clusters.register(self._cluster)
         try:
             for engine_id in self._ledger.reserve_ids(n):
@@ -187,6 +204,8 @@ class Client:
                     self._cluster.memory_watch.start()
         except BaseException:
             self._finalizer()
+            if self._db_finalizer is not None:
+                self._db_finalizer()
             raise
         if "IPython" in sys.modules:  # inside IPython, %px runs on this cluster (as in ipyparallel)
             from ..integrations.magics import activate_default
@@ -287,15 +306,6 @@ class Client:
     def closed(self) -> bool:
         """Whether `close()` has run (or the cluster broke)."""
         return self._cluster.closed or self._ledger.closed
-
-    def queue_status(self) -> Dict[Union[int, str], Any]:
-        """As ipyparallel: ``{engine_id: {"queue": pending, "completed": done, "tasks": pending},
-        "unassigned": tasks the load balancer still holds}``."""
-        status: Dict[Union[int, str], Any] = {
-            i: {"queue": n, "completed": done, "tasks": n} for i, (n, done) in self._ledger.counts().items()
-        }
-        status["unassigned"] = len(self._balancer.queued_msg_ids())
-        return status
 
     def status(self) -> status_module.Status:
         """Each live engine: pid, state (idle, or running which call since when), resident
@@ -480,11 +490,16 @@ class Client:
             raise TypeError(f"expected a callable to run on the engines, got {type(f).__name__}: {f!r:.80}")
         return dumps_call(f, args, kwargs, self.cluster_id)
 
-    def _new_record(self, ar: AsyncResult, engine_id: int) -> TaskRecord:
+    def _new_record(
+        self, ar: AsyncResult, engine_id: int, call: Optional[Call] = None, queue: str = "mux", history: bool = True
+    ) -> TaskRecord:
         seq = self._ledger.next_seq()
         record = TaskRecord(seq, f"{self.cluster_id}-{seq}", engine_id, ar, len(ar.records))
         ar.add_task(record)
         self._results[record.msg_id] = ar
+        self._taskdb.add(record, queue, call, ar.fname)  # the Hub's record (see hub)
+        if history:
+            self.history.append(record.msg_id)
         return record
 
     def send_calls(
@@ -501,7 +516,7 @@ class Client:
                 encoded[key] = self._encode(*call)
                 if encoded[key][1]:
                     ar.hold_segments(encoded[key][1])
-            plan.append((self._new_record(ar, engine_id), encoded[key][0]))
+            plan.append((self._new_record(ar, engine_id, call), encoded[key][0]))
         ar.mark_sent()  # nobody else has it yet: it cannot have been cancelled
         for record, blob in plan:
             self._ledger.send(record, blob)
@@ -516,7 +531,7 @@ class Client:
             if segments:
                 ar.hold_segments(segments)
             blobs.append(blob)
-        self._balancer.submit(ar, [(self._new_record(ar, -1), blob, targets) for blob in blobs])
+        self._balancer.submit(ar, [(self._new_record(ar, -1, c, "task"), b, targets) for c, b in zip(calls, blobs)])
         return ar
 
     @property
@@ -563,7 +578,7 @@ class Client:
         ar = self.send_calls([(i, (EngineOp("clear"), (), {})) for i in self.resolve_targets(targets)], "clear")
         return ar.get() if (self.block if block is None else block) else ar
 
-    def purge_results(self, jobs: Any = (), targets: Targets = ()) -> None:
+    def purge_local_results(self, jobs: Any = (), targets: Targets = ()) -> None:
         """Forget finished results (``results``) kept by the client, as ipyparallel does:
         `jobs` (``'all'``, msg_ids, AsyncResults) and/or every result of `targets`.
 
@@ -585,8 +600,6 @@ class Client:
             raise RuntimeError(f"Can't purge outstanding tasks: {sorted(running)}")
         for msg_id in msg_ids:
             self._results.pop(msg_id, None)
-
-    purge_local_results = purge_results
 
     def wait(self, jobs: Any = None, timeout: Optional[float] = -1) -> bool:
         """Wait for `jobs`: an AsyncResult, a msg_id, a Future, or a list of them (default:
@@ -648,6 +661,8 @@ class Client:
         """Stop the engines, the Manager and the collector thread; idempotent."""
         clusters.discard(self._cluster)
         self._finalizer()
+        if self._db_finalizer is not None:  # after the cluster: the last failures are recorded too
+            self._db_finalizer()
 
     shutdown = close
 

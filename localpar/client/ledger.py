@@ -46,6 +46,7 @@ from ..wire.framing import Bell
 if TYPE_CHECKING:
     from ..processes.spin import SpinHint
     from .handles import EngineHandle, TaskRecord
+    from .taskdb import TaskDB
 
 
 class Ledger:
@@ -69,6 +70,7 @@ class Ledger:
         self._changed = threading.Condition(threading.RLock())
         self._generation = 0  # batches applied; guarded by _changed
         self._watchers = 0  # threads in wait_until; guarded by _changed
+        self.taskdb: Optional[TaskDB] = None  # told each completion (set before any task)
 
     # -- engines ------------------------------------------------------------------------
     def add_engine(self, handle: EngineHandle) -> None:
@@ -187,6 +189,8 @@ class Ledger:
                 handle.idle_since = record.received or time.time()
             result, record.result = record.result, None  # no cycle: an array can die with its result
             last = result is not None and result.task_done()
+        if self.taskdb is not None:  # before the Future finishes: the database has it when get() returns
+            self.taskdb.finished(record, result.data_slots()[record.index] if result is not None else {})
         if last and result is not None:
             if chaos.ENABLED:
                 chaos.pause()

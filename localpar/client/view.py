@@ -45,6 +45,7 @@ class View:
         self.client = client
         self._targets = targets
         self.block = False
+        self.history: List[str] = []  # msg_ids submitted through a load-balanced view (as ipyparallel)
 
     @property
     def targets(self) -> Targets:
@@ -381,15 +382,21 @@ class LoadBalancedView(View):
         bounds = _split(len(seqs[0]), max(1, len(self.client.ids)))
         calls: List[Any] = [(f, tuple(s[a:b] for s in seqs), {}) for a, b in bounds]
         ar = AsyncResult(self.client, getattr(f, "__name__", "f"))
-        return self.client.send_balanced(calls, ar, self._allowed())
+        return self._send_balanced(calls, ar)
 
     def _allowed(self) -> Optional[List[int]]:
         return None if self._targets is None else self._resolved()
 
+    def _send_balanced(self, calls: List[Any], ar: AsyncResult) -> AsyncResult:
+        """Queue the calls of `ar` and note their msg_ids in this view's `history`."""
+        self.client.send_balanced(calls, ar, self._allowed())
+        self.history.extend(ar.msg_ids)
+        return ar
+
     def apply_async(self, f: Callable[..., Any], /, *args: Any, **kwargs: Any) -> AsyncResult:
         """Run ``f(*args, **kwargs)`` once, on the first free engine."""
         ar = AsyncResult(self.client, getattr(f, "__name__", "f"), single=True)
-        return self.client.send_balanced([_with_references((f, args, kwargs))], ar, self._allowed())
+        return self._send_balanced([_with_references((f, args, kwargs))], ar)
 
     def map_async(
         self,
@@ -423,7 +430,7 @@ class LoadBalancedView(View):
         ar.return_exceptions = return_exceptions
         chunk = _map_chunk_function(f, seqs)
         calls: List[Any] = [(chunk, (f, *[s[a : a + chunksize] for s in seqs]), {}) for a in starts]
-        self.client.send_balanced(calls, ar, self._allowed())
+        self._send_balanced(calls, ar)
         if not calls:
             ar.set_result([])
         return ar
