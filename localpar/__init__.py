@@ -37,6 +37,7 @@ from .wire.reference import Reference
 if TYPE_CHECKING:
     from .client.asyncresult import AsyncResult
     from .client.client import Client
+    from .client.hubresult import AsyncHubResult
     from .client.mapresult import AsyncMapResult
     from .client.view import DirectView, LoadBalancedView, parallel, remote
 
@@ -49,6 +50,7 @@ FIRST_EXCEPTION = "FIRST_EXCEPTION"
 ALL_COMPLETED = "ALL_COMPLETED"
 
 _LAZY = {
+    "AsyncHubResult": "client.hubresult",
     "AsyncMapResult": "client.mapresult",
     "AsyncResult": "client.asyncresult",
     "Client": "client.client",
@@ -79,6 +81,7 @@ __all__ = [
     "error",
     "parallel",
     "remote",
+    "AsyncHubResult",
     "AsyncMapResult",
     "AsyncResult",
     "Client",

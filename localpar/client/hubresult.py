@@ -40,6 +40,21 @@ class AsyncHubResult(AsyncResult):
     _in_finish = False
     _finishing: threading.Lock
 
+    def __init__(
+        self,
+        client: Client,
+        fname: str = "unknown",
+        single: bool = False,
+        records: Optional[List[TaskRecord]] = None,
+        readers: Optional[List[Callable[[], Dict[str, Any]]]] = None,
+    ) -> None:
+        super().__init__(client, fname, single)
+        if records is not None:  # over existing records (see `over`)
+            self._records = list(records)
+            self._data = _LazyData(readers or [dict] * len(records))  # type: ignore[assignment]
+            self._over = True
+            self._finishing = threading.Lock()
+
     @classmethod
     def over(
         cls,
@@ -50,11 +65,7 @@ class AsyncHubResult(AsyncResult):
         fname: str = "unknown",
     ) -> AsyncHubResult:
         """A result over existing `records` (`readers` give each one's data)."""
-        ar = cls(client, fname, single)
-        ar._records = list(records)
-        ar._data = _LazyData(readers)  # type: ignore[assignment]
-        ar._over = True
-        ar._finishing = threading.Lock()
+        ar = cls(client, fname, single, records, readers)
         ar.mark_sent()
         ar.done()  # finishes it now if every record is done
         return ar
