@@ -154,16 +154,16 @@ class Client(HubMixin):
         self.start_method = start_method or launch.default_start_method()
         self._ctx: BaseContext = launch.get_context(self.start_method)
         self.cluster_id = secrets.token_hex(4)
+        self.history: List[str] = []  # msg_ids in submission order, as ipyparallel's rc.history
+        self._taskdb = TaskDB(self.cluster_id)
+        self._store: Optional[SQLiteStore] = None
+        if db is not None:  # before anything that needs cleaning up: a bad path leaves nothing
+            self._store = self._taskdb.sink = SQLiteStore(db, self.cluster_id)
         self._authkey = os.urandom(32)
         self._lifeline = Lifeline()
         self._queue = PublicationQueue()
         self._spin_hint = SpinHint.create(self.cluster_id)
         self._ledger = Ledger(self._spin_hint)
-        self.history: List[str] = []  # msg_ids in submission order, as ipyparallel's rc.history
-        self._taskdb = TaskDB(self.cluster_id)
-        self._store: Optional[SQLiteStore] = None
-        if db is not None:
-            self._store = self._taskdb.sink = SQLiteStore(db, self.cluster_id)
         self._ledger.taskdb = self._taskdb
         self._collector = Collector(self.cluster_id, self._ledger, self._queue)
         self._cpu_meter = status_module.CpuMeter()
