@@ -310,9 +310,7 @@ def test_sqlite_records_answer_a_new_client_after_the_first_was_sigkilled(tmp_pa
         rows = c.db_query({"msg_id": {"$in": info["ids"]}}, ["result", "data", "stdout", "completed"])
         assert [r["data"]["step"] for r in rows] == [0, 1, 2, 3]
         assert all(r["completed"] is not None for r in rows)
-        assert c.db_query({"client_uuid": info["cluster"], "status": "error"}, ["msg_id"]) == [
-            {"msg_id": info["bad"]}
-        ]
+        assert c.db_query({"client_uuid": info["cluster"], "status": "error"}, ["msg_id"]) == [{"msg_id": info["bad"]}]
         # the new run's tasks go to the same file, after the old ones
         new = c[0].apply_async(abs, -7)
         assert new.get(5) == 7

@@ -14,7 +14,8 @@ entries (in the order they finished) are dropped, a `cull_fraction` of the limit
 time; a pending task is never dropped.  Sizes are estimates (``approx_size``: bytes,
 strings, arrays by ``nbytes``, containers by a sample of their items).
 
-Ownership: `lock` guards `_entries`, `_finished` and `_bytes`; it is never held while
+Ownership: `lock` guards `_finished`, `_bytes` and every deletion from `_entries` (``add``'s
+insert is one dict write, atomic under the GIL, made without it); it is never held while
 anything else is taken or user code runs.  An optional `sink` (``sqlitedb.SQLiteStore``)
 is told the same events, in the same order, after the lock is released.
 
@@ -157,34 +158,28 @@ class TaskDB:
     # -- the task path: a few dict writes ---------------------------------------------------
     def add(self, record: TaskRecord, queue: str, call: Optional[Call], fname: str) -> None:
         """A task was submitted (its record is made, not yet sent)."""
-        entry = Entry(record, queue, call, fname, self.client_uuid)
-        with self.lock:
-            self._entries[record.msg_id] = entry
+        # One dict write, atomic under the GIL: no lock on the submitting thread's path (readers
+        # copy `_entries` in one C call; only `lock` holders delete from it).
+        self._entries[record.msg_id] = Entry(record, queue, call, fname, self.client_uuid)
         if self.sink is not None:
             self.sink.added(record.msg_id, self.client_uuid, queue, fname, record.submitted)
 
     def finished(self, record: TaskRecord, data: Dict[str, Any]) -> None:
         """The ledger completed `record`; `data` is what it published (merged)."""
-        cull = False
+        msg_id = record.msg_id
         with self.lock:
-            entry = self._entries.get(record.msg_id)
+            entry = self._entries.get(msg_id)
             if entry is not None and entry.record is record:
                 entry.data = data
-                entry.size = _entry_size(entry)
-                self._finished[record.msg_id] = None
-                self._bytes += entry.size
-                cull = len(self._entries) > self.record_limit or self._bytes > self.size_limit
-        if cull:
-            self._cull()
+                size = entry.size = _entry_size(entry)
+                self._finished[msg_id] = None
+                self._bytes += size
+                if len(self._entries) > self.record_limit:
+                    self._drop_oldest(max(1, int(self.cull_fraction * self.record_limit)), None)
+                if self._bytes > self.size_limit:
+                    self._drop_oldest(len(self._finished), self.size_limit * (1 - self.cull_fraction))
         if self.sink is not None:
             self.sink.finished(record, data)
-
-    def _cull(self) -> None:
-        with self.lock:
-            if len(self._entries) > self.record_limit:
-                self._drop_oldest(max(1, int(self.cull_fraction * self.record_limit)), None)
-            if self._bytes > self.size_limit:
-                self._drop_oldest(len(self._finished), self.size_limit * (1 - self.cull_fraction))
 
     def _drop_oldest(self, n: int, down_to: Optional[float]) -> None:
         """Drop up to `n` of the oldest finished entries (stopping once `_bytes` <= `down_to`)."""
@@ -216,13 +211,11 @@ class TaskDB:
         return self._entries.get(msg_id)
 
     def entries(self) -> List[Entry]:
-        with self.lock:
-            return list(self._entries.values())
+        return list(self._entries.values())  # one C call: atomic against add's insert
 
     def history(self) -> List[str]:
         """Every msg_id kept, in submission order."""
-        with self.lock:
-            return list(self._entries)
+        return list(self._entries)
 
     def find(self, query: Dict[str, Any], keys: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
         return find(query, (e.flat() for e in self.entries()), keys)
@@ -246,12 +239,22 @@ class TaskDB:
 
 
 def _entry_size(entry: Entry) -> int:
+    """`approx_size` of what the entry keeps alive, with the common small cases inline (this
+    runs once per task, in the thread that completes it)."""
     record = entry.record
-    size = approx_size(record.value) + approx_size(entry.data)
-    for _, text in record.output:
-        size += len(text)
-    if entry.call is not None:
-        size += approx_size(entry.call[1]) + approx_size(entry.call[2])
+    value = record.value
+    size = 0 if type(value) in _FLAT_TYPES else approx_size(value)
+    if entry.data:
+        size += approx_size(entry.data)
+    if record.output:
+        size += sum([len(text) for _, text in record.output])
+    call = entry.call
+    if call is not None:
+        for arg in call[1]:
+            if type(arg) not in _FLAT_TYPES:
+                size += approx_size(arg)
+        if call[2]:
+            size += approx_size(call[2])
     return size
 
 
