@@ -491,8 +491,15 @@ class Client(HubMixin):
         return dumps_call(f, args, kwargs, self.cluster_id)
 
     def _new_record(
-        self, ar: AsyncResult, engine_id: int, call: Optional[Call] = None, queue: str = "mux", history: bool = True
+        self,
+        ar: AsyncResult,
+        engine_id: int,
+        call: Union[bytes, Call, None] = None,
+        queue: str = "mux",
+        history: bool = True,
     ) -> TaskRecord:
+        """A new task of `ar`, in the task database with `call` (for ``resubmit``: its pickle, or
+        the call itself when its arguments are in shared memory, freed when `ar` finishes)."""
         seq = self._ledger.next_seq()
         record = TaskRecord(seq, f"{self.cluster_id}-{seq}", engine_id, ar, len(ar.records))
         ar.add_task(record)
@@ -516,7 +523,8 @@ class Client(HubMixin):
                 encoded[key] = self._encode(*call)
                 if encoded[key][1]:
                     ar.hold_segments(encoded[key][1])
-            plan.append((self._new_record(ar, engine_id, call), encoded[key][0]))
+            blob, segments = encoded[key]
+            plan.append((self._new_record(ar, engine_id, call if segments else blob), blob))
         ar.mark_sent()  # nobody else has it yet: it cannot have been cancelled
         for record, blob in plan:
             self._ledger.send(record, blob)
@@ -525,13 +533,14 @@ class Client(HubMixin):
     def send_balanced(self, calls: Sequence[Call], ar: AsyncResult, targets: Optional[List[int]]) -> AsyncResult:
         """Queue calls for whichever engine (of `targets`) is free first."""
         self._check_open()
-        blobs = []
+        blobs, kept = [], []
         for call in calls:
             blob, segments = self._encode(*call)
             if segments:
                 ar.hold_segments(segments)
             blobs.append(blob)
-        self._balancer.submit(ar, [(self._new_record(ar, -1, c, "task"), b, targets) for c, b in zip(calls, blobs)])
+            kept.append(call if segments else blob)  # see _new_record
+        self._balancer.submit(ar, [(self._new_record(ar, -1, k, "task"), b, targets) for k, b in zip(kept, blobs)])
         return ar
 
     @property

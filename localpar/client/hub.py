@@ -64,7 +64,12 @@ class HubMixin:
         ) -> Tuple[bytes, list]: ...
 
         def _new_record(
-            self, ar: AsyncResult, engine_id: int, call: Optional[Call] = None, queue: str = "mux", history: bool = True
+            self,
+            ar: AsyncResult,
+            engine_id: int,
+            call: Union[bytes, Call, None] = None,
+            queue: str = "mux",
+            history: bool = True,
         ) -> TaskRecord: ...
 
         def resolve_targets(self, targets: Any) -> List[int]: ...
@@ -225,7 +230,8 @@ class HubMixin:
         items: List[Tuple[TaskRecord, bytes, Optional[List[int]]]] = []
         for entry in entries:
             assert entry is not None and entry.call is not None
-            blob, segments = self._encode(*entry.call)
+            kept = entry.call
+            blob, segments = (kept, []) if isinstance(kept, bytes) else self._encode(*kept)
             if segments:
                 ar.hold_segments(segments)
             record = self._new_record(ar, -1, entry.call, "task", history=False)

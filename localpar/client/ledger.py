@@ -190,7 +190,7 @@ class Ledger:
             result, record.result = record.result, None  # no cycle: an array can die with its result
             last = result is not None and result.task_done()
         if self.taskdb is not None:  # before the Future finishes: the database has it when get() returns
-            self.taskdb.finished(record, result.data_slots()[record.index] if result is not None else {})
+            self.taskdb.finished(record, result)
         if last and result is not None:
             if chaos.ENABLED:
                 chaos.pause()

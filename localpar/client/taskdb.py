@@ -31,11 +31,12 @@ from __future__ import annotations
 import itertools
 import threading
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
 from ..errors import KernelError
 
 if TYPE_CHECKING:
+    from .asyncresult import AsyncResult
     from .handles import TaskRecord
 
     Call = Tuple[Callable[..., Any], Tuple[Any, ...], Dict[str, Any]]
@@ -92,7 +93,9 @@ class Entry:
 
     __slots__ = ("record", "queue", "call", "fname", "client_uuid", "data", "resubmitted", "size")
 
-    def __init__(self, record: TaskRecord, queue: str, call: Optional[Call], fname: str, client_uuid: str) -> None:
+    def __init__(
+        self, record: TaskRecord, queue: str, call: Union[bytes, Call, None], fname: str, client_uuid: str
+    ) -> None:
         self.record = record
         self.queue = queue
         self.call = call
@@ -150,26 +153,42 @@ class TaskDB:
         self.size_limit = size_limit
         self.cull_fraction = cull_fraction
         self.lock = threading.Lock()
-        self._entries: Dict[str, Entry] = {}  # in submission order
+        # In submission order: a pending task's TaskRecord, replaced by its Entry once it finished
+        # (a pending task costs the garbage collector no object of this database's).
+        self._entries: Dict[str, Union[TaskRecord, Entry]] = {}
+        self._kept: Dict[str, Union[bytes, Call, None]] = {}  # a pending task's call
+        self._balanced: Set[str] = set()  # the pending tasks of the "task" queue
+        self._resub: Dict[str, str] = {}  # pending tasks resubmitted: their new msg_id
         self._finished: Dict[str, None] = {}  # the finished ones, in the order they finished
         self._bytes = 0  # estimated size of the finished entries
         self.sink: Any = None  # a sqlitedb.SQLiteStore, told the same events (set before any task)
 
     # -- the task path: a few dict writes ---------------------------------------------------
-    def add(self, record: TaskRecord, queue: str, call: Optional[Call], fname: str) -> None:
-        """A task was submitted (its record is made, not yet sent)."""
-        # One dict write, atomic under the GIL: no lock on the submitting thread's path (readers
-        # copy `_entries` in one C call; only `lock` holders delete from it).
-        self._entries[record.msg_id] = Entry(record, queue, call, fname, self.client_uuid)
+    def add(self, record: TaskRecord, queue: str, call: Union[bytes, Call, None], fname: str) -> None:
+        """A task was submitted (its record is made, not yet sent).  `call` is what ``resubmit``
+        sends again: its pickle (bytes: no object for the garbage collector to track), or the
+        ``(f, args, kwargs)`` whose arguments travelled in shared memory."""
+        # Dict and set writes, each atomic under the GIL: no lock on the submitting thread's path
+        # (readers copy `_entries` in one C call; only `lock` holders change an existing key).
+        msg_id = record.msg_id
+        self._kept[msg_id] = call
+        if queue == "task":
+            self._balanced.add(msg_id)
+        self._entries[msg_id] = record
         if self.sink is not None:
             self.sink.added(record.msg_id, self.client_uuid, queue, fname, record.submitted)
 
-    def finished(self, record: TaskRecord, data: Dict[str, Any]) -> None:
-        """The ledger completed `record`; `data` is what it published (merged)."""
+    def finished(self, record: TaskRecord, result: Optional[AsyncResult]) -> None:
+        """The ledger completed `record`, a task of `result` (None if it was dropped)."""
         msg_id = record.msg_id
+        data = result.data_slots()[record.index] if result is not None else {}
         with self.lock:
-            entry = self._entries.get(msg_id)
-            if entry is not None and entry.record is record:
+            if self._entries.get(msg_id) is record:
+                entry = self._pending_entry(record, result)
+                self._kept.pop(msg_id, None)
+                self._balanced.discard(msg_id)
+                self._resub.pop(msg_id, None)
+                self._entries[msg_id] = entry
                 entry.data = data
                 size = entry.size = _entry_size(entry)
                 self._finished[msg_id] = None
@@ -187,14 +206,15 @@ class TaskDB:
             if down_to is not None and self._bytes <= down_to:
                 return
             del self._finished[msg_id]
-            entry = self._entries.pop(msg_id)
-            self._bytes -= entry.size
+            self._bytes -= self._entries.pop(msg_id).size  # type: ignore[union-attr]  # finished: an Entry
 
     def resubmitted(self, old: str, new: str) -> None:
         with self.lock:
             entry = self._entries.get(old)
-            if entry is not None:
+            if isinstance(entry, Entry):
                 entry.resubmitted = new
+            elif entry is not None:
+                self._resub[old] = new
         if self.sink is not None:
             self.sink.resubmitted(old, new)
 
@@ -207,11 +227,24 @@ class TaskDB:
         """The estimated bytes of the finished entries kept."""
         return self._bytes
 
+    def _pending_entry(self, record: TaskRecord, result: Optional[AsyncResult]) -> Entry:
+        """An Entry for a task still pending (made when asked for, or when it finishes)."""
+        msg_id = record.msg_id
+        queue = "task" if msg_id in self._balanced else "mux"
+        fname = result.fname if result is not None else "unknown"
+        entry = Entry(record, queue, self._kept.get(msg_id), fname, self.client_uuid)
+        entry.resubmitted = self._resub.get(msg_id)
+        return entry
+
     def entry(self, msg_id: str) -> Optional[Entry]:
-        return self._entries.get(msg_id)
+        found = self._entries.get(msg_id)
+        if found is None or isinstance(found, Entry):
+            return found
+        return self._pending_entry(found, found.result)
 
     def entries(self) -> List[Entry]:
-        return list(self._entries.values())  # one C call: atomic against add's insert
+        found = list(self._entries.values())  # one C call: atomic against add's insert
+        return [e if isinstance(e, Entry) else self._pending_entry(e, e.result) for e in found]
 
     def history(self) -> List[str]:
         """Every msg_id kept, in submission order."""
@@ -227,7 +260,7 @@ class TaskDB:
             for msg_id in msg_ids:
                 if msg_id in self._finished:
                     del self._finished[msg_id]
-                    self._bytes -= self._entries.pop(msg_id).size
+                    self._bytes -= self._entries.pop(msg_id).size  # type: ignore[union-attr]
 
     def finished_ids(self, engine_ids: Optional[Iterable[int]] = None) -> List[str]:
         """The finished tasks (of these engines, if given)."""
@@ -235,7 +268,7 @@ class TaskDB:
             if engine_ids is None:
                 return list(self._finished)
             wanted = set(engine_ids)
-            return [m for m in self._finished if self._entries[m].record.engine_id in wanted]
+            return [m for m in self._finished if self._entries[m].record.engine_id in wanted]  # type: ignore[union-attr]
 
 
 def _entry_size(entry: Entry) -> int:
@@ -249,7 +282,9 @@ def _entry_size(entry: Entry) -> int:
     if record.output:
         size += sum([len(text) for _, text in record.output])
     call = entry.call
-    if call is not None:
+    if isinstance(call, bytes):
+        size += len(call)
+    elif call is not None:
         for arg in call[1]:
             if type(arg) not in _FLAT_TYPES:
                 size += approx_size(arg)
