@@ -1,8 +1,9 @@
 """The task database: ipyparallel's Hub records, kept in the client (in memory, bounded).
 
-Every task the client submits gets an entry here when its record is made (``add``: one
-dict write under this database's lock) and its outcome when the ledger completes it
-(``finished``: the data it published, and a size estimate).  An entry holds the task's
+Every task the client submits gets an entry here when its record is made (``add``: a few
+dict writes, no lock) and its outcome when the ledger completes it (``finished``: one deque
+append of the record and the data it published; the next submission or reader files it,
+with its size estimate, under the lock).  An entry holds the task's
 own ``TaskRecord`` (read only once done: the collector wrote its fields before completing
 it), the call (for ``resubmit``), its queue (``"task"`` for load-balanced, ``"mux"`` for a
 direct view) and whether it was resubmitted.  Rows in ipyparallel's shape (``row``) are built
@@ -28,10 +29,11 @@ taken as local time, as ipyparallel does.
 
 from __future__ import annotations
 
+import collections
 import itertools
 import threading
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
 from ..errors import KernelError
 
@@ -159,6 +161,9 @@ class TaskDB:
         self._kept: Dict[str, Union[bytes, Call, None]] = {}  # a pending task's call
         self._balanced: Set[str] = set()  # the pending tasks of the "task" queue
         self._resub: Dict[str, str] = {}  # pending tasks resubmitted: their new msg_id
+        # (record, fname, data) of tasks finished and not yet filed: appended by the completing
+        # thread, emptied under `lock` by `_file_finished`
+        self._done: Deque[Tuple[TaskRecord, str, Dict[str, Any]]] = collections.deque()
         self._finished: Dict[str, None] = {}  # the finished ones, in the order they finished
         self._bytes = 0  # estimated size of the finished entries
         self.sink: Any = None  # a sqlitedb.SQLiteStore, told the same events (set before any task)
@@ -175,19 +180,35 @@ class TaskDB:
         if queue == "task":
             self._balanced.add(msg_id)
         self._entries[msg_id] = record
+        if self._done:
+            self._file_finished()
         if self.sink is not None:
             self.sink.added(record.msg_id, self.client_uuid, queue, fname, record.submitted)
 
     def finished(self, record: TaskRecord, result: Optional[AsyncResult]) -> None:
-        """The ledger completed `record`, a task of `result` (None if it was dropped)."""
-        msg_id = record.msg_id
+        """The ledger completed `record`, a task of `result` (None if it was dropped): one deque
+        append here (the completing thread is the collector); the entry is filed by the next
+        submission or reader (`_file_finished`)."""
         data = result.data_slots()[record.index] if result is not None else {}
+        self._done.append((record, result.fname if result is not None else "unknown", data))
+        if self.sink is not None:
+            self.sink.finished(record, data)
+
+    def _file_finished(self) -> None:
+        """File the tasks finished since last time: entries, sizes, and the culls they call for."""
+        if not self._done:
+            return
         with self.lock:
-            if self._entries.get(msg_id) is record:
-                entry = self._pending_entry(record, result)
-                self._kept.pop(msg_id, None)
+            done = self._done
+            while done:
+                record, fname, data = done.popleft()
+                msg_id = record.msg_id
+                if self._entries.get(msg_id) is not record:
+                    continue
+                entry = Entry(record, "task" if msg_id in self._balanced else "mux", self._kept.pop(msg_id, None),
+                              fname, self.client_uuid)  # fmt: skip
+                entry.resubmitted = self._resub.pop(msg_id, None)
                 self._balanced.discard(msg_id)
-                self._resub.pop(msg_id, None)
                 self._entries[msg_id] = entry
                 entry.data = data
                 size = entry.size = _entry_size(entry)
@@ -197,8 +218,6 @@ class TaskDB:
                     self._drop_oldest(max(1, int(self.cull_fraction * self.record_limit)), None)
                 if self._bytes > self.size_limit:
                     self._drop_oldest(len(self._finished), self.size_limit * (1 - self.cull_fraction))
-        if self.sink is not None:
-            self.sink.finished(record, data)
 
     def _drop_oldest(self, n: int, down_to: Optional[float]) -> None:
         """Drop up to `n` of the oldest finished entries (stopping once `_bytes` <= `down_to`)."""
@@ -209,6 +228,7 @@ class TaskDB:
             self._bytes -= self._entries.pop(msg_id).size  # type: ignore[union-attr]  # finished: an Entry
 
     def resubmitted(self, old: str, new: str) -> None:
+        self._file_finished()
         with self.lock:
             entry = self._entries.get(old)
             if isinstance(entry, Entry):
@@ -220,11 +240,13 @@ class TaskDB:
 
     # -- reading ----------------------------------------------------------------------------
     def __len__(self) -> int:
+        self._file_finished()
         return len(self._entries)
 
     @property
     def size(self) -> int:
         """The estimated bytes of the finished entries kept."""
+        self._file_finished()
         return self._bytes
 
     def _pending_entry(self, record: TaskRecord, result: Optional[AsyncResult]) -> Entry:
@@ -237,17 +259,20 @@ class TaskDB:
         return entry
 
     def entry(self, msg_id: str) -> Optional[Entry]:
+        self._file_finished()
         found = self._entries.get(msg_id)
         if found is None or isinstance(found, Entry):
             return found
         return self._pending_entry(found, found.result)
 
     def entries(self) -> List[Entry]:
+        self._file_finished()
         found = list(self._entries.values())  # one C call: atomic against add's insert
         return [e if isinstance(e, Entry) else self._pending_entry(e, e.result) for e in found]
 
     def history(self) -> List[str]:
         """Every msg_id kept, in submission order."""
+        self._file_finished()
         return list(self._entries)
 
     def find(self, query: Dict[str, Any], keys: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
@@ -256,6 +281,7 @@ class TaskDB:
     # -- forgetting -------------------------------------------------------------------------
     def drop(self, msg_ids: Iterable[str]) -> None:
         """Forget these finished tasks (pending ones are kept, as ipyparallel's Hub keeps them)."""
+        self._file_finished()
         with self.lock:
             for msg_id in msg_ids:
                 if msg_id in self._finished:
@@ -264,6 +290,7 @@ class TaskDB:
 
     def finished_ids(self, engine_ids: Optional[Iterable[int]] = None) -> List[str]:
         """The finished tasks (of these engines, if given)."""
+        self._file_finished()
         with self.lock:
             if engine_ids is None:
                 return list(self._finished)
