@@ -219,6 +219,11 @@ def test_resubmit_runs_the_task_again_under_a_new_msg_id():
         with pytest.raises(RemoteError) as info:
             c.resubmit(["nope"])
         assert info.value.ename == "KeyError"
+        # arguments in shared memory are freed once the call is done: the call itself is kept
+        np = pytest.importorskip("numpy")
+        big = c[0].apply_async(np.sum, np.ones(200_000))
+        assert big.get(10) == 200_000
+        assert c.resubmit(big).get(10) == [200_000]
 
 
 def test_purge_forgets_finished_records_and_keeps_pending_ones():
