@@ -75,6 +75,7 @@ from .view import DirectView, LoadBalancedView, Targets
 launch.preload_engine()
 
 Call = Tuple[Callable[..., Any], Tuple[Any, ...], Dict[str, Any]]
+Kept = Union[bytes, Call, None]  # what the task database keeps of a call, for resubmit
 
 default_start_method = launch.default_start_method  # kept importable from here
 
@@ -119,11 +120,9 @@ class Client(HubMixin):
         True replaces any engine that dies (a crash, a kill) by a new one with the same
         id; the dead engine's pending tasks still fail with `EngineError`. Default False.
     db
-        A path: every task's record also goes to this SQLite file (written by a thread of
-        its own, off the task path), so that a later ``Client(db=path)`` still answers
-        ``get_result``, ``db_query`` and ``hub_history`` for this run, values and published
-        data included.  Default None: the records are kept in memory only, bounded (see
-        ``localpar.client.taskdb``: ``c.task_db``).
+        A path: task records also go to this SQLite file (see ``sqlitedb``), so that a later
+        ``Client(db=path)`` still answers ``get_result``, ``db_query`` and ``hub_history`` for
+        this run.  Default None: records are kept in memory only, bounded (``taskdb``).
 
     Whatever an engine's tasks start (subprocesses, their children, daemons that left
     the session) is ended with it: see ``localpar.proctree`` and the README's Guarantees.
@@ -491,15 +490,9 @@ class Client(HubMixin):
         return dumps_call(f, args, kwargs, self.cluster_id)
 
     def _new_record(
-        self,
-        ar: AsyncResult,
-        engine_id: int,
-        call: Union[bytes, Call, None] = None,
-        queue: str = "mux",
-        history: bool = True,
+        self, ar: AsyncResult, engine_id: int, call: Kept = None, queue: str = "mux", history: bool = True
     ) -> TaskRecord:
-        """A new task of `ar`, in the task database with `call` (for ``resubmit``: its pickle, or
-        the call itself when its arguments are in shared memory, freed when `ar` finishes)."""
+        """A new task of `ar`, in the task database with `call` (see ``TaskDB.add``)."""
         seq = self._ledger.next_seq()
         record = TaskRecord(seq, f"{self.cluster_id}-{seq}", engine_id, ar, len(ar.records))
         ar.add_task(record)
@@ -586,29 +579,6 @@ class Client(HubMixin):
         """Clear the engines' namespaces, as ipyparallel's ``clear`` does."""
         ar = self.send_calls([(i, (EngineOp("clear"), (), {})) for i in self.resolve_targets(targets)], "clear")
         return ar.get() if (self.block if block is None else block) else ar
-
-    def purge_local_results(self, jobs: Any = (), targets: Targets = ()) -> None:
-        """Forget finished results (``results``) kept by the client, as ipyparallel does:
-        `jobs` (``'all'``, msg_ids, AsyncResults) and/or every result of `targets`.
-
-        Raises ``ValueError`` if neither is given and ``RuntimeError`` if one is still running.
-        """
-        if not jobs and (targets is None or (not isinstance(targets, int) and not targets)):
-            raise ValueError("Must specify at least one of `targets` and `jobs`")
-        if jobs == "all":
-            msg_ids = [m for m, _ in self._results.items()]
-        else:
-            if isinstance(jobs, (str, AsyncResult)):
-                jobs = [jobs]
-            msg_ids = [m for job in jobs for m in (job.msg_ids if isinstance(job, AsyncResult) else [job])]
-        if not (targets is None or (not isinstance(targets, int) and not targets)):
-            engines = set(self.resolve_targets(targets))
-            msg_ids += [r.msg_id for _, ar in self._results.items() for r in ar.records if r.engine_id in engines]
-        running = set(msg_ids) & self.outstanding
-        if running:
-            raise RuntimeError(f"Can't purge outstanding tasks: {sorted(running)}")
-        for msg_id in msg_ids:
-            self._results.pop(msg_id, None)
 
     def wait(self, jobs: Any = None, timeout: Optional[float] = -1) -> bool:
         """Wait for `jobs`: an AsyncResult, a msg_id, a Future, or a list of them (default:

@@ -74,8 +74,6 @@ class HubMixin:
 
         def resolve_targets(self, targets: Any) -> List[int]: ...
 
-        def purge_local_results(self, jobs: Any = (), targets: Any = ()) -> None: ...
-
     @property
     def task_db(self) -> TaskDB:
         """The in-memory task database (its `record_limit`, `size_limit` and `cull_fraction` may be set)."""
@@ -278,6 +276,29 @@ class HubMixin:
         return out
 
     # -- forgetting ---------------------------------------------------------------------------
+    def purge_local_results(self, jobs: Any = (), targets: Any = ()) -> None:
+        """Forget finished results (``results``) kept by the client, as ipyparallel does:
+        `jobs` (``'all'``, msg_ids, AsyncResults) and/or every result of `targets`.
+
+        Raises ``ValueError`` if neither is given and ``RuntimeError`` if one is still running.
+        """
+        if not jobs and (targets is None or (not isinstance(targets, int) and not targets)):
+            raise ValueError("Must specify at least one of `targets` and `jobs`")
+        if jobs == "all":
+            msg_ids = [m for m, _ in self._results.items()]
+        else:
+            if isinstance(jobs, (str, AsyncResult)):
+                jobs = [jobs]
+            msg_ids = [m for job in jobs for m in (job.msg_ids if isinstance(job, AsyncResult) else [job])]
+        if not (targets is None or (not isinstance(targets, int) and not targets)):
+            engines = set(self.resolve_targets(targets))
+            msg_ids += [r.msg_id for _, ar in self._results.items() for r in ar.records if r.engine_id in engines]
+        running = set(msg_ids) & self.outstanding
+        if running:
+            raise RuntimeError(f"Can't purge outstanding tasks: {sorted(running)}")
+        for msg_id in msg_ids:
+            self._results.pop(msg_id, None)
+
     def purge_hub_results(self, jobs: Jobs = (), targets: Any = ()) -> None:
         """Forget finished tasks in the task database: `jobs` (``'all'``, msg_ids, AsyncResults)
         and/or every finished task of `targets`; pending ones are kept, as ipyparallel's Hub does."""
