@@ -15,10 +15,13 @@ entries (in the order they finished) are dropped, a `cull_fraction` of the limit
 time; a pending task is never dropped.  Sizes are estimates (``approx_size``: bytes,
 strings, arrays by ``nbytes``, containers by a sample of their items).
 
-Ownership: `lock` guards `_finished`, `_bytes` and every deletion from `_entries` (``add``'s
-insert is one dict write, atomic under the GIL, made without it); it is never held while
-anything else is taken or user code runs.  An optional `sink` (``sqlitedb.SQLiteStore``)
-is told the same events, in the same order, after the lock is released.
+Ownership: `lock` guards `_finished`, `_bytes`, `_resub`, the filing of finished tasks
+(``_file_finished`` empties `_done`, replaces a pending task's TaskRecord in `_entries` by its
+Entry, pops `_kept` and `_balanced`) and every deletion.  Made without it, each one write and
+atomic under the GIL: ``add``'s inserts into `_entries`, `_kept` and `_balanced` (a new key),
+``finished``'s append to `_done` (a deque), and readers' one-call copies of `_entries`.  It is
+never held while anything else is taken or user code runs.  An optional `sink`
+(``sqlitedb.SQLiteStore``) is told the same events, in the same order, outside the lock.
 
 The query engine (``matches``) takes ipyparallel's Mongo-style queries:
 ``{key: value}`` (equality) or ``{key: {op: operand, ...}}`` with ``$lt``, ``$gt``,
