@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from .client.asyncresult import AsyncResult
     from .client.client import Client
     from .client.dependencies import Dependency
+    from .client.hubresult import AsyncHubResult
     from .client.mapresult import AsyncMapResult
     from .client.view import DirectView, LoadBalancedView, parallel, remote
     from .wire.dependent import depend, dependent, require
@@ -56,6 +57,7 @@ FIRST_EXCEPTION = "FIRST_EXCEPTION"
 ALL_COMPLETED = "ALL_COMPLETED"
 
 _LAZY = {
+    "AsyncHubResult": "client.hubresult",
     "AsyncMapResult": "client.mapresult",
     "AsyncResult": "client.asyncresult",
     "Client": "client.client",
@@ -90,6 +92,7 @@ __all__ = [
     "error",
     "parallel",
     "remote",
+    "AsyncHubResult",
     "AsyncMapResult",
     "AsyncResult",
     "Client",

@@ -7,7 +7,7 @@ import importlib.metadata
 import localpar
 
 PUBLIC = [
-    "ALL_COMPLETED", "AsyncMapResult", "AsyncResult", "Client", "ClientClosedError", "CompositeError",
+    "ALL_COMPLETED", "AsyncHubResult", "AsyncMapResult", "AsyncResult", "Client", "ClientClosedError", "CompositeError",
     "DataStoreError", "DirectView", "EngineError", "ExecuteReply", "FIRST_COMPLETED", "FIRST_EXCEPTION",
     "KernelError", "LoadBalancedView", "LocalparError", "NoEnginesError", "Reference", "RemoteError",
     "RemoteTraceback", "SerializationError", "TaskAborted", "__version__", "error", "interactive", "parallel",

@@ -64,9 +64,12 @@ from .balancer import Balancer
 from .collector import Collector
 from .datastore import DataStore, ManagerStartError
 from .handles import EngineHandle, TaskRecord
+from .hub import HubMixin
 from .ledger import Ledger
 from .resources import ClusterResources
 from .results import ResultIndex
+from .sqlitedb import SQLiteStore
+from .taskdb import TaskDB
 from .view import DirectView, LoadBalancedView, Targets
 
 # Engines forked from this process start with the engine's code loaded, as when this module
@@ -74,11 +77,12 @@ from .view import DirectView, LoadBalancedView, Targets
 launch.preload_engine()
 
 Call = Tuple[Callable[..., Any], Tuple[Any, ...], Dict[str, Any]]
+Kept = Union[bytes, Call, None]  # what the task database keeps of a call, for resubmit
 
 default_start_method = launch.default_start_method  # kept importable from here
 
 
-class Client:
+class Client(HubMixin):
     """A cluster of `n` engine processes on this machine (default: one per CPU).
 
     Use it as a context manager, or call `close()`; it is also closed when
@@ -120,6 +124,10 @@ class Client:
         An engine that keeps dying soon after its start is replaced later and later, and
         after five such deaths in a row not at all (a warning, ``status()`` and the
         EngineError say so; ``restart_engine`` starts it again): see ``restarts``.
+    db
+        A path: task records also go to this SQLite file (see ``sqlitedb``), so that a later
+        ``Client(db=path)`` still answers ``get_result``, ``db_query`` and ``hub_history`` for
+        this run.  Default None: records are kept in memory only, bounded (``taskdb``).
 
     Whatever an engine's tasks start (subprocesses, their children, daemons that left
     the session) is ended with it: see ``localpar.proctree`` and the README's Guarantees.
@@ -134,6 +142,7 @@ class Client:
         oversubscribe: bool = False,
         memory_limit: Union[int, str, None] = None,
         restart_dead: bool = False,
+        db: Optional[str] = None,
     ) -> None:
         # Checked before anything starts: a refused cluster leaves nothing behind.
         if n is None:
@@ -149,11 +158,17 @@ class Client:
         self.start_method = start_method or launch.default_start_method()
         self._ctx: BaseContext = launch.get_context(self.start_method)
         self.cluster_id = secrets.token_hex(4)
+        self.history: List[str] = []  # msg_ids in submission order, as ipyparallel's rc.history
+        self._taskdb = TaskDB(self.cluster_id)
+        self._store: Optional[SQLiteStore] = None
+        if db is not None:  # before anything that needs cleaning up: a bad path leaves nothing
+            self._store = self._taskdb.sink = SQLiteStore(db, self.cluster_id)
         self._authkey = os.urandom(32)
         self._lifeline = Lifeline()
         self._queue = PublicationQueue()
         self._spin_hint = SpinHint.create(self.cluster_id)
         self._ledger = Ledger(self._spin_hint)
+        self._ledger.taskdb = self._taskdb
         self._collector = Collector(self.cluster_id, self._ledger, self._queue)
         self._cpu_meter = status_module.CpuMeter()
         self._start_lock = threading.Lock()  # one engine starts at a time: none inherits another's pipes
@@ -184,6 +199,7 @@ class Client:
         self._cluster.replace = _weakly_with(self, Client._replace_dead)
         self._finalizer = weakref.finalize(self, self._cluster.close)
         self._finalizer.atexit = False  # processes.clusters closes it at exit, before multiprocessing's own hook
+        self._db_finalizer = weakref.finalize(self, self._store.close) if self._store is not None else None
         clusters.register(self._cluster)
         try:
             for engine_id in self._ledger.reserve_ids(n):
@@ -200,6 +216,8 @@ class Client:
                     watch.start()
         except BaseException:
             self._finalizer()
+            if self._db_finalizer is not None:
+                self._db_finalizer()
             raise
         if "IPython" in sys.modules:  # inside IPython, %px runs on this cluster (as in ipyparallel)
             from ..integrations.magics import activate_default
@@ -300,15 +318,6 @@ class Client:
     def closed(self) -> bool:
         """Whether `close()` has run (or the cluster broke)."""
         return self._cluster.closed or self._ledger.closed
-
-    def queue_status(self) -> Dict[Union[int, str], Any]:
-        """As ipyparallel: ``{engine_id: {"queue": pending, "completed": done, "tasks": pending},
-        "unassigned": tasks the load balancer still holds}``."""
-        status: Dict[Union[int, str], Any] = {
-            i: {"queue": n, "completed": done, "tasks": n} for i, (n, done) in self._ledger.counts().items()
-        }
-        status["unassigned"] = len(self._balancer.queued_msg_ids())
-        return status
 
     def status(self) -> status_module.Status:
         """Each live engine: pid, state (idle, or running which call since when), resident
@@ -505,11 +514,17 @@ class Client:
             raise TypeError(f"expected a callable to run on the engines, got {type(f).__name__}: {f!r:.80}")
         return dumps_call(f, args, kwargs, self.cluster_id)
 
-    def _new_record(self, ar: AsyncResult, engine_id: int) -> TaskRecord:
+    def _new_record(
+        self, ar: AsyncResult, engine_id: int, call: Kept = None, queue: str = "mux", history: bool = True
+    ) -> TaskRecord:
+        """A new task of `ar`, in the task database with `call` (see ``TaskDB.add``)."""
         seq = self._ledger.next_seq()
         record = TaskRecord(seq, f"{self.cluster_id}-{seq}", engine_id, ar, len(ar.records))
         ar.add_task(record)
         self._results[record.msg_id] = ar
+        self._taskdb.add(record, queue, call, ar.fname)  # the Hub's record (see hub)
+        if history:
+            self.history.append(record.msg_id)
         return record
 
     def send_calls(
@@ -526,7 +541,8 @@ class Client:
                 encoded[key] = self._encode(*call)
                 if encoded[key][1]:
                     ar.hold_segments(encoded[key][1])
-            plan.append((self._new_record(ar, engine_id), encoded[key][0]))
+            blob, segments = encoded[key]
+            plan.append((self._new_record(ar, engine_id, call if segments else blob), blob))
         ar.mark_sent()  # nobody else has it yet: it cannot have been cancelled
         for record, blob in plan:
             self._ledger.send(record, blob)
@@ -542,13 +558,14 @@ class Client:
         """Queue calls for whichever engine (of `targets`) is free first; with `flags`
         (retries, after, follow, timeout), as they say (see ``dependencies``)."""
         self._check_open()
-        blobs = []
+        blobs, kept = [], []
         for call in calls:
             blob, segments = self._encode(*call)
             if segments:
                 ar.hold_segments(segments)
             blobs.append(blob)
-        items = [(self._new_record(ar, -1), blob, targets) for blob in blobs]
+            kept.append(call if segments else blob)  # see _new_record
+        items = [(self._new_record(ar, -1, k, "task"), b, targets) for k, b in zip(kept, blobs)]
         if flags is None:
             self._balancer.submit(ar, items)
         else:
@@ -598,31 +615,6 @@ class Client:
         """Clear the engines' namespaces, as ipyparallel's ``clear`` does."""
         ar = self.send_calls([(i, (EngineOp("clear"), (), {})) for i in self.resolve_targets(targets)], "clear")
         return ar.get() if (self.block if block is None else block) else ar
-
-    def purge_results(self, jobs: Any = (), targets: Targets = ()) -> None:
-        """Forget finished results (``results``) kept by the client, as ipyparallel does:
-        `jobs` (``'all'``, msg_ids, AsyncResults) and/or every result of `targets`.
-
-        Raises ``ValueError`` if neither is given and ``RuntimeError`` if one is still running.
-        """
-        if not jobs and (targets is None or (not isinstance(targets, int) and not targets)):
-            raise ValueError("Must specify at least one of `targets` and `jobs`")
-        if jobs == "all":
-            msg_ids = [m for m, _ in self._results.items()]
-        else:
-            if isinstance(jobs, (str, AsyncResult)):
-                jobs = [jobs]
-            msg_ids = [m for job in jobs for m in (job.msg_ids if isinstance(job, AsyncResult) else [job])]
-        if not (targets is None or (not isinstance(targets, int) and not targets)):
-            engines = set(self.resolve_targets(targets))
-            msg_ids += [r.msg_id for _, ar in self._results.items() for r in ar.records if r.engine_id in engines]
-        running = set(msg_ids) & self.outstanding
-        if running:
-            raise RuntimeError(f"Can't purge outstanding tasks: {sorted(running)}")
-        for msg_id in msg_ids:
-            self._results.pop(msg_id, None)
-
-    purge_local_results = purge_results
 
     def wait(self, jobs: Any = None, timeout: Optional[float] = -1) -> bool:
         """Wait for `jobs`: an AsyncResult, a msg_id, a Future, or a list of them (default:
@@ -684,6 +676,8 @@ class Client:
         """Stop the engines, the Manager and the collector thread; idempotent."""
         clusters.discard(self._cluster)
         self._finalizer()
+        if self._db_finalizer is not None:  # after the cluster: the last failures are recorded too
+            self._db_finalizer()
 
     shutdown = close
 

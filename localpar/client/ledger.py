@@ -52,6 +52,7 @@ from ..wire.framing import Bell
 if TYPE_CHECKING:
     from ..processes.spin import SpinHint
     from .handles import EngineHandle, TaskRecord
+    from .taskdb import TaskDB
 
 
 REPLACEMENT_WAIT = 30.0
@@ -88,6 +89,7 @@ class Ledger:
         # The balancer's hooks (see the module docstring): set once, before any task.
         self.on_error: Optional[Callable[[TaskRecord], bool]] = None
         self.on_watched_done: Optional[Callable[[TaskRecord], None]] = None
+        self.taskdb: Optional[TaskDB] = None  # told each completion (set before any task)
 
     # -- engines ------------------------------------------------------------------------
     def add_engine(self, handle: EngineHandle) -> None:
@@ -264,6 +266,8 @@ class Ledger:
                 handle.idle_since = record.received or time.time()
             result, record.result = record.result, None  # no cycle: an array can die with its result
             last = result is not None and result.task_done()
+        if self.taskdb is not None:  # before the Future finishes: the database has it when get() returns
+            self.taskdb.finished(record, result)
         if last and result is not None:
             if chaos.ENABLED:
                 chaos.pause()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, TypeVar, Union
 
 from ..errors import not_picklable
 from ..wire.ops import EngineOp
@@ -12,6 +12,8 @@ from ..wire.reference import Reference, contains_reference
 from .asyncresult import AsyncResult
 from .dependencies import FlagValues, as_dependency, valid_dependency
 from .mapresult import AsyncMapResult, JoinedResult, UnorderedMapResult
+
+_AR = TypeVar("_AR", bound=AsyncResult)
 
 if TYPE_CHECKING:
     from .client import Client
@@ -46,6 +48,7 @@ class View:
         self.client = client
         self._targets = targets
         self.block = False
+        self.history: List[str] = []  # msg_ids of the calls made through this view (as ipyparallel)
 
     @property
     def targets(self) -> Targets:
@@ -69,6 +72,20 @@ class View:
 
     def _resolved(self) -> List[int]:
         return self.client.resolve_targets(self._targets)
+
+    def _sent(self, ar: _AR) -> _AR:
+        """Note the msg_ids of a call made through this view in its `history`."""
+        self.history.extend(ar.msg_ids)
+        return ar
+
+    def get_result(self, indices_or_msg_ids: Any = None, block: Optional[bool] = None, owner: bool = False) -> Any:
+        """``client.get_result`` where ints index this view's `history`, as ipyparallel's."""
+        jobs = -1 if indices_or_msg_ids is None else indices_or_msg_ids
+        if isinstance(jobs, int):
+            jobs = self.history[jobs]
+        elif isinstance(jobs, (list, tuple, set)):
+            jobs = [self.history[j] if isinstance(j, int) else j for j in jobs]
+        return self.client.get_result(jobs, block=block, owner=owner)
 
     def _result(self, ar: AsyncResult, block: Optional[bool]) -> Any:
         return ar.get() if (self.block if block is None else block) else ar
@@ -185,7 +202,7 @@ class DirectView(View):
         call = _with_references((f, args, kwargs))
         single = isinstance(self._targets, int)
         fname = getattr(f, "__name__", "f")
-        return self.client.send_calls([(i, call) for i in self._resolved()], fname, single)
+        return self._sent(self.client.send_calls([(i, call) for i in self._resolved()], fname, single))
 
     def map_async(
         self, f: Callable[..., Any], *sequences: Sequence[Any], return_exceptions: bool = False, **options: Any
@@ -204,7 +221,7 @@ class DirectView(View):
             (engine, (chunk, (f, *[s[a:b] for s in seqs]), {}))
             for engine, (a, b) in zip(targets, bounds)
         ]  # fmt: skip
-        self.client.send_calls(calls, ar.fname, ar=ar)
+        self._sent(self.client.send_calls(calls, ar.fname, ar=ar))
         return ar
 
     # -- the engine namespace ----------------------------------------------------------------
@@ -310,14 +327,14 @@ class DirectView(View):
             if flatten and len(part) == 1:
                 part = part[0]
             calls.append((engine, (_push, ({name: part},), {})))
-        ar = self.client.send_calls(calls, "scatter")
+        ar = self._sent(self.client.send_calls(calls, "scatter"))
         return self._result(ar, block)
 
     def gather(self, name: str, dist: str = "b", targets: Targets = None, block: Optional[bool] = None) -> Any:
         """Concatenate `name` from every target, in target order."""
         _check_dist(dist)
         calls: List[Tuple[int, Any]] = [(i, (_pull, (name,), {})) for i in self._on(targets)._resolved()]
-        return self._result(JoinedResult(self.client.send_calls(calls, "gather")), block)
+        return self._result(JoinedResult(self._sent(self.client.send_calls(calls, "gather"))), block)
 
     @property
     def importer(self) -> Any:
@@ -434,16 +451,21 @@ class LoadBalancedView(View):
         bounds = _split(len(seqs[0]), max(1, len(self.client.ids)))
         calls: List[Any] = [(f, tuple(s[a:b] for s in seqs), {}) for a, b in bounds]
         ar = AsyncResult(self.client, getattr(f, "__name__", "f"))
-        return self.client.send_balanced(calls, ar, self._allowed(), self._task_flags())
+        return self._send_balanced(calls, ar, self._task_flags())
 
     def _allowed(self) -> Optional[List[int]]:
         return None if self._targets is None else self._resolved()
+
+    def _send_balanced(self, calls: List[Any], ar: AsyncResult, flags: Optional[FlagValues] = None) -> AsyncResult:
+        """Queue the calls of `ar` (with the task `flags`, if any) and note their msg_ids in
+        this view's `history`."""
+        return self._sent(self.client.send_balanced(calls, ar, self._allowed(), flags))
 
     def apply_async(self, f: Callable[..., Any], /, *args: Any, **kwargs: Any) -> AsyncResult:
         """Run ``f(*args, **kwargs)`` once, on the first free engine."""
         flags = self._task_flags()
         ar = AsyncResult(self.client, getattr(f, "__name__", "f"), single=True)
-        return self.client.send_balanced([_with_references((f, args, kwargs))], ar, self._allowed(), flags)
+        return self._send_balanced([_with_references((f, args, kwargs))], ar, flags)
 
     def map_async(
         self,
@@ -477,7 +499,7 @@ class LoadBalancedView(View):
         ar.return_exceptions = return_exceptions
         chunk = _map_chunk_function(f, seqs)
         calls: List[Any] = [(chunk, (f, *[s[a : a + chunksize] for s in seqs]), {}) for a in starts]
-        self.client.send_balanced(calls, ar, self._allowed(), self._task_flags())
+        self._send_balanced(calls, ar, self._task_flags())
         if not calls:
             ar.set_result([])
         return ar

@@ -198,6 +198,8 @@ class ClusterTestCase:
         self.client = self._shared_client()
         # start every test with clean engine namespaces:
         self.client.clear(block=True)
+        # ipyparallel connects a new Client per test, whose history starts empty
+        self.client.history = []
         self.base_engine_count = len(self.client.ids)
         self.engines: List[int] = []
 

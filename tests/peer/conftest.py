@@ -21,7 +21,8 @@ import pytest
 from . import clienttest
 
 # The reasons, one per row of docs/ipyparallel.md's "Left out" table (or "needs core: ...").
-HUB = "no Hub: get_result, db_query, hub_history, queue_status, resubmit, purge_hub_results, history"
+ABORT_AFTER_ERROR = "an engine does not abort the tasks queued behind one that raised (ipyparallel's engines do)"
+SECOND_CLIENT = "no second Client on one cluster: the engines are children of one Client (ipp.Client(profile=...))"
 CLUSTER_MGMT = "no Cluster/ipcluster/connection files: engines are children of the Client (wait_for_engines, shutdown)"
 ZMQ = "no ZeroMQ: track=True/MessageTracker, connection security, hostname checks"
 IPY_ENGINE = "engines are not IPython kernels: no display(), %magics or rich output on the engines"
@@ -44,7 +45,7 @@ SKIPPED = {
     # ipyparallel's own test body is `pass` ("to be written"): nothing to run, nothing to count
     "TestClient::test_result_status": "empty in ipyparallel itself (its body is `pass`)",
     # test_view.py
-    "TestView::test_get_result": HUB,
+    "TestView::test_get_result": SECOND_CLIENT,
     "TestView::test_apply_tracked": ZMQ,
     "TestView::test_push_tracked": ZMQ,
     "TestView::test_scatter_tracked": ZMQ,
@@ -56,14 +57,13 @@ SKIPPED = {
     "TestView::test_execute_magic": IPY_ENGINE,
     "TestView::test_execute_displaypub": IPY_ENGINE,
     "TestView::test_apply_displaypub": IPY_ENGINE,
-    "TestView::test_compositeerror_truncate": HUB,
     "TestView::test_magic_pylab": IPY_ENGINE,
     "TestView::test_use_cloudpickle": PICKLERS,
     "TestView::test_cloudpickle_push_pull": PICKLERS,
     "TestView::test_cloudpickle_require": PICKLERS,  # view.use_cloudpickle(); @require itself works
     "TestView::test_block_kwarg": BROADCAST,
     # test_asyncresult.py
-    "TestAsyncResult::test_hubresult_timestamps": HUB,
+    "TestAsyncResult::test_hubresult_timestamps": SECOND_CLIENT,
     "TestAsyncResult::test_not_single_result": BUILD_TARGETS,
     "TestAsyncResult::test_owner_pop": BUILD_TARGETS,
     "TestAsyncResult::test_wait_for_send": ZMQ,
@@ -75,30 +75,15 @@ SKIPPED = {
     "TestClient::test_view_indexing": BUILD_TARGETS,
     "TestClient::test_outstanding": BUILD_TARGETS,
     "TestClient::test_targets": BUILD_TARGETS,
-    "TestClient::test_get_result": HUB,
-    "TestClient::test_get_execute_result": HUB,
+    "TestClient::test_get_result": SECOND_CLIENT,
+    "TestClient::test_get_execute_result": SECOND_CLIENT,
     "TestClient::test_ids_list": BUILD_TARGETS,
-    "TestClient::test_queue_status": HUB,
     "TestClient::test_shutdown": CLUSTER_MGMT,
-    "TestClient::test_db_query_dt": HUB,
-    "TestClient::test_db_query_keys": HUB,
-    "TestClient::test_db_query_default_keys": HUB,
-    "TestClient::test_db_query_msg_id": HUB,
-    "TestClient::test_db_query_get_result": HUB,
-    "TestClient::test_db_query_in": HUB,
-    "TestClient::test_hub_history": HUB,
-    "TestClient::test_resubmit": HUB,
-    "TestClient::test_resubmit_chain": HUB,
-    "TestClient::test_resubmit_header": HUB,
-    "TestClient::test_resubmit_aborted": HUB,
-    "TestClient::test_resubmit_inflight": HUB,
-    "TestClient::test_resubmit_badkey": HUB,
-    "TestClient::test_purge_hub_results": HUB,
+    "TestClient::test_db_query_get_result": SECOND_CLIENT,
+    "TestClient::test_purge_hub_results": SECOND_CLIENT,
     "TestClient::test_purge_local_results": BUILD_TARGETS,
-    "TestClient::test_purge_all_hub_results": HUB,
     "TestClient::test_purge_all_local_results": BUILD_TARGETS,
-    "TestClient::test_purge_all_results": HUB,
-    "TestClient::test_purge_everything": HUB,
+    "TestClient::test_purge_everything": ZMQ,  # client.session.digest_history
     "TestClient::test_become_dask": DASK,
     "TestClient::test_warning_on_hostname_match": ZMQ,
     "TestClient::test_local_ip_true_doesnt_trigger_warning": ZMQ,
@@ -113,9 +98,8 @@ SKIPPED = {
     "TestParallelMagics::test_cellpx_groupby_engine": IPY_ENGINE,
     "TestParallelMagics::test_cellpx_groupby_order": IPY_ENGINE,
     "TestParallelMagics::test_cellpx_groupby_type": IPY_ENGINE,
-    "TestParallelMagics::test_autopx_blocking": HUB,
-    "TestParallelMagics::test_autopx_nonblocking": HUB,
     "TestParallelMagics::test_px_matplotlib": IPY_ENGINE,
+    "TestParallelMagics::test_autopx_nonblocking": ABORT_AFTER_ERROR,
     # test_executor.py
     "TestExecutor::test_executor_context": IMAP,
     # test_joblib.py

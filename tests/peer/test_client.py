@@ -12,16 +12,18 @@ import sys
 import time
 import warnings
 from concurrent.futures import Future
-from datetime import datetime
+from datetime import datetime, timezone
 from threading import Thread
 from unittest import mock
 
 import pytest
 from IPython import get_ipython
 
-from localpar import DirectView, Reference, error
+from localpar import AsyncHubResult, DirectView, Reference, error
 
 from .clienttest import ClusterTestCase, raises_remote, skip_without, wait
+
+utc = timezone.utc  # ipyparallel.util.utc
 
 
 @pytest.mark.usefixtures("ipython")
