@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import functools
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from ..errors import not_picklable
 from ..wire.ops import EngineOp
 from ..wire.reference import Reference, contains_reference
 from .asyncresult import AsyncResult
+from .imap import LazyMapIterator
+from .imap import imap as start_imap
 from .mapresult import AsyncMapResult, JoinedResult, UnorderedMapResult
 
 if TYPE_CHECKING:
@@ -113,6 +116,14 @@ class View:
 
     def map_async(self, f: Callable[..., Any], *sequences: Sequence[Any], **options: Any) -> AsyncMapResult:
         raise NotImplementedError
+
+    lazy_imap = False
+    """Whether `imap` consumes its input as tasks finish (a LoadBalancedView's) or up front."""
+
+    def imap(self, f: Callable[..., Any], *sequences: Sequence[Any], **options: Any) -> Iterator[Any]:
+        """``iter(map_async(...))``: the results in order, each as it is ready (as ipyparallel's
+        DirectView.imap; a LoadBalancedView's imap is lazy, see there)."""
+        return iter(self.map_async(f, *sequences, **options))
 
     def wait(self, jobs: Any = None, timeout: Optional[float] = -1) -> bool:
         return self.client.wait(jobs, timeout)
@@ -427,6 +438,35 @@ class LoadBalancedView(View):
         if not calls:
             ar.set_result([])
         return ar
+
+    lazy_imap = True
+
+    def imap(  # type: ignore[override]
+        self,
+        f: Callable[..., Any],
+        *sequences: Any,
+        ordered: bool = True,
+        max_outstanding: Union[int, str] = "auto",
+        return_exceptions: bool = False,
+    ) -> LazyMapIterator:
+        """A lazy map, one task per item: the inputs are consumed as tasks finish, at most
+        `max_outstanding` in flight (``'auto'``: one per engine of the view; 0: no limit), so
+        `sequences` may be infinite generators.  Returns a `LazyMapIterator` yielding results in
+        input order (or, with ``ordered=False``, as they finish); its ``cancel()`` stops
+        consuming the input.  With ``return_exceptions=True`` a failed task's error is yielded
+        in its place; otherwise it is raised there and the iteration ends."""
+        if not sequences:
+            raise TypeError("imap needs at least one sequence to map onto")
+        if max_outstanding == "auto":
+            limit = len(self)
+        elif isinstance(max_outstanding, int) and not isinstance(max_outstanding, bool) and max_outstanding >= 0:
+            limit = max_outstanding
+        else:
+            raise ValueError(f"max_outstanding must be 'auto' or an int >= 0, got {max_outstanding!r}")
+        return start_imap(
+            functools.partial(self.apply_async, f), sequences, ordered, limit, return_exceptions,
+            f"localpar-imap-{self.client.cluster_id}",
+        )  # fmt: skip
 
 
 MAP_TASKS_PER_ENGINE = 32  # of a long load-balanced map with the automatic chunksize
