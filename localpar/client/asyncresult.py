@@ -121,6 +121,10 @@ class AsyncResult(TaskMetadata, Future):
             sharedmem.unlink(ref.name)
         self._segments = ()
 
+    method = "apply"
+    """ipyparallel's request type of the call: ``'execute'`` for ``execute``/``run``, else
+    ``'apply'`` (set before its tasks are sent; errors' ``engine_info`` names it)."""
+
     parts_hold_lists = False
     """Whether each part of `split` holds a list (a map's chunk), not a bare value."""
 

@@ -60,6 +60,7 @@ from . import status as status_module
 from .asyncresult import AsyncResult
 from .balancer import Balancer
 from .collector import Collector
+from .control import EngineControl
 from .datastore import DataStore, ManagerStartError
 from .handles import EngineHandle, TaskRecord
 from .ledger import Ledger
@@ -75,8 +76,10 @@ Call = Tuple[Callable[..., Any], Tuple[Any, ...], Dict[str, Any]]
 
 default_start_method = launch.default_start_method  # kept importable from here
 
+_EXECUTE_OPS = frozenset({"execute", "execute_interactive"})  # the engine operations of execute() and run()
 
-class Client:
+
+class Client(EngineControl):
     """A cluster of `n` engine processes on this machine (default: one per CPU).
 
     Use it as a context manager, or call `close()`; it is also closed when
@@ -233,6 +236,7 @@ class Client:
             handle = EngineHandle(engine_id, process, task_w, control_w, events_r, self._ledger.watch_again)
             if current is not None:
                 handle.restarts = current.restarts + 1
+                handle.uuid = current.uuid  # an engine id keeps its uuid across restarts
             self._ledger.add_engine(handle)
         store = self._collector.store
         if store is not None and self._collector.store_error is None:
@@ -493,6 +497,8 @@ class Client:
         """Run each ``(engine_id, (f, args, kwargs))``; identical calls are pickled once."""
         self._check_open()
         ar = ar if ar is not None else AsyncResult(self, fname, single)
+        if calls and isinstance(calls[0][1][0], EngineOp) and calls[0][1][0].__name__ in _EXECUTE_OPS:
+            ar.method = "execute"  # before any task leaves: its error's engine_info names it
         encoded: Dict[int, Tuple[bytes, list]] = {}
         plan = []
         for engine_id, call in calls:
@@ -648,8 +654,6 @@ class Client:
         """Stop the engines, the Manager and the collector thread; idempotent."""
         clusters.discard(self._cluster)
         self._finalizer()
-
-    shutdown = close
 
     def __enter__(self) -> Client:
         return self

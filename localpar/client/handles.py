@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 from typing import TYPE_CHECKING, Any, Callable, List, Optional, Sequence, Set, Tuple
 
 from ..errors import KernelError
@@ -114,6 +115,7 @@ class EngineHandle:
         self.death_reason: Optional[str] = None
         self.retired = False  # killed on purpose, not to be replaced (add_engines' rollback)
         self.restarts = 0  # engines of this id before it; set before the ledger has it
+        self.uuid = str(uuid.uuid4())  # the engine id's uuid (kept by a replacement); set likewise
         self.idle_since = time.time()  # the end of its last task (Ledger.lock)
         self.death_fd = death_fd(process)
         self._own_death_fd = self.death_fd != process.sentinel

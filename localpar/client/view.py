@@ -378,6 +378,17 @@ class DirectView(View):
             self.execute("\n".join(lines), block=True)
 
 
+class BroadcastView(DirectView):
+    """ipyparallel's BroadcastView (``rc.broadcast_view()``): on one machine, a DirectView.
+    ipyparallel sends one message down a tree of schedulers to reach many remote engines;
+    here each engine has its own pipe from the client, so there is no tree to build.
+    `is_coalescing` is kept, and changes nothing."""
+
+    def __init__(self, client: Client, targets: Targets = "all", is_coalescing: bool = False) -> None:
+        super().__init__(client, targets)
+        self.is_coalescing = is_coalescing
+
+
 class LoadBalancedView(View):
     """Sends each task to whichever engine (of `targets`, default all) is free first."""
 

@@ -22,16 +22,13 @@ from . import clienttest
 
 # The reasons, one per row of docs/ipyparallel.md's "Left out" table (or "needs core: ...").
 HUB = "no Hub: get_result, db_query, hub_history, queue_status, resubmit, purge_hub_results, history"
-CLUSTER_MGMT = "no Cluster/ipcluster/connection files: engines are children of the Client (wait_for_engines, shutdown)"
 ZMQ = "no ZeroMQ: track=True/MessageTracker, connection security, hostname checks"
 IPY_ENGINE = "engines are not IPython kernels: no display(), %magics or rich output on the engines"
 DEPENDENCIES = "no task dependencies: after/follow/retries/timeout on LoadBalancedView"
 PICKLERS = "serialization is always cloudpickle: no use_pickle/use_cloudpickle/use_dill"
-BROADCAST = "no BroadcastView"
 DASK = "no become_dask/become_distributed"
 IMAP = "no view.imap / view.history (a client keeps no unbounded task list)"
 EXEC_BLOCK = "execute(block=True) returns the values, not the AsyncResult"
-ENGINE_INFO = "engine_info holds engine_id, engine_pid, msg_id (no engine_uuid/method)"
 BUILD_TARGETS = "private ipyparallel internals (_build_targets, _engines, _outstanding_dict, _io_loop, metadata)"
 SPLIT = "needs core: per-task futures (split() parts are an AsyncResult subclass, not AsyncResult itself)"
 DEFAULT_JOBLIB = "no default cluster for a bare ipp.register_joblib_backend(): register a view"
@@ -57,15 +54,12 @@ SKIPPED = {
     "TestView::test_use_cloudpickle": PICKLERS,
     "TestView::test_cloudpickle_push_pull": PICKLERS,
     "TestView::test_cloudpickle_require": DEPENDENCIES,
-    "TestView::test_block_kwarg": BROADCAST,
     # test_asyncresult.py
     "TestAsyncResult::test_hubresult_timestamps": HUB,
     "TestAsyncResult::test_not_single_result": BUILD_TARGETS,
     "TestAsyncResult::test_owner_pop": BUILD_TARGETS,
     "TestAsyncResult::test_wait_for_send": ZMQ,
     "TestAsyncResult::test_split_map_result": SPLIT,
-    "TestAsyncResult::test_error_engine_info_apply": ENGINE_INFO,
-    "TestAsyncResult::test_error_engine_info_execute": ENGINE_INFO,
     # test_client.py
     "TestClient::test_curve": ZMQ,
     "TestClient::test_view_indexing": BUILD_TARGETS,
@@ -75,7 +69,6 @@ SKIPPED = {
     "TestClient::test_get_execute_result": HUB,
     "TestClient::test_ids_list": BUILD_TARGETS,
     "TestClient::test_queue_status": HUB,
-    "TestClient::test_shutdown": CLUSTER_MGMT,
     "TestClient::test_db_query_dt": HUB,
     "TestClient::test_db_query_keys": HUB,
     "TestClient::test_db_query_default_keys": HUB,
@@ -98,7 +91,6 @@ SKIPPED = {
     "TestClient::test_become_dask": DASK,
     "TestClient::test_warning_on_hostname_match": ZMQ,
     "TestClient::test_local_ip_true_doesnt_trigger_warning": ZMQ,
-    "TestClient::test_wait_for_engines": CLUSTER_MGMT,
     # test_lbview.py
     "TestLoadBalancedView::test_imap_max_outstanding": IMAP,
     "TestLoadBalancedView::test_imap_infinite": IMAP,
