@@ -37,8 +37,9 @@ from .wire.reference import Reference
 if TYPE_CHECKING:
     from .client.asyncresult import AsyncResult
     from .client.client import Client
+    from .client.cluster import Cluster
     from .client.mapresult import AsyncMapResult
-    from .client.view import DirectView, LoadBalancedView, parallel, remote
+    from .client.view import BroadcastView, DirectView, LoadBalancedView, parallel, remote
 
 __version__ = "0.1.0"
 
@@ -51,12 +52,25 @@ ALL_COMPLETED = "ALL_COMPLETED"
 _LAZY = {
     "AsyncMapResult": "client.mapresult",
     "AsyncResult": "client.asyncresult",
+    "BroadcastView": "client.view",
     "Client": "client.client",
+    "Cluster": "client.cluster",
     "DirectView": "client.view",
     "LoadBalancedView": "client.view",
     "parallel": "client.view",
     "remote": "client.view",
 }
+
+
+def register_joblib_backend(name: str = "ipyparallel", make_default: bool = False) -> None:
+    """Register joblib backend `name` on this process's default client, as ipyparallel's
+    ``ipp.register_joblib_backend()``: each ``joblib.Parallel(backend=name)`` runs on a
+    load-balanced view of the newest open `Client`, or starts a ``Client()`` of its own, closed
+    when joblib is done with it (needs joblib)."""
+    from .client.client import Client
+    from .integrations.joblib_backend import register_default
+
+    register_default(Client, name, make_default)
 
 
 def __getattr__(name: str) -> Any:
@@ -81,7 +95,9 @@ __all__ = [
     "remote",
     "AsyncMapResult",
     "AsyncResult",
+    "BroadcastView",
     "Client",
+    "Cluster",
     "ClientClosedError",
     "CompositeError",
     "DataStoreError",
@@ -95,5 +111,6 @@ __all__ = [
     "SerializationError",
     "TaskAborted",
     "interactive",
+    "register_joblib_backend",
     "__version__",
 ]

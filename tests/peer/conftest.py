@@ -31,7 +31,6 @@ IMAP = "no view.imap / view.history (a client keeps no unbounded task list)"
 EXEC_BLOCK = "execute(block=True) returns the values, not the AsyncResult"
 BUILD_TARGETS = "private ipyparallel internals (_build_targets, _engines, _outstanding_dict, _io_loop, metadata)"
 SPLIT = "needs core: per-task futures (split() parts are an AsyncResult subclass, not AsyncResult itself)"
-DEFAULT_JOBLIB = "no default cluster for a bare ipp.register_joblib_backend(): register a view"
 
 SKIPPED = {
     # ipyparallel's own test body is `pass` ("to be written"): nothing to run, nothing to count
@@ -112,7 +111,6 @@ SKIPPED = {
     # test_executor.py
     "TestExecutor::test_executor_context": IMAP,
     # test_joblib.py
-    "TestJobLib::test_default_backend": DEFAULT_JOBLIB,
 }
 
 
