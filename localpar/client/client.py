@@ -36,7 +36,6 @@ fail, with `EngineError`; the others keep serving and it can be replaced.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import os
 import secrets
 import signal
@@ -56,7 +55,7 @@ from ..wire.ops import EngineOp
 from ..wire.pubqueue import PublicationQueue
 from ..wire.serialization import dumps_call
 from ..wire.spec import EngineSpec
-from . import memory
+from . import memory, picklers
 from . import status as status_module
 from .asyncresult import AsyncResult
 from .balancer import Balancer
@@ -124,11 +123,6 @@ class Client(EngineControl):
     Whatever an engine's tasks start (subprocesses, their children, daemons that left
     the session) is ended with it: see ``localpar.proctree`` and the README's Guarantees.
     """
-
-    def __new__(cls, *args: Any, **kwargs: Any) -> Client:
-        # A __new__ of its own: a test that patches Client.__new__ (ipyparallel's joblib test)
-        # gets it back on leaving, not object's, which refuses Client's arguments.
-        return super().__new__(cls)
 
     def __init__(
         self,
@@ -490,6 +484,8 @@ class Client(EngineControl):
     def _encode(self, f: Callable[..., Any], args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Tuple[bytes, list]:
         if not callable(f):
             raise TypeError(f"expected a callable to run on the engines, got {type(f).__name__}: {f!r:.80}")
+        if self.main_globals == picklers.ENGINE_GLOBALS:  # view.use_pickle()
+            f, args, kwargs = picklers.strip_call(f, args, kwargs)
         return dumps_call(f, args, kwargs, self.cluster_id)
 
     def _new_record(self, ar: AsyncResult, engine_id: int) -> TaskRecord:
@@ -668,10 +664,6 @@ class Client(EngineControl):
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
-
-
-_init = inspect.signature(Client.__init__)
-Client.__signature__ = _init.replace(parameters=list(_init.parameters.values())[1:])  # type: ignore[attr-defined]  # not __new__'s
 
 
 def _weakly_with(client: Client, method: Callable[[Client, EngineHandle], None]) -> Callable[[EngineHandle], None]:

@@ -10,6 +10,7 @@ applies (an engine added, an engine's death), so no wake is lost.
 
 from __future__ import annotations
 
+import inspect
 import threading
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Dict, List, Optional
@@ -23,8 +24,24 @@ if TYPE_CHECKING:
 SHUTDOWN_TIMEOUT = 10.0  # seconds shutdown(block=True) waits for each engine to be gone
 
 
+class _InitSignature:
+    """``inspect.signature(Client)``: ``__init__``'s parameters, not those of `EngineControl.__new__`."""
+
+    def __get__(self, obj: Any, cls: Any) -> inspect.Signature:
+        init = inspect.signature(cls.__init__)
+        return init.replace(parameters=list(init.parameters.values())[1:])
+
+
 class EngineControl:
     """The engine-set half of `Client` (see the module docstring)."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        # A __new__ of a base class: code that patches Client.__new__ (ipyparallel's joblib
+        # test) and deletes it on leaving gets this one back, not object's, which refuses
+        # Client's arguments.
+        return super().__new__(cls)
+
+    __signature__ = _InitSignature()
 
     if TYPE_CHECKING:
 
@@ -46,6 +63,10 @@ class EngineControl:
         def wait_for_death(self, engine_id: int, timeout: float = 10) -> bool: ...
 
         def resolve_targets(self, targets: Targets) -> List[int]: ...
+
+    main_globals = "cloudpickle"
+    """Where a ``__main__`` function's globals come from: the client's values (``'cloudpickle'``,
+    the default) or the engine's namespace (``'pickle'``); see ``picklers`` (``view.use_pickle()``)."""
 
     cluster: Any = None
     """The `localpar.Cluster` that started this client, if one did (as ipyparallel's ``rc.cluster``)."""

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional,
 from ..errors import not_picklable
 from ..wire.ops import EngineOp
 from ..wire.reference import Reference, contains_reference
+from . import picklers
 from .asyncresult import AsyncResult
 from .imap import LazyMapIterator
 from .imap import imap as start_imap
@@ -216,6 +217,20 @@ class DirectView(View):
         ]  # fmt: skip
         self.client.send_calls(calls, ar.fname, ar=ar)
         return ar
+
+    # -- ipyparallel's serializer switches (see picklers) ------------------------------------
+    def use_cloudpickle(self) -> Any:
+        """``__main__`` functions travel with the client's values of their globals (the default)."""
+        return picklers.switch(self, picklers.CLIENT_GLOBALS)
+
+    def use_pickle(self) -> Any:
+        """``__main__`` functions find their globals in the engine's namespace, as with
+        ipyparallel's default pickling."""
+        return picklers.switch(self, picklers.ENGINE_GLOBALS)
+
+    def use_dill(self) -> Any:
+        """As `use_cloudpickle` (needs dill installed, as ipyparallel's)."""
+        return picklers.switch(self, "dill")
 
     # -- the engine namespace ----------------------------------------------------------------
     def _on(self, targets: Targets) -> DirectView:
