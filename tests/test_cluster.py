@@ -95,10 +95,13 @@ def test_a_bare_register_joblib_backend_runs_on_the_newest_open_client() -> None
         assert not newest.closed and not older.closed  # not the backend's to close
 
 
-def test_without_an_open_client_the_backend_starts_one_and_closes_it() -> None:
+def test_without_an_open_client_the_backend_starts_one_and_closes_it(monkeypatch: pytest.MonkeyPatch) -> None:
     joblib = pytest.importorskip("joblib")
+    from localpar.integrations import joblib_backend
+
+    # As if this process had no Client open (another test's session cluster may be).
+    monkeypatch.setattr(joblib_backend, "latest_open_client", lambda: None)
     ipp.register_joblib_backend("localpar-owned-test")
-    assert latest_open_client() is None
     parallel = joblib.Parallel(backend="localpar-owned-test")
     owned = parallel._backend._view.client
     assert parallel(joblib.delayed(neg)(i) for i in range(3)) == [0, -1, -2]
