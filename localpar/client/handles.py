@@ -45,7 +45,7 @@ class TaskRecord:
         "seq", "msg_id", "engine_id", "result", "index", "submitted", "started", "completed",
         "received", "status", "value", "error", "output", "pubs_expected",
         "pubs_applied", "last_pubseq", "progress", "data_errors", "done",
-        "call", "allowed", "abort_requested",
+        "call", "allowed", "abort_requested", "parts",
     )  # fmt: skip
 
     def __init__(self, seq: int, msg_id: str, engine_id: int, result: AsyncResult, index: int) -> None:
@@ -75,6 +75,7 @@ class TaskRecord:
         self.call: Optional[bytes] = None
         self.allowed: Optional[List[int]] = None
         self.abort_requested = False
+        self.parts: Tuple[AsyncResult, ...] = ()  # split() results over this task alone (Ledger.lock)
 
     @property
     def stdout(self) -> str:

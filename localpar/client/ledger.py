@@ -18,7 +18,8 @@ Ownership (who may touch what), and where a read without the lock is safe:
   collector has stopped), and by the client to decide what to wait for (`wait_until`
   re-reads it under its condition).
 - A task completes in `complete`: under the lock the record is marked done and counted off its
-  AsyncResult; the last record finishes the Future outside the lock (``set_result`` wakes its
+  AsyncResult; outside the lock the results `split()` made of it alone finish, then the last
+  record finishes the Future (``set_result`` wakes its
   waiters and runs its callbacks).  The collector thread completes every record that reached an
   engine; a record that never did (dropped by the balancer, refused by `register`, failed at
   close) is completed by the thread that dropped it.
@@ -45,6 +46,7 @@ from ..wire.framing import Bell
 
 if TYPE_CHECKING:
     from ..processes.spin import SpinHint
+    from .asyncresult import AsyncResult
     from .handles import EngineHandle, TaskRecord
 
 
@@ -187,12 +189,26 @@ class Ledger:
                 handle.idle_since = record.received or time.time()
             result, record.result = record.result, None  # no cycle: an array can die with its result
             last = result is not None and result.task_done()
+            parts = record.parts
+            if parts:
+                record.parts = ()
+        for part in parts:  # split() parts first: a waiter woken by the whole sees its parts done
+            part.finish()
         if last and result is not None:
             if chaos.ENABLED:
                 chaos.pause()
             result.finish()
         if threading.current_thread() is not self.collector_thread:
             self.notify_waiters()  # the collector notifies once per batch, after applying it
+
+    def add_part(self, record: TaskRecord, part: AsyncResult) -> bool:
+        """Have `part` (a `split()` result over `record` alone) finished when `record` completes;
+        False if it is done already (the caller finishes `part`)."""
+        with self.lock:
+            if record.done:
+                return False
+            record.parts += (part,)
+            return True
 
     def check_can_wait(self) -> None:
         """Refuse to block the collector thread: it would wait for itself."""

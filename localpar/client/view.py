@@ -42,6 +42,14 @@ def _split(n_items: int, n_parts: int) -> List[Tuple[int, int]]:
     return bounds
 
 
+def _partition(seq: Sequence[Any], n_parts: int, dist: str) -> List[Any]:
+    """`seq` in `n_parts` parts, as ipyparallel's maps: ``'b'`` contiguous blocks (as even as
+    possible, in order), ``'r'`` round-robin (part i holds items i, i + n, i + 2n, ...)."""
+    if dist == "r":
+        return [seq[i::n_parts] for i in range(n_parts)]
+    return [seq[a:b] for a, b in _split(len(seq), n_parts)]
+
+
 class View:
     """What both views share: the client, the default blocking mode, waiting."""
 
@@ -146,10 +154,11 @@ class View:
     ) -> Callable[[Callable[..., Any]], ParallelFunction]:
         """Decorator: calling the function maps it over its sequence arguments on this view.
 
-        `dist` is ipyparallel's partitioning; only ``'b'`` (contiguous blocks) exists here.
+        `dist` is ipyparallel's partitioning: ``'b'`` contiguous blocks, ``'r'`` round-robin
+        (the results are interleaved back into input order).
         """
         _check_dist(dist)
-        return lambda f: ParallelFunction(self, f, block, **flags)
+        return lambda f: ParallelFunction(self, f, block, dist=dist, **flags)
 
     @property
     def executor(self) -> Any:
@@ -166,8 +175,8 @@ class View:
 
 
 def _check_dist(dist: str) -> None:
-    if dist != "b":
-        raise NotImplementedError(f"dist={dist!r}: localpar partitions in contiguous blocks only (dist='b')")
+    if dist not in ("b", "r"):
+        raise ValueError(f"dist must be 'b' (contiguous blocks) or 'r' (round-robin), got {dist!r}")
 
 
 def _with_references(call: Tuple[Any, Tuple[Any, ...], Dict[str, Any]]) -> Tuple[Any, Tuple[Any, ...], Dict[str, Any]]:
@@ -302,12 +311,12 @@ class DirectView(View):
             code = f.read() + "\n"  # a trailing indented line would not compile otherwise
         return self._result(self._on(targets).apply_async(_execute, code, filename), block)
 
-    def _split_calls(self, f: Callable[..., Any], sequences: Sequence[Sequence[Any]]) -> AsyncResult:
+    def _split_calls(self, f: Callable[..., Any], sequences: Sequence[Sequence[Any]], dist: str = "b") -> AsyncResult:
         seqs = _sequences(tuple(sequences))
         targets = self._resolved()
-        bounds = _split(len(seqs[0]), len(targets))
+        parts = [_partition(s, len(targets), dist) for s in seqs]
         calls: List[Tuple[int, Any]] = [
-            (engine, (f, tuple(s[a:b] for s in seqs), {})) for engine, (a, b) in zip(targets, bounds)
+            (engine, (f, tuple(p[i] for p in parts), {})) for i, engine in enumerate(targets)
         ]
         return self.client.send_calls(calls, getattr(f, "__name__", "f"))
 
@@ -324,14 +333,12 @@ class DirectView(View):
         """Split `seq` across the targets and store each part as `name` on its engine."""
         _check_dist(dist)
         if targets is not None:
-            return self._on(targets).scatter(name, seq, flatten=flatten, block=block)
+            return self._on(targets).scatter(name, seq, dist=dist, flatten=flatten, block=block)
         if not hasattr(seq, "__getitem__") or not hasattr(seq, "__len__"):
             seq = list(seq)
         targets = self._resolved()
-        bounds = _split(len(seq), len(targets))
         calls: List[Tuple[int, Any]] = []
-        for engine, (a, b) in zip(targets, bounds):
-            part = seq[a:b]
+        for engine, part in zip(targets, _partition(seq, len(targets), dist)):
             if flatten and len(part) == 1:
                 part = part[0]
             calls.append((engine, (_push, ({name: part},), {})))
@@ -342,7 +349,7 @@ class DirectView(View):
         """Concatenate `name` from every target, in target order."""
         _check_dist(dist)
         calls: List[Tuple[int, Any]] = [(i, (_pull, (name,), {})) for i in self._on(targets)._resolved()]
-        return self._result(JoinedResult(self.client.send_calls(calls, "gather")), block)
+        return self._result(JoinedResult(self.client.send_calls(calls, "gather"), dist), block)
 
     @property
     def importer(self) -> Any:
@@ -413,10 +420,13 @@ class LoadBalancedView(View):
     def __repr__(self) -> str:
         return f"<LoadBalancedView {self._targets}>"
 
-    def _split_balanced(self, f: Callable[..., Any], sequences: Sequence[Sequence[Any]]) -> AsyncResult:
+    def _split_balanced(
+        self, f: Callable[..., Any], sequences: Sequence[Sequence[Any]], dist: str = "b"
+    ) -> AsyncResult:
         seqs = _sequences(tuple(sequences))
-        bounds = _split(len(seqs[0]), max(1, len(self.client.ids)))
-        calls: List[Any] = [(f, tuple(s[a:b] for s in seqs), {}) for a, b in bounds]
+        n = max(1, len(self.client.ids))
+        parts = [_partition(s, n, dist) for s in seqs]
+        calls: List[Any] = [(f, tuple(p[i] for p in parts), {}) for i in range(n)]
         ar = AsyncResult(self.client, getattr(f, "__name__", "f"))
         return self.client.send_balanced(calls, ar, self._allowed())
 
@@ -530,14 +540,21 @@ class ParallelFunction(RemoteFunction):
     """``@view.parallel()``: called, runs once per engine on its part of the sequences
     and joins the results (as ipyparallel does); ``.map()`` maps element-wise."""
 
+    def __init__(
+        self, view: View, f: Callable[..., Any], block: Optional[bool] = None, dist: str = "b", **flags: Any
+    ) -> None:
+        super().__init__(view, f, block, **flags)
+        _check_dist(dist)
+        self.dist = dist
+
     def __call__(self, *sequences: Sequence[Any]) -> Any:
         view = self.view
         if isinstance(view, LoadBalancedView):
-            parts = view._split_balanced(self.func, sequences)
+            parts = view._split_balanced(self.func, sequences, self.dist)
         else:
             assert isinstance(view, DirectView)
-            parts = view._split_calls(self.func, sequences)
-        return view._result(JoinedResult(parts), self.block)
+            parts = view._split_calls(self.func, sequences, self.dist)
+        return view._result(JoinedResult(parts, self.dist), self.block)
 
     def map(self, *sequences: Sequence[Any]) -> Any:
         return self.view._result(self.view.map_async(self.func, *sequences), self.block)

@@ -33,7 +33,6 @@ DASK = "no become_dask/become_distributed"
 IMAP = "no view.imap / view.history (a client keeps no unbounded task list)"
 EXEC_BLOCK = "execute(block=True) returns the values, not the AsyncResult"
 BUILD_TARGETS = "private ipyparallel internals (_build_targets, _engines, _outstanding_dict, _io_loop, metadata)"
-SPLIT = "needs core: per-task futures (split() parts are an AsyncResult subclass, not AsyncResult itself)"
 
 SKIPPED = {
     # ipyparallel's own test body is `pass` ("to be written"): nothing to run, nothing to count
@@ -60,7 +59,6 @@ SKIPPED = {
     "TestAsyncResult::test_not_single_result": BUILD_TARGETS,
     "TestAsyncResult::test_owner_pop": BUILD_TARGETS,
     "TestAsyncResult::test_wait_for_send": ZMQ,
-    "TestAsyncResult::test_split_map_result": SPLIT,
     # test_client.py
     "TestClient::test_curve": ZMQ,
     "TestClient::test_view_indexing": BUILD_TARGETS,
