@@ -30,7 +30,7 @@ PICKLERS = (
     "there), so use_pickle() cannot make a name the client sent undefined again"
 )
 DASK = "no become_dask/become_distributed"
-IMAP = "no view.imap / view.history (a client keeps no unbounded task list)"
+IMAP = "needs view.history (the task database): view.imap and executor.map are there and pass these with it"
 EXEC_BLOCK = "execute(block=True) returns the values, not the AsyncResult"
 BUILD_TARGETS = "private ipyparallel internals (_build_targets, _engines, _outstanding_dict, _io_loop, metadata)"
 
@@ -94,7 +94,6 @@ SKIPPED = {
     "TestLoadBalancedView::test_imap_max_outstanding": IMAP,
     "TestLoadBalancedView::test_imap_infinite": IMAP,
     "TestLoadBalancedView::test_imap_unordered": IMAP,
-    "TestLoadBalancedView::test_imap_return_exceptions": IMAP,
     "TestLoadBalancedView::test_retries": DEPENDENCIES,
     "TestLoadBalancedView::test_short_timeout": DEPENDENCIES,
     "TestLoadBalancedView::test_invalid_dependency": DEPENDENCIES,
