@@ -9,7 +9,7 @@ from concurrent.futures import Future
 
 import pytest
 
-from localpar import Client, CompositeError, EngineError, RemoteError
+from localpar import Client, ClientClosedError, CompositeError, EngineError, RemoteError
 from localpar.client.view import BroadcastView, DirectView
 
 pytestmark = pytest.mark.timeout(60)
@@ -33,6 +33,20 @@ def test_a_non_blocking_wait_for_engines_is_woken_by_add_engines() -> None:
         assert isinstance(f, Future) and not f.done()
         c.add_engines(1)
         assert f.result(timeout=30) is None
+
+
+def test_a_pending_wait_for_engines_fails_when_the_client_closes() -> None:
+    before = set(threading.enumerate())
+    c = Client(1)
+    try:
+        f = c.wait_for_engines(5, block=False)
+        assert isinstance(f, Future)
+        (waiter,) = [t for t in set(threading.enumerate()) - before if t.name == "localpar-wait-for-engines"]
+    finally:
+        c.close()
+    assert isinstance(f.exception(timeout=30), ClientClosedError)
+    waiter.join(timeout=10)
+    assert not waiter.is_alive()
 
 
 def test_shutdown_stops_the_targets_only_and_restart_dead_does_not_bring_them_back() -> None:
