@@ -168,13 +168,21 @@ def test_executor_map_is_imap_one_task_per_item_and_counts_its_timeout_from_the_
     def slow(x: int) -> int:
         import time
 
-        time.sleep(5)
+        time.sleep(1)
         return x
 
-    timed = executor.map(slow, range(4), timeout=0.2)
+    pulled: List[int] = []
+
+    def source() -> Iterator[int]:
+        for i in range(100):
+            pulled.append(i)
+            yield i
+
+    timed = executor.map(slow, source(), timeout=0.2)  # the first result cannot come before 1 s
     with pytest.raises(TimeoutError):
         list(timed)
-    client.abort()
+    assert timed.it.wait_submitted(timeout=10)
+    assert len(pulled) <= 2  # as concurrent.futures: a timed-out map goes no further
     client.wait(timeout=30)
 
 

@@ -50,7 +50,8 @@ class MapResultIterator:
 
 class TimedMapIterator:
     """``executor.map(..., timeout=t)`` over a lazy imap: each result waited for until `t`
-    seconds after the call to ``map`` (``TimeoutError`` then, as ``concurrent.futures``)."""
+    seconds after the call to ``map``; then, as ``concurrent.futures``, ``TimeoutError``, no
+    more input is consumed and the tasks not started are cancelled."""
 
     def __init__(self, it: Any, timeout: Optional[float]) -> None:
         self.it = it
@@ -62,7 +63,13 @@ class TimedMapIterator:
     def __next__(self) -> Any:
         if self._deadline is None:
             return next(self.it)
-        return self.it.next(max(0.0, self._deadline - time.monotonic()))
+        try:
+            return self.it.next(max(0.0, self._deadline - time.monotonic()))
+        except TimeoutError:  # as concurrent.futures: the map ends, what has not started is cancelled
+            self.it.cancel()
+            for ar in self.it.outstanding():
+                ar.cancel()
+            raise
 
     def cancel(self) -> None:
         """Stop consuming the input (what was submitted still runs and is yielded)."""
