@@ -155,6 +155,38 @@ def test_a_closing_client_ends_the_feeder() -> None:
     assert not feeder.is_alive()
 
 
+def gated(path: str) -> str:
+    import os
+    import time
+
+    deadline = time.monotonic() + 20
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return path
+
+
+def test_waiting_for_an_imap_result_inside_a_callback_is_refused(client: Client, tmp_path: str) -> None:
+    first, second = os.path.join(str(tmp_path), "first"), os.path.join(str(tmp_path), "second")
+    it = client.load_balanced_view(targets=[1]).imap(gated, itertools.repeat(second), max_outstanding=1)
+    trigger = client[0].apply_async(gated, first)
+    errors: List[BaseException] = []
+
+    def callback(_: object) -> None:  # run by the collector thread, which must never block
+        try:
+            next(it)  # not ready: the imap's task waits for the second gate
+        except RuntimeError as exc:
+            errors.append(exc)
+
+    trigger.add_done_callback(callback)
+    open(first, "w").close()
+    trigger.get(timeout=30)
+    open(second, "w").close()
+    it.cancel()
+    assert it.wait_submitted(timeout=10)
+    client.wait(timeout=30)
+    assert errors and "callback" in str(errors[0])
+
+
 def test_a_direct_views_imap_is_its_map_in_order(client: Client) -> None:
     assert list(client[:].imap(lambda x: 2 * x, range(5))) == [0, 2, 4, 6, 8]
 

@@ -47,8 +47,16 @@ class _InputError:
 class _Stream:
     """The state shared by the feeder, the done-callbacks and the reader (see the module docstring)."""
 
-    def __init__(self, submit: Callable[..., AsyncResult], args: Iterator[tuple], ordered: bool, limit: int) -> None:
+    def __init__(
+        self,
+        submit: Callable[..., AsyncResult],
+        args: Iterator[tuple],
+        ordered: bool,
+        limit: int,
+        check_can_wait: Callable[[], None],
+    ) -> None:
         self.cond = threading.Condition(threading.Lock())
+        self.check_can_wait = check_can_wait  # refuses to block the collector thread
         self.submit = submit
         self.args = args
         self.ordered = ordered
@@ -122,6 +130,8 @@ class _Stream:
     def take(self, timeout: Optional[float]) -> Any:
         """The next finished entry, in order or as finished; None at the end."""
         with self.cond:
+            if not self._can_take():
+                self.check_can_wait()
             ok = self.cond.wait_for(self._can_take, timeout)
             if not ok:
                 raise TimeoutError(f"no imap result within {timeout} s")
@@ -225,11 +235,12 @@ def imap(
     max_outstanding: int,
     return_exceptions: bool,
     thread_name: str,
+    check_can_wait: Callable[[], None],
 ) -> LazyMapIterator:
     """Start a lazy map: ``submit(*args)`` for each zipped input, at most `max_outstanding`
     in flight (0: no limit).  The first input is submitted before this returns, so an error
     of the submission itself (an unpicklable function) is raised here, as ipyparallel does."""
-    stream = _Stream(submit, iter(zip(*sequences)), ordered, max_outstanding)
+    stream = _Stream(submit, iter(zip(*sequences)), ordered, max_outstanding, check_can_wait)
     iterator = LazyMapIterator(stream, return_exceptions)
     if not stream.feed_one(first=True):
         stream.end_input()

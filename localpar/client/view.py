@@ -501,7 +501,7 @@ class LoadBalancedView(View):
             raise ValueError(f"max_outstanding must be 'auto' or an int >= 0, got {max_outstanding!r}")
         return start_imap(
             functools.partial(self.apply_async, f), sequences, ordered, limit, return_exceptions,
-            f"localpar-imap-{self.client.cluster_id}",
+            f"localpar-imap-{self.client.cluster_id}", self.client.ledger.check_can_wait,
         )  # fmt: skip
 
 
