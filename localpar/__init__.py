@@ -42,10 +42,11 @@ from .wire.reference import Reference
 if TYPE_CHECKING:
     from .client.asyncresult import AsyncResult
     from .client.client import Client
+    from .client.cluster import Cluster
     from .client.dependencies import Dependency
     from .client.hubresult import AsyncHubResult
     from .client.mapresult import AsyncMapResult
-    from .client.view import DirectView, LoadBalancedView, parallel, remote
+    from .client.view import BroadcastView, DirectView, LoadBalancedView, parallel, remote
     from .wire.dependent import depend, dependent, require
 
 __version__ = "0.1.0"
@@ -60,7 +61,9 @@ _LAZY = {
     "AsyncHubResult": "client.hubresult",
     "AsyncMapResult": "client.mapresult",
     "AsyncResult": "client.asyncresult",
+    "BroadcastView": "client.view",
     "Client": "client.client",
+    "Cluster": "client.cluster",
     "Dependency": "client.dependencies",
     "depend": "wire.dependent",
     "dependent": "wire.dependent",
@@ -70,6 +73,17 @@ _LAZY = {
     "parallel": "client.view",
     "remote": "client.view",
 }
+
+
+def register_joblib_backend(name: str = "ipyparallel", make_default: bool = False) -> None:
+    """Register joblib backend `name` on this process's default client, as ipyparallel's
+    ``ipp.register_joblib_backend()``: each ``joblib.Parallel(backend=name)`` runs on a
+    load-balanced view of the newest open `Client`, or starts a ``Client()`` of its own, closed
+    when joblib is done with it (needs joblib)."""
+    from .client.client import Client
+    from .integrations.joblib_backend import register_default
+
+    register_default(Client, name, make_default)
 
 
 def __getattr__(name: str) -> Any:
@@ -95,7 +109,9 @@ __all__ = [
     "AsyncHubResult",
     "AsyncMapResult",
     "AsyncResult",
+    "BroadcastView",
     "Client",
+    "Cluster",
     "ClientClosedError",
     "CompositeError",
     "DataStoreError",
@@ -118,5 +134,6 @@ __all__ = [
     "dependent",
     "require",
     "interactive",
+    "register_joblib_backend",
     "__version__",
 ]

@@ -7,11 +7,12 @@ import importlib.metadata
 import localpar
 
 PUBLIC = [
-    "ALL_COMPLETED", "AsyncHubResult", "AsyncMapResult", "AsyncResult", "Client", "ClientClosedError", "CompositeError",
+    "ALL_COMPLETED", "AsyncHubResult", "AsyncMapResult", "AsyncResult", "BroadcastView", "Client", "ClientClosedError",
+    "Cluster", "CompositeError",
     "DataStoreError", "DirectView", "EngineError", "ExecuteReply", "FIRST_COMPLETED", "FIRST_EXCEPTION",
     "KernelError", "LoadBalancedView", "LocalparError", "NoEnginesError", "Reference", "RemoteError",
     "RemoteTraceback", "SerializationError", "TaskAborted", "__version__", "error", "interactive", "parallel",
-    "remote",
+    "register_joblib_backend", "remote",
     # scheduling (task flags and dependencies), as ipyparallel exports them at its top level
     "Dependency", "DependencyTimeout", "ImpossibleDependency", "InvalidDependency", "TaskTimeout",
     "UnmetDependency", "depend", "dependent", "require",

@@ -108,8 +108,8 @@ def test_parallel_dist_and_sync_imports_local(c: Client) -> None:
         return [2 * x for x in xs]
 
     assert double([1, 2, 3]) == [2, 4, 6]
-    with pytest.raises(NotImplementedError):
-        c[:].parallel(dist="r")
+    with pytest.raises(ValueError, match="dist"):
+        c[:].parallel(dist="q")
     with c[:].sync_imports(local=True, quiet=True):
         import json  # noqa: F401
     with pytest.raises(NotImplementedError):

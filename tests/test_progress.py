@@ -166,10 +166,13 @@ def test_failed_and_finished_results_return_at_once(client, no_tqdm, capsys):
     assert not ar.successful()
 
 
-def test_a_map_counts_its_tasks_not_its_items(client: Client, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_map_counts_its_items_as_ipyparallel(client: Client, capsys: pytest.CaptureFixture[str]) -> None:
     ar = client[:].map_async(abs, range(10))  # 10 items in 2 tasks, one per engine
     ar.wait_interactive(widget=False, timeout=30)
-    assert "2/2 tasks done" in capsys.readouterr().out
+    assert "10/10 tasks done" in capsys.readouterr().out
+    lb = client.load_balanced_view().map_async(abs, range(100), chunksize=7)  # 100 items in 15 tasks
+    lb.wait_interactive(widget=False, timeout=30)
+    assert "100/100 tasks done" in capsys.readouterr().out
 
 
 NOTEBOOK_CELLS = [

@@ -125,6 +125,10 @@ class AsyncResult(TaskMetadata, Future):
             sharedmem.unlink(ref.name)
         self._segments = ()
 
+    method = "apply"
+    """ipyparallel's request type of the call: ``'execute'`` for ``execute``/``run``, else
+    ``'apply'`` (set before its tasks are sent; errors' ``engine_info`` names it)."""
+
     parts_hold_lists = False
     """Whether each part of `split` holds a list (a map's chunk), not a bare value."""
 
@@ -161,6 +165,20 @@ class AsyncResult(TaskMetadata, Future):
     def notify_cancelled(self) -> None:
         Future.cancel(self)  # wakes result() callers, runs done-callbacks
         self.set_running_or_notify_cancel()  # notifies concurrent.futures.wait / as_completed
+
+    def adopt(self, record: TaskRecord, data: Sequence[Dict[str, Any]]) -> None:
+        """Become a `split()` part: a result over `record` of another call, whose data it reads
+        live; it left with its call (so ``cancel()`` aborts it rather than cancelling)."""
+        self._records = [record]
+        self._data = data  # type: ignore[assignment]
+        self._remaining = 1
+        self._phase = _STARTED
+        self.set_running_or_notify_cancel()
+
+    @property
+    def ledger(self) -> Any:
+        """The ledger of the cluster that runs this call."""
+        return self._ledger
 
     def task_done(self) -> bool:
         """Count a finished task; True for the last one.  Called under the ledger's lock."""
@@ -324,6 +342,11 @@ class AsyncResult(TaskMetadata, Future):
         if len(set(ids)) != len(ids):
             raise ValueError(f"cannot build a dict: several tasks ran on one engine ({ids})")
         return dict(zip(ids, results))
+
+    @property
+    def result_dict(self) -> Dict[int, Any]:
+        """``get_dict()``, waiting for the result (ipyparallel's property)."""
+        return self.get_dict()
 
     def abort(self) -> None:
         """Drop this call's tasks that have not started; they fail with TaskAborted."""
@@ -570,6 +593,8 @@ class PartResult(AsyncResult):
 
 
 def split_result(ar: AsyncResult) -> Tuple[AsyncResult, ...]:
+    """One plain `AsyncResult` per task (as ipyparallel's), each finished by the ledger when its
+    task completes (``Ledger.add_part``)."""
     if len(ar.records) == 1:
         return (ar,)
     cached = ar.__dict__.get("_split_parts")
@@ -577,10 +602,17 @@ def split_result(ar: AsyncResult) -> Tuple[AsyncResult, ...]:
         return cached
     # One value per part for an apply; a map's part keeps its chunk in a list, as ipyparallel does.
     single = not ar.parts_hold_lists
-    parts = tuple(PartResult(ar, [r], _Slots([(ar.data_slots(), i)]), single) for i, r in enumerate(ar.records))
+    parts = tuple(_part(ar, r, i, single) for i, r in enumerate(ar.records))
     ar.__dict__["_split_parts"] = parts
-    ar.add_done_callback(lambda _: [p.done() for p in parts])
     return parts
+
+
+def _part(source: AsyncResult, record: TaskRecord, index: int, single: bool) -> AsyncResult:
+    part = AsyncResult(source.client, source.fname, single=single, return_exceptions=source.return_exceptions)
+    part.adopt(record, _Slots([(source.data_slots(), index)]))
+    if not source.ledger.add_part(record, part):
+        part.finish()  # the task was done already
+    return part
 
 
 def join_results(*ars: AsyncResult) -> AsyncResult:

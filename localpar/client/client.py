@@ -57,15 +57,17 @@ from ..wire.ops import EngineOp
 from ..wire.pubqueue import PublicationQueue
 from ..wire.serialization import dumps_call
 from ..wire.spec import EngineSpec
-from . import dependencies, memory
+from . import dependencies, memory, picklers
 from . import status as status_module
 from .asyncresult import AsyncResult
 from .balancer import Balancer
 from .collector import Collector
+from .control import EngineControl
 from .datastore import DataStore, ManagerStartError
 from .handles import EngineHandle, TaskRecord
 from .hub import HubMixin
 from .ledger import Ledger
+from .registry import note_opened
 from .resources import ClusterResources
 from .results import ResultIndex
 from .sqlitedb import SQLiteStore
@@ -81,8 +83,10 @@ Kept = Union[bytes, Call, None]  # what the task database keeps of a call, for r
 
 default_start_method = launch.default_start_method  # kept importable from here
 
+_EXECUTE_OPS = frozenset({"execute", "execute_interactive"})  # the engine operations of execute() and run()
 
-class Client(HubMixin):
+
+class Client(HubMixin, EngineControl):
     """A cluster of `n` engine processes on this machine (default: one per CPU).
 
     Use it as a context manager, or call `close()`; it is also closed when
@@ -219,6 +223,7 @@ class Client(HubMixin):
             if self._db_finalizer is not None:
                 self._db_finalizer()
             raise
+        note_opened(self)
         if "IPython" in sys.modules:  # inside IPython, %px runs on this cluster (as in ipyparallel)
             from ..integrations.magics import activate_default
 
@@ -264,6 +269,7 @@ class Client(HubMixin):
             handle = EngineHandle(engine_id, process, task_w, control_w, events_r, self._ledger.watch_again)
             if current is not None:
                 handle.restarts = current.restarts + 1
+                handle.uuid = current.uuid  # an engine id keeps its uuid across restarts
             self._ledger.add_engine(handle)
         store = self._collector.store
         if store is not None and self._collector.store_error is None:
@@ -512,6 +518,8 @@ class Client(HubMixin):
     def _encode(self, f: Callable[..., Any], args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Tuple[bytes, list]:
         if not callable(f):
             raise TypeError(f"expected a callable to run on the engines, got {type(f).__name__}: {f!r:.80}")
+        if self.main_globals == picklers.ENGINE_GLOBALS:  # view.use_pickle()
+            f, args, kwargs = picklers.strip_call(f, args, kwargs)
         return dumps_call(f, args, kwargs, self.cluster_id)
 
     def _new_record(
@@ -533,6 +541,8 @@ class Client(HubMixin):
         """Run each ``(engine_id, (f, args, kwargs))``; identical calls are pickled once."""
         self._check_open()
         ar = ar if ar is not None else AsyncResult(self, fname, single)
+        if calls and isinstance(calls[0][1][0], EngineOp) and calls[0][1][0].__name__ in _EXECUTE_OPS:
+            ar.method = "execute"  # before any task leaves: its error's engine_info names it
         encoded: Dict[int, Tuple[bytes, list]] = {}
         plan = []
         for engine_id, call in calls:
@@ -678,8 +688,6 @@ class Client(HubMixin):
         self._finalizer()
         if self._db_finalizer is not None:  # after the cluster: the last failures are recorded too
             self._db_finalizer()
-
-    shutdown = close
 
     def __enter__(self) -> Client:
         return self

@@ -418,5 +418,6 @@ class Collector:
 
 
 def _where(handle: EngineHandle, record: TaskRecord) -> Dict[str, Any]:
-    """Where a failed task ran, for its RemoteError."""
-    return {"engine_id": handle.id, "engine_pid": handle.pid, "msg_id": record.msg_id}
+    """Where a failed task ran, for its RemoteError: ipyparallel's ``engine_info``."""
+    method = getattr(record.result, "method", "apply")
+    return {"engine_uuid": handle.uuid, "engine_id": handle.id, "method": method}

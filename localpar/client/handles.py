@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 from typing import TYPE_CHECKING, Any, Callable, List, Optional, Sequence, Set, Tuple
 
 from ..errors import KernelError
@@ -47,7 +48,7 @@ class TaskRecord:
         "seq", "msg_id", "engine_id", "result", "index", "submitted", "started", "completed",
         "received", "status", "value", "error", "output", "pubs_expected",
         "pubs_applied", "last_pubseq", "progress", "data_errors", "done",
-        "call", "allowed", "abort_requested", "abort_refused", "flags", "watched",
+        "call", "allowed", "abort_requested", "abort_refused", "flags", "watched", "parts",
     )  # fmt: skip
 
     def __init__(self, seq: int, msg_id: str, engine_id: int, result: AsyncResult, index: int) -> None:
@@ -82,6 +83,7 @@ class TaskRecord:
         # and whether another task waits for this one.  Under the balancer's lock.
         self.flags: Optional[TaskFlags] = None
         self.watched = False
+        self.parts: Tuple[AsyncResult, ...] = ()  # split() results over this task alone (Ledger.lock)
 
     @property
     def stdout(self) -> str:
@@ -122,6 +124,7 @@ class EngineHandle:
         self.death_reason: Optional[str] = None
         self.retired = False  # killed on purpose, not to be replaced (add_engines' rollback)
         self.restarts = 0  # engines of this id before it; set before the ledger has it
+        self.uuid = str(uuid.uuid4())  # the engine id's uuid (kept by a replacement); set likewise
         self.idle_since = time.time()  # the end of its last task (Ledger.lock)
         self.started = time.monotonic()  # how long it lived, at its death (see ``restarts``)
         self.created = time.time()  # a task that ended before this did not run on this process

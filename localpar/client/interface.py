@@ -40,6 +40,9 @@ class TaskViewAPI(Protocol):
 
     block: bool
     client: Any
+    lazy_imap: bool  # imap consumes its input as tasks finish (LoadBalancedView) or up front
+
+    def imap(self, f: Callable[..., Any], *sequences: Any, **options: Any) -> Any: ...
 
     def __len__(self) -> int: ...
 

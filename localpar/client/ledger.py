@@ -20,7 +20,8 @@ Ownership (who may touch what), and where a read without the lock is safe:
   collector has stopped), and by the client to decide what to wait for (`wait_until`
   re-reads it under its condition).
 - A task completes in `complete`: under the lock the record is marked done and counted off its
-  AsyncResult; the last record finishes the Future outside the lock (``set_result`` wakes its
+  AsyncResult; outside the lock the results `split()` made of it alone finish, then the last
+  record finishes the Future (``set_result`` wakes its
   waiters and runs its callbacks).  The collector thread completes every record that reached an
   engine; a record that never did (dropped by the balancer, refused by `register`, failed at
   close) is completed by the thread that dropped it.
@@ -51,6 +52,7 @@ from ..wire.framing import Bell
 
 if TYPE_CHECKING:
     from ..processes.spin import SpinHint
+    from .asyncresult import AsyncResult
     from .handles import EngineHandle, TaskRecord
     from .taskdb import TaskDB
 
@@ -266,8 +268,13 @@ class Ledger:
                 handle.idle_since = record.received or time.time()
             result, record.result = record.result, None  # no cycle: an array can die with its result
             last = result is not None and result.task_done()
+            parts = record.parts
+            if parts:
+                record.parts = ()
         if self.taskdb is not None:  # before the Future finishes: the database has it when get() returns
             self.taskdb.finished(record, result)
+        for part in parts:  # split() parts first: a waiter woken by the whole sees its parts done
+            part.finish()
         if last and result is not None:
             if chaos.ENABLED:
                 chaos.pause()
@@ -290,6 +297,15 @@ class Ledger:
                 handle.pending.discard(record.seq)
                 handle.completed += 1
                 handle.idle_since = record.received or time.time()
+            return True
+
+    def add_part(self, record: TaskRecord, part: AsyncResult) -> bool:
+        """Have `part` (a `split()` result over `record` alone) finished when `record` completes;
+        False if it is done already (the caller finishes `part`)."""
+        with self.lock:
+            if record.done:
+                return False
+            record.parts += (part,)
             return True
 
     def check_can_wait(self) -> None:

@@ -94,22 +94,41 @@ def join_parts(parts: List[Any]) -> Any:
     return list(parts)
 
 
-class JoinedResult(AsyncMapResult):
-    """One AsyncResult whose value is its parts' results joined (gather, parallel)."""
+def join_round_robin(parts: List[Any]) -> Any:
+    """Join parts made round-robin (``dist='r'``: part i holds items i, i + n, ...) back into
+    input order: arrays interleaved into one array, sequences into one list."""
+    if parts and all(type(p).__module__ == "numpy" and hasattr(p, "shape") for p in parts):
+        import numpy as np
 
-    def __init__(self, parts: AsyncResult) -> None:
+        first = parts[0]
+        out = np.empty((sum(p.shape[0] for p in parts), *first.shape[1:]), dtype=np.result_type(*parts))
+        for i, p in enumerate(parts):
+            out[i :: len(parts)] = p
+        return out
+    if all(isinstance(p, (list, tuple)) for p in parts):
+        longest = max((len(p) for p in parts), default=0)
+        return [p[k] for k in range(longest) for p in parts if k < len(p)]
+    return list(parts)
+
+
+class JoinedResult(AsyncMapResult):
+    """One AsyncResult whose value is its parts' results joined (gather, parallel), contiguous
+    blocks (``dist='b'``) or round-robin (``'r'``)."""
+
+    def __init__(self, parts: AsyncResult, dist: str = "b") -> None:
         AsyncResult.__init__(self, parts.client, parts.fname)
         self._chunks = [1] * len(parts.records)
         self._records = parts.records
         self._data = parts.data_slots()
         self._parts = parts
+        self._joiner = join_round_robin if dist == "r" else join_parts
         parts.add_done_callback(self._join)
 
     def _join(self, parts: Any) -> None:
         if not self.mark_sent():  # cancelled
             return
         try:
-            value = join_parts(parts.result(timeout=0))
+            value = self._joiner(parts.result(timeout=0))
         except BaseException as exc:
             self.set_exception(exc)
         else:

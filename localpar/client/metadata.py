@@ -4,7 +4,7 @@ stdout and stderr, timestamps, ``metadata``, ``ar['completed']`` and ``ar.comple
 from __future__ import annotations
 
 import time
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Union
 
 if TYPE_CHECKING:
@@ -12,7 +12,8 @@ if TYPE_CHECKING:
 
 
 def _dt(t: Optional[float]) -> Optional[datetime]:
-    return None if t is None else datetime.fromtimestamp(t)
+    """A timestamp as ipyparallel gives it: a timezone-aware datetime (UTC)."""
+    return None if t is None else datetime.fromtimestamp(t, timezone.utc)
 
 
 class TaskMetadata:
@@ -82,7 +83,7 @@ class TaskMetadata:
 
     @property
     def submitted(self) -> datetime:
-        return datetime.fromtimestamp(self._submitted)
+        return datetime.fromtimestamp(self._submitted, timezone.utc)
 
     @property
     def elapsed(self) -> float:

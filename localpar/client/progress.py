@@ -8,6 +8,8 @@ place with ``\\r`` on a terminal, or in a Jupyter kernel a plain-text display
 updated in place (no widgets, no terminal control codes)::
 
       3/8 tasks done | engine 0: 40% | engine 1: 70% | 1.2 s
+
+A map counts its items, as ipyparallel's does (``ar.progress`` of ``len(ar)``).
 """
 
 from __future__ import annotations
@@ -54,9 +56,10 @@ def _has_widgets() -> bool:
 
 
 def _tasks_done(ar: AsyncResult) -> int:
-    """Finished tasks (``ar.progress`` of a map counts items, as in ipyparallel)."""
+    """``ar.progress``, of ``len(ar)``: finished tasks, or a map's computed items (as ipyparallel
+    counts them: a load-balanced map of 1,000 items in 143 tasks shows 1,000)."""
     ar.ready()
-    return sum(r.done for r in ar.records)
+    return ar.progress
 
 
 def task_labels(ar: AsyncResult) -> List[str]:
@@ -69,7 +72,7 @@ def task_labels(ar: AsyncResult) -> List[str]:
 
 def status_line(ar: AsyncResult) -> str:
     """The one-line text view: finished/total, each running task's reported share, seconds since submission."""
-    parts = [f"{_tasks_done(ar):>3}/{len(ar.records)} tasks done"]
+    parts = [f"{_tasks_done(ar):>3}/{len(ar)} tasks done"]
     finished = [r.done for r in ar.records]
     for label, progress, done in zip(task_labels(ar), ar.task_progress, finished):
         if progress is not None and not done:
@@ -111,7 +114,7 @@ def wait_interactive(
                 return
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
-                done = f"{_tasks_done(ar)}/{len(ar.records)} tasks done"
+                done = f"{_tasks_done(ar)}/{len(ar)} tasks done"
                 raise TimeoutError(f"{ar!r} not ready after {timeout} s ({done})")
             ar.wait(interval if remaining is None else min(interval, remaining))
     finally:
@@ -174,7 +177,7 @@ class _Bars(_Display):
     def __init__(self, ar: AsyncResult, tqdm: Any) -> None:
         super().__init__(ar)
         self.tqdm = tqdm
-        self.main = tqdm(total=len(ar.records), desc=ar.fname, unit="tasks", position=0, leave=True)
+        self.main = tqdm(total=len(ar), desc=ar.fname, unit="tasks", position=0, leave=True)
         self.tasks: Dict[int, Any] = {}
 
     def update(self) -> None:

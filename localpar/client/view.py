@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import functools
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, TypeVar, Union
 
 from ..errors import not_picklable
 from ..wire.ops import EngineOp
 from ..wire.reference import Reference, contains_reference
+from . import picklers
 from .asyncresult import AsyncResult
 from .dependencies import FlagValues, as_dependency, valid_dependency
+from .imap import LazyMapIterator
+from .imap import imap as start_imap
 from .mapresult import AsyncMapResult, JoinedResult, UnorderedMapResult
 
 _AR = TypeVar("_AR", bound=AsyncResult)
@@ -39,6 +43,14 @@ def _split(n_items: int, n_parts: int) -> List[Tuple[int, int]]:
         bounds.append((start, stop))
         start = stop
     return bounds
+
+
+def _partition(seq: Sequence[Any], n_parts: int, dist: str) -> List[Any]:
+    """`seq` in `n_parts` parts, as ipyparallel's maps: ``'b'`` contiguous blocks (as even as
+    possible, in order), ``'r'`` round-robin (part i holds items i, i + n, i + 2n, ...)."""
+    if dist == "r":
+        return [seq[i::n_parts] for i in range(n_parts)]
+    return [seq[a:b] for a, b in _split(len(seq), n_parts)]
 
 
 class View:
@@ -132,6 +144,14 @@ class View:
     def map_async(self, f: Callable[..., Any], *sequences: Sequence[Any], **options: Any) -> AsyncMapResult:
         raise NotImplementedError
 
+    lazy_imap = False
+    """Whether `imap` consumes its input as tasks finish (a LoadBalancedView's) or up front."""
+
+    def imap(self, f: Callable[..., Any], *sequences: Sequence[Any], **options: Any) -> Iterator[Any]:
+        """``iter(map_async(...))``: the results in order, each as it is ready (as ipyparallel's
+        DirectView.imap; a LoadBalancedView's imap is lazy, see there)."""
+        return iter(self.map_async(f, *sequences, **options))
+
     def wait(self, jobs: Any = None, timeout: Optional[float] = -1) -> bool:
         return self.client.wait(jobs, timeout)
 
@@ -152,10 +172,11 @@ class View:
     ) -> Callable[[Callable[..., Any]], ParallelFunction]:
         """Decorator: calling the function maps it over its sequence arguments on this view.
 
-        `dist` is ipyparallel's partitioning; only ``'b'`` (contiguous blocks) exists here.
+        `dist` is ipyparallel's partitioning: ``'b'`` contiguous blocks, ``'r'`` round-robin
+        (the results are interleaved back into input order).
         """
         _check_dist(dist)
-        return lambda f: ParallelFunction(self, f, block, **flags)
+        return lambda f: ParallelFunction(self, f, block, dist=dist, **flags)
 
     @property
     def executor(self) -> Any:
@@ -172,8 +193,8 @@ class View:
 
 
 def _check_dist(dist: str) -> None:
-    if dist != "b":
-        raise NotImplementedError(f"dist={dist!r}: localpar partitions in contiguous blocks only (dist='b')")
+    if dist not in ("b", "r"):
+        raise ValueError(f"dist must be 'b' (contiguous blocks) or 'r' (round-robin), got {dist!r}")
 
 
 def _with_references(call: Tuple[Any, Tuple[Any, ...], Dict[str, Any]]) -> Tuple[Any, Tuple[Any, ...], Dict[str, Any]]:
@@ -223,6 +244,20 @@ class DirectView(View):
         ]  # fmt: skip
         self._sent(self.client.send_calls(calls, ar.fname, ar=ar))
         return ar
+
+    # -- ipyparallel's serializer switches (see picklers) ------------------------------------
+    def use_cloudpickle(self) -> Any:
+        """``__main__`` functions travel with the client's values of their globals (the default)."""
+        return picklers.switch(self, picklers.CLIENT_GLOBALS)
+
+    def use_pickle(self) -> Any:
+        """``__main__`` functions find their globals in the engine's namespace, as with
+        ipyparallel's default pickling."""
+        return picklers.switch(self, picklers.ENGINE_GLOBALS)
+
+    def use_dill(self) -> Any:
+        """As `use_cloudpickle` (needs dill installed, as ipyparallel's)."""
+        return picklers.switch(self, "dill")
 
     # -- the engine namespace ----------------------------------------------------------------
     def _on(self, targets: Targets) -> DirectView:
@@ -294,12 +329,12 @@ class DirectView(View):
             code = f.read() + "\n"  # a trailing indented line would not compile otherwise
         return self._result(self._on(targets).apply_async(_execute, code, filename), block)
 
-    def _split_calls(self, f: Callable[..., Any], sequences: Sequence[Sequence[Any]]) -> AsyncResult:
+    def _split_calls(self, f: Callable[..., Any], sequences: Sequence[Sequence[Any]], dist: str = "b") -> AsyncResult:
         seqs = _sequences(tuple(sequences))
         targets = self._resolved()
-        bounds = _split(len(seqs[0]), len(targets))
+        parts = [_partition(s, len(targets), dist) for s in seqs]
         calls: List[Tuple[int, Any]] = [
-            (engine, (f, tuple(s[a:b] for s in seqs), {})) for engine, (a, b) in zip(targets, bounds)
+            (engine, (f, tuple(p[i] for p in parts), {})) for i, engine in enumerate(targets)
         ]
         return self.client.send_calls(calls, getattr(f, "__name__", "f"))
 
@@ -316,14 +351,12 @@ class DirectView(View):
         """Split `seq` across the targets and store each part as `name` on its engine."""
         _check_dist(dist)
         if targets is not None:
-            return self._on(targets).scatter(name, seq, flatten=flatten, block=block)
+            return self._on(targets).scatter(name, seq, dist=dist, flatten=flatten, block=block)
         if not hasattr(seq, "__getitem__") or not hasattr(seq, "__len__"):
             seq = list(seq)
         targets = self._resolved()
-        bounds = _split(len(seq), len(targets))
         calls: List[Tuple[int, Any]] = []
-        for engine, (a, b) in zip(targets, bounds):
-            part = seq[a:b]
+        for engine, part in zip(targets, _partition(seq, len(targets), dist)):
             if flatten and len(part) == 1:
                 part = part[0]
             calls.append((engine, (_push, ({name: part},), {})))
@@ -334,7 +367,7 @@ class DirectView(View):
         """Concatenate `name` from every target, in target order."""
         _check_dist(dist)
         calls: List[Tuple[int, Any]] = [(i, (_pull, (name,), {})) for i in self._on(targets)._resolved()]
-        return self._result(JoinedResult(self._sent(self.client.send_calls(calls, "gather"))), block)
+        return self._result(JoinedResult(self._sent(self.client.send_calls(calls, "gather")), dist), block)
 
     @property
     def importer(self) -> Any:
@@ -383,6 +416,17 @@ class DirectView(View):
                 print(f"importing {', '.join(fromlist) + ' from ' if fromlist else ''}{name} on engine(s)")
         if lines:
             self.execute("\n".join(lines), block=True)
+
+
+class BroadcastView(DirectView):
+    """ipyparallel's BroadcastView (``rc.broadcast_view()``): on one machine, a DirectView.
+    ipyparallel sends one message down a tree of schedulers to reach many remote engines;
+    here each engine has its own pipe from the client, so there is no tree to build.
+    `is_coalescing` is kept, and changes nothing."""
+
+    def __init__(self, client: Client, targets: Targets = "all", is_coalescing: bool = False) -> None:
+        super().__init__(client, targets)
+        self.is_coalescing = is_coalescing
 
 
 class LoadBalancedView(View):
@@ -446,10 +490,13 @@ class LoadBalancedView(View):
     def __repr__(self) -> str:
         return f"<LoadBalancedView {self._targets}>"
 
-    def _split_balanced(self, f: Callable[..., Any], sequences: Sequence[Sequence[Any]]) -> AsyncResult:
+    def _split_balanced(
+        self, f: Callable[..., Any], sequences: Sequence[Sequence[Any]], dist: str = "b"
+    ) -> AsyncResult:
         seqs = _sequences(tuple(sequences))
-        bounds = _split(len(seqs[0]), max(1, len(self.client.ids)))
-        calls: List[Any] = [(f, tuple(s[a:b] for s in seqs), {}) for a, b in bounds]
+        n = max(1, len(self.client.ids))
+        parts = [_partition(s, n, dist) for s in seqs]
+        calls: List[Any] = [(f, tuple(p[i] for p in parts), {}) for i in range(n)]
         ar = AsyncResult(self.client, getattr(f, "__name__", "f"))
         return self._send_balanced(calls, ar, self._task_flags())
 
@@ -504,6 +551,35 @@ class LoadBalancedView(View):
             ar.set_result([])
         return ar
 
+    lazy_imap = True
+
+    def imap(  # type: ignore[override]
+        self,
+        f: Callable[..., Any],
+        *sequences: Any,
+        ordered: bool = True,
+        max_outstanding: Union[int, str] = "auto",
+        return_exceptions: bool = False,
+    ) -> LazyMapIterator:
+        """A lazy map, one task per item: the inputs are consumed as tasks finish, at most
+        `max_outstanding` in flight (``'auto'``: one per engine of the view; 0: no limit), so
+        `sequences` may be infinite generators.  Returns a `LazyMapIterator` yielding results in
+        input order (or, with ``ordered=False``, as they finish); its ``cancel()`` stops
+        consuming the input.  With ``return_exceptions=True`` a failed task's error is yielded
+        in its place; otherwise it is raised there and the iteration ends."""
+        if not sequences:
+            raise TypeError("imap needs at least one sequence to map onto")
+        if max_outstanding == "auto":
+            limit = len(self)
+        elif isinstance(max_outstanding, int) and not isinstance(max_outstanding, bool) and max_outstanding >= 0:
+            limit = max_outstanding
+        else:
+            raise ValueError(f"max_outstanding must be 'auto' or an int >= 0, got {max_outstanding!r}")
+        return start_imap(
+            functools.partial(self.apply_async, f), sequences, ordered, limit, return_exceptions,
+            f"localpar-imap-{self.client.cluster_id}", self.client.ledger.check_can_wait,
+        )  # fmt: skip
+
 
 MAP_TASKS_PER_ENGINE = 32  # of a long load-balanced map with the automatic chunksize
 
@@ -540,14 +616,21 @@ class ParallelFunction(RemoteFunction):
     """``@view.parallel()``: called, runs once per engine on its part of the sequences
     and joins the results (as ipyparallel does); ``.map()`` maps element-wise."""
 
+    def __init__(
+        self, view: View, f: Callable[..., Any], block: Optional[bool] = None, dist: str = "b", **flags: Any
+    ) -> None:
+        super().__init__(view, f, block, **flags)
+        _check_dist(dist)
+        self.dist = dist
+
     def __call__(self, *sequences: Sequence[Any]) -> Any:
         view = self.view
         if isinstance(view, LoadBalancedView):
-            parts = view._split_balanced(self.func, sequences)
+            parts = view._split_balanced(self.func, sequences, self.dist)
         else:
             assert isinstance(view, DirectView)
-            parts = view._split_calls(self.func, sequences)
-        return view._result(JoinedResult(parts), self.block)
+            parts = view._split_calls(self.func, sequences, self.dist)
+        return view._result(JoinedResult(parts, self.dist), self.block)
 
     def map(self, *sequences: Sequence[Any]) -> Any:
         return self.view._result(self.view.map_async(self.func, *sequences), self.block)

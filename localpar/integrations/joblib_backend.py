@@ -7,6 +7,11 @@ backend's own, never inside whichever thread completed the task; once joblib has
 (an error, a timeout, a dropped generator), the callbacks of tasks still ending are dropped.
 A batch that raises gives joblib the task's own exception (a ValueError stays a
 ValueError, the engine's traceback as its cause), as joblib's own backends do.
+
+``localpar.register_joblib_backend()`` (ipyparallel's module-level form) registers a backend
+with no view of its own: as ipyparallel's uses the running default cluster, or starts one it
+owns, each ``Parallel`` uses a load-balanced view of the newest open `Client` of this process,
+or starts a ``Client()`` that it closes when joblib terminates the backend.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from joblib.parallel import AutoBatchingMixin, ParallelBackendBase, register_parallel_backend
 
+from ..client.registry import latest_open_client
 from ..errors import RemoteTraceback
 from ..wire.ops import EngineOp, KeptException
 
@@ -29,15 +35,23 @@ class LocalparBackend(AutoBatchingMixin, ParallelBackendBase):
     supports_retrieve_callback = True
     supports_timeout = True
 
-    def __init__(self, view: View, **kwargs: Any) -> None:
+    def __init__(
+        self, view: Optional[View] = None, new_client: Optional[Callable[[], Any]] = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
-        self._view = view
+        if view is None and new_client is None:
+            raise TypeError("LocalparBackend needs a view, or a new_client factory for the default client")
+        self._new_client = new_client
+        self._owns_client = view is None and latest_open_client() is None
+        self._view = view if view is not None else self._default_view()
         self._callbacks: Optional[concurrent.futures.ThreadPoolExecutor] = None
 
     def effective_n_jobs(self, n_jobs: Any) -> int:
         return len(self._view)
 
     def configure(self, n_jobs: int = 1, parallel: Any = None, **backend_kwargs: Any) -> int:
+        if self._owns_client and self._view.client.closed:  # a Parallel called again after terminate()
+            self._view = self._default_view()
         self.parallel = parallel
         self._callbacks = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="localpar-joblib")
         return self.effective_n_jobs(n_jobs)
@@ -52,6 +66,14 @@ class LocalparBackend(AutoBatchingMixin, ParallelBackendBase):
 
     apply_async = submit
 
+    def _default_view(self) -> Any:
+        """A load-balanced view of the newest open Client of this process, or of a new one."""
+        client = latest_open_client()
+        if client is None:
+            assert self._new_client is not None
+            client = self._new_client()
+        return client.load_balanced_view()
+
     def retrieve_result_callback(self, out: Any) -> Any:
         return _raise_kept(out.get())
 
@@ -65,6 +87,16 @@ class LocalparBackend(AutoBatchingMixin, ParallelBackendBase):
         if self._callbacks is not None:
             self._callbacks.shutdown(wait=False)
             self._callbacks = None
+        if self._owns_client:  # as ipyparallel closes the client (and cluster) it started
+            self._view.client.close()
+
+
+def register_default(new_client: Callable[[], Any], name: str = "ipyparallel", make_default: bool = False) -> None:
+    """``localpar.register_joblib_backend()``: the backend on the default client (above);
+    `new_client` starts one when none is open."""
+    register_parallel_backend(
+        name, lambda **kwargs: LocalparBackend(new_client=new_client, **kwargs), make_default=make_default
+    )
 
 
 def _hand_over(callbacks: concurrent.futures.ThreadPoolExecutor, callback: Callable[[Any], Any], f: Any) -> None:

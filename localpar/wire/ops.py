@@ -9,6 +9,8 @@ process resolves it.
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import Any, Callable, TypeVar
 
 ENGINE_NAMESPACE = "localpar.engine.namespace"
@@ -57,6 +59,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def interactive(f: F) -> F:
     """Resolve `f`'s globals in the engine's namespace (where push/execute write), as
-    ipyparallel's ``@interactive`` does."""
+    ipyparallel's ``@interactive`` does: `f` is rebuilt with ``__main__``'s globals (so, on the
+    client, names resolve as for a function defined in a notebook cell) and sent by value."""
+    if isinstance(f, types.FunctionType):
+        main = sys.modules["__main__"]
+        g = types.FunctionType(f.__code__, main.__dict__, f.__name__, f.__defaults__, f.__closure__)
+        g.__kwdefaults__ = f.__kwdefaults__
+        g.__dict__.update(f.__dict__)
+        g.__qualname__, g.__doc__ = f.__qualname__, f.__doc__
+        f = g  # type: ignore[assignment]
     f.__module__ = "__main__"
     return f
