@@ -54,7 +54,7 @@ def test_the_format_is_ipyparallels() -> None:
         printer.print_new()
         printer.print_new()  # nothing new: nothing printed
     assert out.getvalue() == "[stdout:0] \nab\n[stdout:1] \nc\n[stdout:0] \nmore\nOut[0:3]: 42\n"
-    assert err.getvalue() == "[stderr:0] \ne\nTraceback...\nValueError: bad\n"
+    assert err.getvalue() == "[stderr:0] \ne\n[1:apply]\nTraceback...\nValueError: bad\n"
 
 
 @pytest.fixture(scope="module")

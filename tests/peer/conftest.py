@@ -24,13 +24,11 @@ from . import clienttest
 HUB = "no Hub: get_result, db_query, hub_history, queue_status, resubmit, purge_hub_results, history"
 CLUSTER_MGMT = "no Cluster/ipcluster/connection files: engines are children of the Client (wait_for_engines, shutdown)"
 ZMQ = "no ZeroMQ: track=True/MessageTracker, connection security, hostname checks"
-IPY_ENGINE = "engines are not IPython kernels: no display(), %magics or rich output on the engines"
 DEPENDENCIES = "no task dependencies: after/follow/retries/timeout on LoadBalancedView"
 PICKLERS = "serialization is always cloudpickle: no use_pickle/use_cloudpickle/use_dill"
 BROADCAST = "no BroadcastView"
 DASK = "no become_dask/become_distributed"
 IMAP = "no view.imap / view.history (a client keeps no unbounded task list)"
-EXEC_BLOCK = "execute(block=True) returns the values, not the AsyncResult"
 ENGINE_INFO = "engine_info holds engine_id, engine_pid, msg_id (no engine_uuid/method)"
 BUILD_TARGETS = "private ipyparallel internals (_build_targets, _engines, _outstanding_dict, _io_loop, metadata)"
 SPLIT = "needs core: per-task futures (split() parts are an AsyncResult subclass, not AsyncResult itself)"
@@ -44,16 +42,7 @@ SKIPPED = {
     "TestView::test_apply_tracked": ZMQ,
     "TestView::test_push_tracked": ZMQ,
     "TestView::test_scatter_tracked": ZMQ,
-    "TestView::test_execute_reply_rich": IPY_ENGINE,
-    "TestView::test_execute_reply": EXEC_BLOCK,
-    "TestView::test_execute_reply_stdout": EXEC_BLOCK,
-    "TestView::test_execute_result": EXEC_BLOCK,
-    "TestView::test_execute_silent": EXEC_BLOCK,
-    "TestView::test_execute_magic": IPY_ENGINE,
-    "TestView::test_execute_displaypub": IPY_ENGINE,
-    "TestView::test_apply_displaypub": IPY_ENGINE,
     "TestView::test_compositeerror_truncate": HUB,
-    "TestView::test_magic_pylab": IPY_ENGINE,
     "TestView::test_use_cloudpickle": PICKLERS,
     "TestView::test_cloudpickle_push_pull": PICKLERS,
     "TestView::test_cloudpickle_require": DEPENDENCIES,
@@ -111,12 +100,8 @@ SKIPPED = {
     "TestLoadBalancedView::test_follow": DEPENDENCIES,
     "TestLoadBalancedView::test_after": DEPENDENCIES,
     # test_magics.py
-    "TestParallelMagics::test_cellpx_groupby_engine": IPY_ENGINE,
-    "TestParallelMagics::test_cellpx_groupby_order": IPY_ENGINE,
-    "TestParallelMagics::test_cellpx_groupby_type": IPY_ENGINE,
     "TestParallelMagics::test_autopx_blocking": HUB,
     "TestParallelMagics::test_autopx_nonblocking": HUB,
-    "TestParallelMagics::test_px_matplotlib": IPY_ENGINE,
     # test_executor.py
     "TestExecutor::test_executor_context": IMAP,
     # test_joblib.py
