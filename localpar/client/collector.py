@@ -52,7 +52,17 @@ from ..processes.lifeline import exit_status
 from ..wire import messages, sharedmem
 from ..wire.execreply import ExecuteReply
 from ..wire.messages import (
-    Aborted, Data, Display, Output, Progress, Ready, Reclaimed, Result, Spilled, StoreLost, UseStore,
+    Aborted,
+    Data,
+    Display,
+    Output,
+    Progress,
+    Ready,
+    Reclaimed,
+    Result,
+    Spilled,
+    StoreLost,
+    UseStore,
 )  # fmt: skip
 from ..wire.pubqueue import PublicationQueue
 from ..wire.serialization import loads, segments_of
@@ -283,7 +293,11 @@ class Collector:
         record = self.ledger.records.get(output.seq)
         if record is None or record.result is None:
             return  # its task has failed already (aborted, dead engine, closed client)
-        piece = ("display", output.content) if type(output) is Display else (output.name, output.text)
+        piece: Tuple[str, Any]
+        if isinstance(output, Display):
+            piece = ("display", output.content)
+        else:
+            piece = (output.name, output.text)
         if isinstance(record.output, list):
             record.output.append(piece)
         else:  # the first piece

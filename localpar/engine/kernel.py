@@ -42,6 +42,8 @@ from ..wire.execreply import ExecuteReply
 _lock = threading.Lock()
 _shell: Any = None  # the EngineShell, once made
 _available: Optional[bool] = None  # whether a real IPython is importable here (looked up once)
+_namespace: Dict[str, Any] = {}  # the engine's namespace, the shell's user_ns (set by `watch_imports`)
+_stream: Any = None  # the engine's TaskStream for stdout: displays go through it, in order with text
 
 
 class CellError(Exception):
@@ -79,7 +81,9 @@ def _real_spec(
             continue
         try:
             spec = finder.find_spec(fullname, path)
-        except (ImportError, ValueError):
+        except ImportError:  # a finder that refuses it: the import would fail the same way
+            return None
+        except ValueError:
             continue
         if spec is not None:
             return spec
@@ -120,15 +124,12 @@ def reset_namespace() -> None:
 
 
 def publish(content: Dict[str, Any]) -> None:
-    """Send a display of the running task to the client, in order with its output."""
-    from .loop import current_engine
-
-    try:
-        engine = current_engine()
-    except RuntimeError:  # a process a task forked: it is no engine
+    """Send a display of the running task to the client, in order with its output (a display
+    that is not the task's, e.g. in a process it forked, prints its text: see ``output``)."""
+    if _stream is None:
         print(content.get("data", {}).get("text/plain", ""))
         return
-    engine.stdout.display(content)
+    _stream.display(content)
 
 
 def clean(value: Any) -> Any:
@@ -152,12 +153,10 @@ def _make_shell() -> Any:
     from IPython.core.interactiveshell import InteractiveShell
     from traitlets.config import Config
 
-    from .loop import current_engine
-
     class EnginePublisher(DisplayPublisher):
         """``display()`` on the engine: an output of the running task."""
 
-        def publish(  # type: ignore[override]
+        def publish(
             self,
             data: Dict[str, Any],
             metadata: Optional[Dict[str, Any]] = None,
@@ -214,7 +213,7 @@ def _make_shell() -> Any:
     InteractiveShell.clear_instance()  # one a forked engine inherited from an IPython client
     made = EngineShell.instance(
         config=config,
-        user_ns=current_engine().namespace,
+        user_ns=_namespace,
         display_pub_class=EnginePublisher,
         displayhook_class=EngineDisplayHook,
     )
@@ -270,11 +269,13 @@ class IPythonWatch(importlib.abc.MetaPathFinder):
         return spec
 
 
-def watch_imports() -> None:
-    """At engine start: the shell is made when IPython is first imported by a task; made
-    now if IPython's shell was inherited already loaded (an engine forked from IPython)."""
+def watch_imports(namespace: Dict[str, Any], stream: Any) -> None:
+    """At engine start, given its namespace and its stdout TaskStream: the shell is made when
+    IPython is first imported by a task; made now if IPython's shell was inherited already
+    loaded (an engine forked from IPython)."""
+    global _available, _namespace, _stream
+    _namespace, _stream = namespace, stream
     if "IPython.core.interactiveshell" in sys.modules:
-        global _available
         _available = True
         shell()
         return

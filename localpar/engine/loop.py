@@ -181,7 +181,9 @@ class Engine:
     def serve(self) -> None:
         global _engine
         _engine = self
-        kernel.watch_imports()  # IPython, if a task imports it, brings the engine's shell (see kernel)
+        kernel.watch_imports(
+            self.namespace, self.stdout
+        )  # IPython, if a task imports it, brings the engine's shell (see kernel)
         self.send(Ready(self.id))  # SIGINT is handled from here on: the client may interrupt
         tasks = FrameReader(self.spec.tasks.fileno())
         while True:

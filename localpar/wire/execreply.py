@@ -28,7 +28,12 @@ class ExecuteReply:
     def __init__(self, execution_count: int, execute_result: Optional[Dict[str, Any]], stdout: str = "") -> None:
         self.execution_count = execution_count
         self.execute_result = execute_result
-        self.metadata: Dict[str, Any] = {"execute_result": execute_result, "stdout": stdout, "stderr": "", "outputs": []}
+        self.metadata: Dict[str, Any] = {
+            "execute_result": execute_result,
+            "stdout": stdout,
+            "stderr": "",
+            "outputs": [],
+        }
 
     def fill(self, **fields: Any) -> None:
         """The client's part, once the task is complete: engine_id, msg_id, stdout, stderr, outputs..."""
