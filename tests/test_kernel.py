@@ -28,6 +28,8 @@ NOTEBOOK_CELLS = [
     "%%px --stream\nprint('hello from', 'engine')",
     "%%px --stream\nimport sys\n_ = sys.stdout.write('no newline')\n6 * 7",
     "%%px --stream\nprint('partial')\n1 / 0",
+    "%%px --stream\nimport sys, time\nfor i in range(3):\n"
+    "    _ = sys.stdout.write(f'\\rstep {i}'); time.sleep(0.05)\nprint()",
     "ar = rc[1].execute(\"from IPython.display import HTML\\ndisplay(HTML('<i>y</i>'))\", block=True)\nar.outputs",
     "rc.close()",
 ]
@@ -112,8 +114,14 @@ def test_streamed_errors_are_labelled_without_localpar_frames(notebook: Any) -> 
     assert outputs[-1]["output_type"] == "error" and outputs[-1]["evalue"] == "2 errors"
 
 
-def test_execute_outputs_are_ipyparallels_shape(notebook: Any) -> None:
+def test_progress_lines_stay_one_output_per_engine(notebook: Any) -> None:
+    """``\\r`` progress from two engines at once: never broken at an engine switch."""
     outputs = notebook.cells[8].outputs
+    assert sorted(_texts(outputs)) == [f"[stdout:{e}] \rstep 0\rstep 1\rstep 2\n" for e in (0, 1)], outputs
+
+
+def test_execute_outputs_are_ipyparallels_shape(notebook: Any) -> None:
+    outputs = notebook.cells[9].outputs
     assert outputs[0]["output_type"] == "execute_result", outputs
     shown = outputs[0]["data"]["text/plain"]
     assert "'text/html': '<i>y</i>'" in shown and "'transient': {}" in shown and "'metadata': {}" in shown
@@ -255,3 +263,16 @@ def test_displays_come_in_order_with_stdout() -> None:
     assert ar.stdout == "before\nbetween after\n"
     assert [list(o["data"]) for o in ar.outputs] == [["text/plain"], ["text/plain"]]
     assert len(ar.outputs[1]["data"]["text/plain"]) > 20000
+
+
+def test_cells_run_on_after_clear() -> None:
+    """``clear()`` empties the namespace; the shell puts back what it keeps there."""
+    pytest.importorskip("IPython")
+    from localpar import Client
+
+    with Client(1) as c:
+        c[0].execute("a = 1", block=True)
+        c.clear(block=True)
+        reply = c[0].execute("b = 2\nb * 21", silent=False, block=True).get()
+        assert reply.execute_result["data"]["text/plain"] == "42"
+        assert c[0].apply_sync(lambda: "a" in globals()) is False
