@@ -276,3 +276,18 @@ def test_cells_run_on_after_clear() -> None:
         reply = c[0].execute("b = 2\nb * 21", silent=False, block=True).get()
         assert reply.execute_result["data"]["text/plain"] == "42"
         assert c[0].apply_sync(lambda: "a" in globals()) is False
+
+
+def test_an_interrupted_cell_shows_no_localpar_frame() -> None:
+    pytest.importorskip("IPython")
+    from localpar import Client, RemoteError
+
+    with Client(1) as c:
+        ar = c[0].execute("import time\nprint('go', flush=True)\ntime.sleep(30)")
+        assert ar.wait_until(lambda: "go" in ar.stdout, 20)
+        c.interrupt()
+        with pytest.raises(RemoteError) as info:
+            ar.get(20)
+        assert info.value.ename == "KeyboardInterrupt"
+        assert "Cell In[" in info.value.traceback and "localpar" not in info.value.traceback
+        assert c[0].execute("1 + 1", silent=False, block=True).get().text == "2"  # the engine goes on

@@ -32,6 +32,7 @@ from __future__ import annotations
 import base64
 import importlib.abc
 import importlib.machinery
+import os
 import sys
 import threading
 import types
@@ -39,6 +40,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 from ..wire.execreply import ExecuteReply
 
+_ENGINE_DIR = os.path.dirname(os.path.abspath(__file__))
 _lock = threading.Lock()
 _shell: Any = None  # the EngineShell, once made
 _available: Optional[bool] = None  # whether a real IPython is importable here (looked up once)
@@ -200,6 +202,8 @@ def _make_shell() -> Any:
         cell_error: Optional[Tuple[str, str, str]] = None
 
         def _showtraceback(self, etype: Any, evalue: Any, stb: Any) -> None:
+            # No frame of localpar's engine (an interrupt is raised in its signal handler).
+            stb = [entry for entry in stb if _ENGINE_DIR not in entry]
             self.cell_error = (etype.__name__, str(evalue), "\n".join(stb))
 
         def enable_gui(self, gui: Any = None) -> None:
