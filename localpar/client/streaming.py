@@ -22,6 +22,7 @@ the client's one reader.  The format is ipyparallel's:
 from __future__ import annotations
 
 import functools
+import re
 import sys
 import threading
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
@@ -31,6 +32,9 @@ from ..errors import CompositeError
 if TYPE_CHECKING:
     from .asyncresult import AsyncResult
     from .handles import TaskRecord
+
+
+_REWRITTEN = re.compile(r".*\r(?=[^\n])")  # a line's text before its last carriage return
 
 
 def _ipython() -> Any:
@@ -137,7 +141,10 @@ class OutputPrinter:
 
         key = (i, name)
         update = key in self._streamed
-        full = self._streamed[key] = self._streamed.get(key, "") + text
+        full = self._streamed.get(key, "") + text
+        if "\r" in text:  # a line rewritten in place keeps only its last version (as ipyparallel)
+            full = _REWRITTEN.sub("", full)
+        self._streamed[key] = full
         publish_display_data(
             {"text/plain": f"[{name}:{record.engine_id}] {full}"},
             transient={"display_id": f"{record.msg_id}-{name}"},
