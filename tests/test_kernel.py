@@ -256,6 +256,7 @@ def test_displays_come_in_order_with_stdout() -> None:
         return 7
 
     with Client(1) as c:
+        c[0].execute("pass", block=True)  # the shell, whether or not this process had IPython loaded
         ar = c[0].apply_async(shows)
         assert ar.get(30) == 7
         kinds = [(name, piece if name != "display" else sorted(piece["data"]["text/plain"])[:1])
@@ -292,3 +293,27 @@ def test_an_interrupted_cell_shows_no_localpar_frame() -> None:
         assert info.value.ename == "KeyboardInterrupt"
         assert "Cell In[" in info.value.traceback and "localpar" not in info.value.traceback
         assert c[0].execute("1 + 1", silent=False, block=True).get().text == "2"  # the engine goes on
+
+
+INHERITED = """
+    import json
+    from IPython.core.interactiveshell import InteractiveShell
+    from localpar import Client
+    InteractiveShell.instance()  # the client's own shell, as in an IPython session
+    def shell_type():
+        from IPython import get_ipython
+        return type(get_ipython()).__name__
+    out = {}
+    with Client(1, start_method="fork") as c:
+        out["before"] = c[0].apply_sync(shell_type)
+        c[0].execute("a = 1", block=True)
+        out["after"] = c[0].apply_sync(shell_type)
+    print(json.dumps(out))
+"""
+
+
+def test_a_forked_engine_never_uses_the_clients_shell(tmp_path: Path) -> None:
+    """An engine forked from IPython drops the shell it inherited; its own comes at the first cell."""
+    pytest.importorskip("IPython")
+    out = _run(INHERITED, _env(), tmp_path)
+    assert out == {"before": "NoneType", "after": "EngineShell"}

@@ -13,7 +13,8 @@ Light by default: this module imports no IPython at import time.  The shell is
 made by the first cell an engine runs, or when task code imports IPython itself
 (`watch_imports`: a meta-path finder that makes the shell once the ``IPython``
 package has loaded, so that ``display()`` in a function sent by ``apply`` is a
-display, not a print).  An engine that only runs ``apply`` work never loads
+display, not a print; an engine forked with IPython loaded makes it at its first
+cell).  An engine that only runs ``apply`` work never loads
 IPython.  Without IPython (`available` is False), ``namespace`` runs cells as
 plain Python.
 
@@ -275,13 +276,16 @@ class IPythonWatch(importlib.abc.MetaPathFinder):
 
 def watch_imports(namespace: Dict[str, Any], stream: Any) -> None:
     """At engine start, given its namespace and its stdout TaskStream: the shell is made when
-    IPython is first imported by a task; made now if IPython's shell was inherited already
-    loaded (an engine forked from IPython)."""
+    IPython is first imported by a task, or at the first cell.  An engine forked from a
+    process that had IPython's shell loaded drops the shell it inherited (it is the
+    client's) and makes its own at the first cell: made at start, it would cost every
+    engine start milliseconds; until then a ``display()`` prints its text."""
     global _available, _namespace, _stream
     _namespace, _stream = namespace, stream
-    if "IPython.core.interactiveshell" in sys.modules:
+    inherited = sys.modules.get("IPython.core.interactiveshell")
+    if inherited is not None:
         _available = True
-        shell()
+        inherited.InteractiveShell.clear_instance()
         return
     if not any(isinstance(f, IPythonWatch) for f in sys.meta_path):
         sys.meta_path.insert(0, IPythonWatch())
