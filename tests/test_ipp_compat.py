@@ -98,7 +98,8 @@ def test_execute_silent_false_gives_the_last_expression(c: Client) -> None:
     ar = c[:].execute("x = 2\nx * 21", silent=False, label="answer")
     ar.get(10)
     assert [r["data"]["text/plain"] for r in ar.execute_result] == ["42"] * 3
-    assert c[:].execute("x * 21", block=False).get(10) == [None] * 3
+    silent = c[:].execute("x * 21", block=False)
+    assert [reply.execute_result for reply in silent.get(10)] == [None] * 3 and silent.execute_result == [None] * 3
     assert c[0].execute("x", silent=False, block=True).execute_result["data"]["text/plain"] == "2"
 
 

@@ -127,7 +127,8 @@ def test_execute_then_pull(client: Client) -> None:
     assert isinstance(ar, AsyncResult)
     ar.get(timeout=10)
     assert dv["z"] == [4, 4]
-    assert client[1].execute("z = 10", block=True) is None
+    done = client[1].execute("z = 10", block=True)  # ipyparallel's: the finished AsyncResult
+    assert isinstance(done, AsyncResult) and done.ready() and done.get().execute_result is None
     assert dv["z"] == [4, 10]
 
 

@@ -54,7 +54,18 @@ def test_the_format_is_ipyparallels() -> None:
         printer.print_new()
         printer.print_new()  # nothing new: nothing printed
     assert out.getvalue() == "[stdout:0] \nab\n[stdout:1] \nc\n[stdout:0] \nmore\nOut[0:3]: 42\n"
-    assert err.getvalue() == "[stderr:0] \ne\nTraceback...\nValueError: bad\n"
+    assert err.getvalue() == "[stderr:0] \ne\n[1:apply]\nTraceback...\nValueError: bad\n"
+
+
+def test_a_result_starts_on_a_line_of_its_own() -> None:
+    """Text that ended without a newline does not run into the ``Out[e:n]`` after it."""
+    zero = record(0, ("stdout", "no newline"))
+    printer = OutputPrinter(SimpleNamespace(records=[zero]))  # type: ignore[arg-type]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        zero.done, zero.value = True, ExecuteReply(3, {"data": {"text/plain": "42"}, "execution_count": 3})
+        printer.print_new()
+    assert out.getvalue() == "[stdout:0] \nno newline\nOut[0:3]: 42\n"
 
 
 @pytest.fixture(scope="module")

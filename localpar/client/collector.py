@@ -44,7 +44,7 @@ import select
 import signal
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Optional, Tuple, Union
 
 from .. import chaos
 from ..errors import ClientClosedError, EngineError, KernelError, RemoteError, SerializationError, TaskAborted
@@ -52,7 +52,19 @@ from ..processes import limits
 from ..processes.lifeline import exit_status
 from ..wire import messages, sharedmem
 from ..wire.execreply import ExecuteReply
-from ..wire.messages import Aborted, Data, Output, Progress, Ready, Reclaimed, Result, Spilled, StoreLost, UseStore
+from ..wire.messages import (
+    Aborted,
+    Data,
+    Display,
+    Output,
+    Progress,
+    Ready,
+    Reclaimed,
+    Result,
+    Spilled,
+    StoreLost,
+    UseStore,
+)  # fmt: skip
 from ..wire.pubqueue import PublicationQueue
 from ..wire.serialization import loads, segments_of
 from .handles import EngineHandle, TaskRecord
@@ -208,6 +220,9 @@ class Collector:
             elif type(event) is Data:  # sent whole: shared memory was full (see publishing)
                 self._drain_queue()  # the engine's earlier publications are in the queue already
                 self._on_data(event)
+            elif type(event) is Display:  # the same, for a display (see output)
+                self._drain_queue()
+                self._on_output(event)
             elif type(event) is Ready:
                 with self.ledger.lock:
                     handle.ready = True
@@ -264,7 +279,10 @@ class Collector:
         Output) is applied."""
         if record.pubs_expected is not None and record.pubs_applied >= record.pubs_expected:
             if isinstance(record.value, ExecuteReply):  # its output is all applied now
-                record.value.stdout = record.stdout
+                record.value.fill(
+                    engine_id=record.engine_id, msg_id=record.msg_id, stdout=record.stdout,
+                    stderr=record.stderr, outputs=record.outputs,
+                )  # fmt: skip
             if chaos.ENABLED:
                 chaos.pause()
             self.ledger.complete(record)
@@ -275,7 +293,7 @@ class Collector:
             message = messages.decode(frame)
             if type(message) is Spilled:
                 message = self._unspill(message)
-            if type(message) is Output:
+            if type(message) is Output or type(message) is Display:
                 self._on_output(message)
             elif type(message) is Data:
                 self._on_data(message)
@@ -285,12 +303,17 @@ class Collector:
                     record.progress = (message.done, message.total)
                     record.result.notify_data()
 
-    def _on_output(self, output: Output) -> None:
-        """A piece of what a task printed: appended to its record (``ar.stdout`` grows)."""
+    def _on_output(self, output: Union[Output, Display]) -> None:
+        """A piece of what a task printed, or one of its displays: appended to its record
+        (``ar.stdout``, ``ar.outputs`` grow), in the order the task made them."""
         record = self.ledger.records.get(output.seq)
         if record is None or record.result is None:
             return  # its task has failed already (aborted, dead engine, closed client)
-        piece = (output.name, output.text)
+        piece: Tuple[str, Any]
+        if isinstance(output, Display):
+            piece = ("display", output.content)
+        else:
+            piece = (output.name, output.text)
         if isinstance(record.output, list):
             record.output.append(piece)
         else:  # the first piece
@@ -298,12 +321,16 @@ class Collector:
         record.pubs_applied += 1
         self._complete_if_all_data(record)
 
-    def _unspill(self, spilled: Spilled) -> Data:
-        """The Data message a segment carries; one with no delta if the segment cannot be read."""
+    def _unspill(self, spilled: Spilled) -> Any:
+        """The Data or Display message a segment carries; a Data with no delta if the segment
+        cannot be read (a display is then a text one saying so)."""
         try:
             return messages.decode(sharedmem.attach(spilled.ref))
         except OSError as exc:  # it still counts, so that its task completes
             _logger.warning("task %s: a publication was lost: %s", spilled.seq, exc)
+            if spilled.pubseq == 0:  # a display (see messages.Spilled)
+                lost = {"data": {"text/plain": f"<a display was lost: {exc}>"}, "metadata": {}, "transient": {}}
+                return Display(spilled.seq, spilled.engine_id, lost)
             return Data(spilled.seq, spilled.engine_id, spilled.pubseq, b"")
         finally:
             sharedmem.unlink(spilled.ref.name)

@@ -64,9 +64,9 @@ class TaskRecord:
         self.status: Optional[str] = None  # "ok", "error", "aborted"
         self.value: Any = None
         self.error: Optional[KernelError] = None
-        # ("stdout" or "stderr", text), in arrival order; the empty tuple until the first (one
-        # object less per task for the garbage collector to track).
-        self.output: Sequence[Tuple[str, str]] = ()
+        # ("stdout" or "stderr", text) and ("display", content dict), in arrival order; the
+        # empty tuple until the first (one object less per task for the garbage collector to track).
+        self.output: Sequence[Tuple[str, Any]] = ()
         self.pubs_expected: Optional[int] = None
         self.pubs_applied = 0
         self.last_pubseq = 0
@@ -93,6 +93,11 @@ class TaskRecord:
     @property
     def stderr(self) -> str:
         return "".join([text for name, text in self.output if name == "stderr"])
+
+    @property
+    def outputs(self) -> List[Any]:
+        """The task's displays (IPython display_data contents: data, metadata, transient), in order."""
+        return [content for name, content in self.output if name == "display"]
 
 
 class EngineHandle:

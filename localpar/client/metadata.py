@@ -55,6 +55,13 @@ class TaskMetadata:
         return self._per_task([r.stderr for r in self._records])
 
     @property
+    def outputs(self) -> Union[List[Dict[str, Any]], List[List[Dict[str, Any]]]]:
+        """The tasks' displays (``display()``, inline figures on the engines), as ipyparallel
+        has them: per task a list of ``{'data': {mime: ...}, 'metadata': {...}, 'transient': {...}}``
+        (one list for an int target).  They grow while the tasks run, in order with ``stdout``."""
+        return self._per_task([r.outputs for r in self._records])
+
+    @property
     def metadata(self) -> Union[Dict[str, Any], List[Dict[str, Any]]]:
         """Per task: engine_id, msg_id, submitted, started, completed, received, status, ..."""
         metas = [
@@ -69,6 +76,7 @@ class TaskMetadata:
                 "error": r.error,
                 "stdout": r.stdout,
                 "stderr": r.stderr,
+                "outputs": r.outputs,
                 "data": dict(d),
                 "progress": r.progress,
                 "data_errors": list(r.data_errors),
@@ -122,7 +130,7 @@ class TaskMetadata:
     # -- ipyparallel's metadata access and extras -----------------------------------------
     _METADATA_KEYS = frozenset(
         {"msg_id", "engine_id", "submitted", "started", "completed", "received", "status", "error", "stdout",
-         "stderr", "data", "progress", "execute_result"}
+         "stderr", "data", "progress", "execute_result", "outputs"}
     )  # fmt: skip
 
     def __getitem__(self, key: Union[int, slice, str]) -> Any:

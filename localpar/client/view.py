@@ -29,7 +29,6 @@ _call_with_references = EngineOp("call_with_references")
 _push = EngineOp("push")
 _pull = EngineOp("pull")
 _execute_interactive = EngineOp("execute_interactive")
-_execute = EngineOp("execute")
 _map_chunk_with_references = EngineOp("map_chunk_with_references")
 _map_chunk = EngineOp("map_chunk")
 
@@ -308,26 +307,27 @@ class DirectView(View):
         block: Optional[bool] = None,
         label: Optional[str] = None,
     ) -> Any:
-        """Run Python source in each engine's namespace.
+        """Run `code` on each engine as a notebook cell, as ipyparallel does: through IPython
+        when the engines have it (magics, ``!shell``, ``display()``), else as plain Python.
 
-        With ``silent=False`` the value of a final expression is returned per engine as an
-        `ExecuteReply` (``ar.execute_result`` holds its ``{'data': {'text/plain': ...}}``).
-        `label` (ipyparallel's task label) is accepted and not recorded.
+        Returns the AsyncResult (with ``block=True`` once finished, raising the engines'
+        errors); its values are `ExecuteReply` objects.  With ``silent=False`` the value of a
+        final expression is each reply's result (``ar.execute_result``); displays are
+        ``ar.outputs``.  `label` (ipyparallel's task label) is accepted and not recorded.
         """
-        view = self._on(targets)
-        if silent:
-            return self._result(view.apply_async(_execute, code), block)
-        ar = view.apply_async(_execute_interactive, code)
+        ar = self._on(targets).apply_async(_execute_interactive, code, "<execute>", silent)
         ar.fname = "execute"
-        return self._result(ar, block)
+        if self.block if block is None else block:
+            ar.get()
+        return ar
 
     def run(
         self, filename: str, targets: Targets = None, block: Optional[bool] = None, label: Optional[str] = None
     ) -> Any:
-        """Run a local Python file in each engine's namespace."""
+        """Run a local Python file on each engine, as `execute` runs its text."""
         with open(filename) as f:
             code = f.read() + "\n"  # a trailing indented line would not compile otherwise
-        return self._result(self._on(targets).apply_async(_execute, code, filename), block)
+        return self.execute(code, targets=targets, block=block, label=label)
 
     def _split_calls(self, f: Callable[..., Any], sequences: Sequence[Sequence[Any]], dist: str = "b") -> AsyncResult:
         seqs = _sequences(tuple(sequences))

@@ -86,7 +86,7 @@ from ..wire.messages import (
 from ..wire.pubqueue import PublicationWriter
 from ..wire.serialization import CALL_FUNCTION_SIZE, SCALARS_ONLY, dumps, loads, plain_data
 from ..wire.spec import EngineSpec
-from . import compat, datapub, functions
+from . import compat, datapub, functions, kernel
 from .output import Flusher, TaskOutput, TaskStream
 from .publishing import StoreWriter, TaskContext
 
@@ -205,6 +205,9 @@ class Engine:
         """Run tasks until STOP (True) or the end of the task pipe (False)."""
         global _engine
         _engine = self
+        kernel.watch_imports(
+            self.namespace, self.stdout
+        )  # IPython, if a task imports it, brings the engine's shell (see kernel)
         self.send(Ready(self.id))  # SIGINT is handled from here on: the client may interrupt
         tasks = FrameReader(self.spec.tasks.fileno())
         while True:
@@ -331,7 +334,10 @@ class Engine:
                 return  # the client was told when it asked (see abort)
             task = TaskContext(self, seq)
         saved = sys.stdout, sys.stderr
-        output = TaskOutput(self.queue, self.id, seq, self.flusher, self.raise_pending_interrupt, task.older_threads)
+        output = TaskOutput(
+            self.queue, self.id, seq, self.flusher, self.raise_pending_interrupt, task.older_threads,
+            self.spec.cluster_id, self.send,
+        )  # fmt: skip
         self.stdout.use(output, saved[0])
         self.stderr.use(output, saved[1])
         status: str
@@ -426,12 +432,16 @@ def call_task(engine: Engine, f: Callable[..., Any], args: Tuple[Any, ...], kwar
 
 _CALL_TASK = call_task.__code__
 _SHIELDED = frozenset(  # below the task's code, these make an interrupt wait (see on_sigint)
-    f.__code__ for f in (Engine.publish, Engine.report_progress, Engine.poll_control, TaskStream.write)
+    f.__code__
+    for f in (Engine.publish, Engine.report_progress, Engine.poll_control, TaskStream.write, TaskStream.display)
 )
 
 
 def describe_exception(exc: BaseException) -> Tuple[str, str, str]:
-    """(type name, message, formatted traceback) of an exception, always picklable."""
+    """(type name, message, formatted traceback) of an exception, always picklable; a
+    failed cell's are those of its own error, as the shell drew them (``kernel``)."""
+    if isinstance(exc, kernel.CellError):
+        return exc.ename, exc.evalue, exc.traceback
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     return type(exc).__name__, str(exc), tb
 

@@ -14,6 +14,7 @@ from ..wire.ops import (
     KeptException,
     interactive,  # noqa: F401  (kept importable from here)
 )
+from . import kernel
 from .dependent import dependent, require, resume  # noqa: F401  (looked up by name: wire.dependent, the balancer)
 from .functions import bind_to_namespace
 
@@ -69,36 +70,75 @@ def clear() -> None:
     kept = {k: ns[k] for k in ("__name__", "__builtins__") if k in ns}
     ns.clear()
     ns.update(kept)
+    kernel.reset_namespace()
 
 
 def execute(code: str, filename: str = "<execute>") -> None:
     exec(compile(code, filename, "exec"), current_engine().namespace)
 
 
-_execution_count = 0
+_execution_count = 0  # plain Python cells (no IPython here): counted as IPython counts them
 
 
-def execute_interactive(code: str, filename: str = "<execute>") -> Any:
-    """Run `code` like a notebook cell: the value of a final expression is the reply's result."""
+def execute_interactive(code: str, filename: str = "<execute>", silent: bool = False) -> Any:
+    """Run `code` like a notebook cell, as ipyparallel's ``execute`` does: through IPython
+    when it is importable here (``kernel``), else as plain Python.  Returns the cell's
+    `ExecuteReply`: the value of a final expression is its result, unless `silent`."""
+    if kernel.available():
+        return kernel.run_cell(code, silent)
+    return _run_plain(code, filename, silent)
+
+
+def _run_plain(code: str, filename: str, silent: bool) -> Any:
+    """A cell without IPython; a failure raises ``kernel.CellError`` whose traceback
+    starts at the cell (no frame of this module)."""
     import ast
-    import sys
 
     from ..wire.execreply import ExecuteReply
 
     global _execution_count
-    _execution_count += 1
     namespace = current_engine().namespace
-    tree = ast.parse(code, filename)
-    last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+    try:
+        tree = ast.parse(code, filename)
+    except SyntaxError as exc:
+        raise _cell_error(exc, code, skip=0) from None
+    if not silent:
+        _execution_count += 1
+    last = tree.body.pop() if not silent and tree.body and isinstance(tree.body[-1], ast.Expr) else None
     assert last is None or isinstance(last, ast.Expr)
-    exec(compile(tree, filename, "exec"), namespace)
+    try:
+        exec(compile(tree, filename, "exec"), namespace)
+        value = None if last is None else eval(compile(ast.Expression(last.value), filename, "eval"), namespace)
+    except Exception as exc:
+        raise _cell_error(exc, code, skip=1) from None
     result = None
-    if last is not None:
-        value = eval(compile(ast.Expression(last.value), filename, "eval"), namespace)
-        if value is not None:
-            result = {"data": {"text/plain": repr(value)}, "execution_count": _execution_count, "metadata": {}}
-    stdout = getattr(sys.stdout, "getvalue", lambda: "")()
-    return ExecuteReply(_execution_count, result, stdout)
+    if value is not None:
+        result = {"data": {"text/plain": repr(value)}, "execution_count": _execution_count, "metadata": {}}
+    return ExecuteReply(_execution_count, result, "")
+
+
+_IPYTHON_SYNTAX = ("%", "!", "?")
+
+
+def _cell_error(exc: BaseException, code: str, skip: int) -> kernel.CellError:
+    """The CellError of a plain cell: its traceback without this module's `skip` frames, and,
+    for IPython syntax (a magic, ``!shell``), the reason it cannot run here."""
+    import traceback
+
+    if isinstance(exc, SyntaxError):
+        magic = [ln.strip() for ln in code.splitlines() if ln.lstrip().startswith(_IPYTHON_SYNTAX)]
+        if magic:
+            message = (
+                f"{magic[0]!r} is IPython syntax (a magic or a shell command), and IPython is not importable "
+                "in this engine's environment: install ipython there, or send plain Python"
+            )
+            return kernel.CellError("SyntaxError", message, f"SyntaxError: {message}\n")
+        return kernel.CellError("SyntaxError", str(exc), "".join(traceback.format_exception_only(type(exc), exc)))
+    tb = exc.__traceback__
+    for _ in range(skip):
+        tb = tb.tb_next if tb is not None else None
+    text = "".join(traceback.format_exception(type(exc), exc, tb))
+    return kernel.CellError(type(exc).__name__, str(exc), text)
 
 
 def _bound(f: Any, namespace: Dict[str, Any]) -> Any:

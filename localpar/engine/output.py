@@ -19,7 +19,10 @@ grows with the text, never with the number of prints.
 
 Ordering: every Output frame is counted into the task's Result, as its Data
 frames are; the client completes the task only once that many are applied, so
-all of a task's output is on ``ar.stdout`` before its result is ready.
+all of a task's output is on ``ar.stdout`` before its result is ready.  A
+``display()`` (``kernel``) is one Display frame, counted the same way, sent after
+the text written before it (``TaskOutput.display`` sends that text first), so the
+client sees prints and displays in the order the task made them.
 
 Ownership: a TaskOutput's fields are guarded by its own lock (not the engine
 lock: a warning printed while localpar holds the engine lock must not deadlock).
@@ -37,10 +40,10 @@ import io
 import os
 import threading
 import time
-from typing import AbstractSet, Any, Callable, List, Optional, TextIO, Tuple
+from typing import AbstractSet, Any, Callable, Dict, List, Optional, TextIO, Tuple
 
-from ..wire import messages
-from ..wire.messages import Output
+from ..wire import messages, sharedmem
+from ..wire.messages import Display, Output, Spilled
 from ..wire.pubqueue import MAX_PAYLOAD, PublicationWriter
 
 FLUSH_INTERVAL = 0.03  # seconds from a write until the flusher sends it
@@ -58,8 +61,12 @@ class TaskOutput:
         flusher: Flusher,
         on_return: Callable[[], None],
         older_threads: AbstractSet[Optional[int]],
+        cluster_id: str = "",
+        send_event: Callable[[Any], None] = lambda event: None,
     ) -> None:
         self.queue = queue
+        self.cluster_id = cluster_id  # names the segment of a spilled display
+        self.send_event = send_event  # the engine's event pipe: a display that found no shared memory
         self.engine_id = engine_id
         self.seq = seq
         self.flusher = flusher
@@ -99,6 +106,32 @@ class TaskOutput:
     def _owns_write(self) -> bool:
         """Whether a write now is the task's (see the module docstring)."""
         return not self.closed and os.getpid() == self._pid and threading.get_ident() not in self._older
+
+    def display(self, content: Dict[str, Any], fallback: Optional[TextIO]) -> None:
+        """A ``display()`` of the task (see ``kernel``): the text written before it goes
+        first, then one Display frame (spilled to shared memory when it is too big for an
+        atomic one, as a publication is), counted like the Output frames.  A display that
+        is not the task's shows its ``text/plain`` on the engine's own stream."""
+        if not self._owns_write():
+            if fallback is not None:
+                fallback.write(str(content.get("data", {}).get("text/plain", "")) + "\n")
+            return
+        with self.lock:
+            if self.closed:
+                return
+            self._send(block=True)  # in order: what was printed before the display
+            frame = messages.encode(Display(self.seq, self.engine_id, content))
+            if len(frame) > MAX_PAYLOAD:
+                try:
+                    ref = sharedmem.export(self.cluster_id, memoryview(frame))
+                except sharedmem.SharedMemoryFull as exc:
+                    sharedmem.warn_full(exc)
+                    self.send_event(Display(self.seq, self.engine_id, content))  # whole, on the event pipe
+                    self.sent += 1
+                    return
+                frame = messages.encode(Spilled(self.seq, self.engine_id, 0, ref))
+            self.queue.put(frame)
+            self.sent += 1
 
     def flush_due(self) -> bool:
         """The flusher's call: send what is pending; True if some of it must wait (full pipe)."""
@@ -198,6 +231,19 @@ class TaskStream(io.TextIOBase):
         finally:
             if threading.get_ident() == output.main_ident:
                 output.on_return()  # an interrupt that landed in here is raised now, in the task
+
+    def display(self, content: Dict[str, Any]) -> None:
+        """A display of the running task (``kernel.EnginePublisher``), in order with its text."""
+        output = self._output
+        if output is None:
+            if self._fallback is not None:
+                self._fallback.write(str(content.get("data", {}).get("text/plain", "")) + "\n")
+            return
+        try:
+            output.display(content, self._fallback)
+        finally:
+            if threading.get_ident() == output.main_ident:
+                output.on_return()
 
     def flush(self) -> None:
         """Nothing to do: what is written is sent within ``FLUSH_INTERVAL`` anyway."""

@@ -2,11 +2,13 @@
 
     client ── task pipe i ──────► engine i    TASK_HEADER(seq) + call bytes, or STOP
     client ── control pipe i ───► engine i    Abort, Reclaim, Release, UseStore, StoreLost
-    engine i ── event pipe i ───► client      Ready, Result, Aborted, Reclaimed; Data too
-                                              big for the queue when shared memory is full
+    engine i ── event pipe i ───► client      Ready, Result, Aborted, Reclaimed; Data or
+                                              Display too big for the queue when shared
+                                              memory is full
     every engine ── pub queue ──► client      Data, Progress, Output (a task's print, live),
-                                              or Spilled(a Data too big for one atomic
-                                              frame, in shared memory)
+                                              Display (a display() on the engine: a mime
+                                              bundle), or Spilled(a Data or Display too big
+                                              for one atomic frame, in shared memory)
 
 Envelopes are pickled with the C pickler as a plain tuple, the kind's number
 and then the fields (a named tuple pickles by its class, six times slower both
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import pickle
 import struct
-from typing import Any, List, NamedTuple, Tuple, Union, get_args
+from typing import Any, Dict, List, NamedTuple, Tuple, Union, get_args
 
 from .sharedmem import SegmentRef
 
@@ -94,8 +96,19 @@ class Output(NamedTuple):
     text: str
 
 
+class Display(NamedTuple):
+    """A ``display()`` (or an inline figure) on the engine, in order with the task's Output:
+    `content` is IPython's display_data content, ``{'data': {mime: ...}, 'metadata': {...},
+    'transient': {...}}``, builtins only (bytes already base64 text, as Jupyter has them)."""
+
+    seq: int
+    engine_id: int
+    content: Dict[str, Any]
+
+
 class Spilled(NamedTuple):
-    """A Data message too big for one atomic frame: it waits, pickled, in a shared-memory segment."""
+    """A Data or Display message too big for one atomic frame: it waits, pickled, in a
+    shared-memory segment (`pubseq` is 0 for a Display)."""
 
     seq: int
     engine_id: int
@@ -136,8 +149,8 @@ class StoreLost(NamedTuple):
     reason: str
 
 
-Event = Union[Ready, Result, Aborted, Reclaimed, Data]
-Publication = Union[Data, Progress, Output, Spilled]
+Event = Union[Ready, Result, Aborted, Reclaimed, Data, Display]
+Publication = Union[Data, Progress, Output, Spilled, Display]
 Control = Union[Abort, Reclaim, Release, UseStore, StoreLost]
 
 

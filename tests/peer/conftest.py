@@ -24,13 +24,11 @@ from . import clienttest
 ABORT_AFTER_ERROR = "an engine does not abort the tasks queued behind one that raised (ipyparallel's engines do)"
 SECOND_CLIENT = "no second Client on one cluster: the engines are children of one Client (ipp.Client(profile=...))"
 ZMQ = "no ZeroMQ: track=True/MessageTracker, connection security, hostname checks"
-IPY_ENGINE = "engines are not IPython kernels: no display(), %magics or rich output on the engines"
 PICKLERS = (
     "a __main__ function's client globals stay in the engine namespace after its call (localpar sets them "
     "there), so use_pickle() cannot make a name the client sent undefined again"
 )
 DASK = "no become_dask/become_distributed"
-EXEC_BLOCK = "execute(block=True) returns the values, not the AsyncResult"
 BUILD_TARGETS = "private ipyparallel internals (_build_targets, _engines, _outstanding_dict, _io_loop, metadata)"
 REQUIRE_DIRECT = (
     "asserts that a @require'd function applied on a DirectView returns [] (what ipyparallel 9.2 gives); "
@@ -50,15 +48,6 @@ SKIPPED = {
     "TestView::test_apply_tracked": ZMQ,
     "TestView::test_push_tracked": ZMQ,
     "TestView::test_scatter_tracked": ZMQ,
-    "TestView::test_execute_reply_rich": IPY_ENGINE,
-    "TestView::test_execute_reply": EXEC_BLOCK,
-    "TestView::test_execute_reply_stdout": EXEC_BLOCK,
-    "TestView::test_execute_result": EXEC_BLOCK,
-    "TestView::test_execute_silent": EXEC_BLOCK,
-    "TestView::test_execute_magic": IPY_ENGINE,
-    "TestView::test_execute_displaypub": IPY_ENGINE,
-    "TestView::test_apply_displaypub": IPY_ENGINE,
-    "TestView::test_magic_pylab": IPY_ENGINE,
     "TestView::test_use_cloudpickle": PICKLERS,
     # test_asyncresult.py
     "TestAsyncResult::test_hubresult_timestamps": SECOND_CLIENT,
@@ -85,10 +74,6 @@ SKIPPED = {
     "TestLoadBalancedView::test_impossible_dependency": LEAST_LOADED,
     "TestView::test_cloudpickle_require": REQUIRE_DIRECT,
     # test_magics.py
-    "TestParallelMagics::test_cellpx_groupby_engine": IPY_ENGINE,
-    "TestParallelMagics::test_cellpx_groupby_order": IPY_ENGINE,
-    "TestParallelMagics::test_cellpx_groupby_type": IPY_ENGINE,
-    "TestParallelMagics::test_px_matplotlib": IPY_ENGINE,
     "TestParallelMagics::test_autopx_nonblocking": ABORT_AFTER_ERROR,
     # test_executor.py
     # test_joblib.py
