@@ -65,6 +65,19 @@ _DONE_STATES = frozenset({futures_base.CANCELLED, futures_base.CANCELLED_AND_NOT
 _NEW, _STARTED, _CANCELLED = "new", "started", "cancelled"  # how far the call got (see _start)
 
 
+def give_way() -> None:
+    """Release the GIL for an instant, for a thread polling what the collector thread updates.
+
+    A thread that loops on ``ar.data`` or ``ar.ready()`` keeps the GIL; the collector, woken by
+    a publication or a result, would wait for it up to the switch interval (5 ms), and a poller
+    would miss states.  ``time.sleep(0)`` releases the GIL for the timer slack of a zero sleep
+    (~50-80 µs on Linux), time enough for the collector to take it and apply what woke it.
+    Measured (``docs/speed.md``): ``os.sched_yield()``, which releases the GIL only around an
+    instant system call, let a loop doing pure-Python work between looks see a third of the
+    states; a zero sleep, all of them.  Only a look that finds nothing new pays it."""
+    time.sleep(0)
+
+
 class AsyncResult(TaskMetadata, Future):
     """The pending or finished result of one call on one or more engines."""
 
@@ -86,6 +99,9 @@ class AsyncResult(TaskMetadata, Future):
         self._records: List[TaskRecord] = []
         self._data: List[Dict[str, Any]] = []
         self._data_version = 0
+        # The version the last read of `data` returned: only a hint for `give_way` (any thread
+        # may write it; a stale value costs one needless yield, or one skipped).
+        self._version_looked_at = -1
         self._remaining = 0
         self._watchers: List[Callable[[Data], None]] = []
         self._segments: Tuple[Any, ...] = ()  # shared memory sent with the call; freed when done
@@ -281,7 +297,12 @@ class AsyncResult(TaskMetadata, Future):
         return True
 
     def ready(self) -> bool:
-        """Whether the call has finished."""
+        """Whether the call has finished; a False first gives the GIL away for an instant
+        (`give_way`): a loop polling ``ready()`` must not hold off the collector that would
+        make it True."""
+        if self.done():
+            return True
+        give_way()
         return self.done()
 
     def successful(self) -> bool:
@@ -401,7 +422,15 @@ class AsyncResult(TaskMetadata, Future):
 
     @property
     def data(self) -> Data:
-        """The latest published data: a dict per engine (list), or one dict for one int target."""
+        """The latest published data: a dict per engine (list), or one dict for one int target.
+
+        Read again with nothing new since the last read (a loop polling it), it first gives
+        the GIL away for an instant (`give_way`), so that the collector can apply the next
+        publication now rather than after the interpreter's switch interval."""
+        version = self._data_version
+        if version == self._version_looked_at:
+            give_way()
+        self._version_looked_at = version
         return self._snapshot()
 
     def on_data(self, callback: Callable[[Data], None]) -> Callable[[Data], None]:
