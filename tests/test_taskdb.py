@@ -11,6 +11,7 @@ import sys
 import textwrap
 import threading
 import time
+import weakref
 from datetime import datetime, timedelta
 
 import psutil
@@ -352,3 +353,38 @@ def test_a_file_that_is_not_a_task_database_is_refused(tmp_path):
     (tmp_path / "junk").write_bytes(b"not sqlite at all" * 100)
     with pytest.raises(ValueError, match="junk"):
         Client(1, db=str(tmp_path / "junk"))
+
+
+def _big_array_and_data():
+    import numpy as np
+
+    from localpar.datapub import publish_data
+
+    publish_data({"state": np.full(1 << 18, 7.0)})  # 2 MiB: through shared memory
+    return np.arange(1 << 18, dtype=np.float64)
+
+
+def test_the_database_keeps_no_engine_page_alive_past_its_async_result():
+    """A value or data that came through shared memory stays in the database only while its
+    AsyncResult lives (the engine reuses those pages once the client drops them); after that,
+    get_result says why it is gone and what to do, and the record's metadata stays."""
+    import gc
+
+    import numpy as np
+
+    with Client(1) as c:
+        ar = c[0].apply_async(_big_array_and_data)
+        value = ar.get(timeout=30)
+        msg_id = ar.msg_ids[0]
+        held = c.get_result(msg_id)
+        assert np.array_equal(held.get(timeout=30), value)
+        del value, held
+        weak = weakref.ref(ar)
+        del ar
+        gc.collect()
+        assert weak() is None, "the database (or something else) keeps the AsyncResult alive"
+        with pytest.raises(RemoteError, match="shared memory") as gone:
+            c.get_result(msg_id).get(timeout=30)
+        assert gone.value.ename == "LookupError"
+        assert c.db_query({"msg_id": msg_id}, keys=["status"])[0]["status"] == "ok"
+        assert c[0].apply_sync(int, 3) == 3

@@ -66,7 +66,7 @@ from ..wire.messages import (
     UseStore,
 )  # fmt: skip
 from ..wire.pubqueue import PublicationQueue
-from ..wire.serialization import loads, segments_of
+from ..wire.serialization import has_segments, loads, segments_of
 from .handles import EngineHandle, TaskRecord
 from .ledger import Ledger
 
@@ -264,6 +264,7 @@ class Collector:
                 what = f"the result of task {record.msg_id}"
                 record.value = loads(result.payload, what=what, on_release=self.release)
                 record.status = "ok"
+                record.pinned = record.pinned or has_segments(result.payload)
             except SerializationError as exc:
                 record.status = "error"
                 record.error = RemoteError("SerializationError", str(exc), "", _where(handle, record))
@@ -355,6 +356,7 @@ class Collector:
             _logger.warning("task %s: %s", record.msg_id, exc)
             record.data_errors += (str(exc),)
         else:
+            record.pinned = record.pinned or has_segments(data.delta)
             record.result.apply_data(record.index, delta)
         self._complete_if_all_data(record)
 

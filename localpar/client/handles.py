@@ -48,7 +48,7 @@ class TaskRecord:
         "seq", "msg_id", "engine_id", "result", "index", "submitted", "started", "completed",
         "received", "status", "value", "error", "output", "pubs_expected",
         "pubs_applied", "last_pubseq", "progress", "data_errors", "done",
-        "call", "allowed", "abort_requested", "abort_refused", "flags", "watched", "parts",
+        "call", "allowed", "abort_requested", "abort_refused", "flags", "watched", "parts", "pinned",
     )  # fmt: skip
 
     def __init__(self, seq: int, msg_id: str, engine_id: int, result: AsyncResult, index: int) -> None:
@@ -84,6 +84,7 @@ class TaskRecord:
         self.flags: Optional[TaskFlags] = None
         self.watched = False
         self.parts: Tuple[AsyncResult, ...] = ()  # split() results over this task alone (Ledger.lock)
+        self.pinned = False  # its value or data came through shared memory (the collector writes it)
 
     @property
     def stdout(self) -> str:

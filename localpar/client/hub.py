@@ -101,7 +101,7 @@ class HubMixin:
         """The record of `msg_id` and its data reader: from memory, else the SQLite file; None if unknown."""
         entry = self._taskdb.entry(msg_id)
         if entry is not None:
-            return entry.record, entry.live_data
+            return entry.full_record(), entry.live_data
         flats = self._store.flats([msg_id]) if self._store is not None else []
         return self._record_from(flats[0]) if flats else None
 

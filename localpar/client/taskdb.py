@@ -19,7 +19,8 @@ Ownership: `lock` guards `_finished`, `_bytes`, `_resub`, the filing of finished
 (``_file_finished`` empties `_done`, replaces a pending task's TaskRecord in `_entries` by its
 Entry, pops `_kept` and `_balanced`) and every deletion.  Made without it, each one write and
 atomic under the GIL: ``add``'s inserts into `_entries`, `_kept` and `_balanced` (a new key),
-``finished``'s append to `_done` (a deque), and readers' one-call copies of `_entries`.  It is
+``finished``'s append to `_done` (a deque), and readers' one-call copies of `_entries`
+(``finished`` takes it only to swap a pinned task's record for its copy, see ``Entry.result``).  It is
 never held while anything else is taken or user code runs.  An optional `sink`
 (``sqlitedb.SQLiteStore``) is told the same events, in the same order, outside the lock.
 
@@ -33,12 +34,14 @@ taken as local time, as ipyparallel does.
 from __future__ import annotations
 
 import collections
+import copy
 import itertools
 import threading
+import weakref
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
-from ..errors import KernelError
+from ..errors import KernelError, RemoteError
 
 if TYPE_CHECKING:
     from .asyncresult import AsyncResult
@@ -96,7 +99,7 @@ class Flat:
 class Entry:
     """One task in the in-memory database."""
 
-    __slots__ = ("record", "queue", "call", "fname", "client_uuid", "data", "resubmitted", "size")
+    __slots__ = ("record", "queue", "call", "fname", "client_uuid", "data", "resubmitted", "size", "result")
 
     def __init__(
         self, record: TaskRecord, queue: str, call: Union[bytes, Call, None], fname: str, client_uuid: str
@@ -109,13 +112,42 @@ class Entry:
         self.data: Optional[Dict[str, Any]] = None  # set when the task finishes
         self.resubmitted: Optional[str] = None
         self.size = 0
+        # A task whose value or data came through shared memory (``record.pinned``): its
+        # AsyncResult, weakly; `record` is then a copy without the value (see `unpinned`).
+        self.result: Optional[weakref.ref[AsyncResult]] = None
+
+    def full_record(self) -> TaskRecord:
+        """The task's record with its value: for a pinned task, its AsyncResult's while that
+        lives, then a copy failed with a RemoteError (ename ``LookupError``) saying why."""
+        if self.result is None:
+            return self.record
+        result = self.result()
+        if result is not None:
+            return result.records[self.record.index]
+        gone = copy.copy(self.record)
+        gone.status, gone.error = (
+            "error",
+            RemoteError(
+                "LookupError",
+                f"the value and data of task {gone.msg_id} came through shared memory and went with their "
+                "AsyncResult (the task database keeps no engine's pages alive): keep the AsyncResult, or make "
+                "the Client with db=path, which keeps a copy",
+                "",
+            ),
+        )
+        return gone
+
+    def value(self) -> Any:
+        record = self.full_record()
+        return record.error if record.error is not None else record.value
 
     def live_data(self) -> Dict[str, Any]:
-        """The task's published data: final once done, else what its AsyncResult holds now."""
+        """The task's published data: final once done, else what its AsyncResult holds now
+        (for a pinned task, nothing once its AsyncResult is gone)."""
         if self.data is not None:
             return self.data
         record = self.record
-        result = record.result
+        result = (self.result() if self.result is not None else None) or record.result
         if result is None:
             return {}
         slots = result.data_slots()
@@ -134,7 +166,7 @@ class Entry:
         else:
             flat.stdout, flat.stderr = r.stdout, r.stderr
         flat.resubmitted = self.resubmitted
-        flat.load = lambda: (r.error if r.error is not None else r.value, self.live_data())
+        flat.load = lambda: (self.value(), self.live_data())
         return flat
 
 
@@ -166,7 +198,9 @@ class TaskDB:
         self._resub: Dict[str, str] = {}  # pending tasks resubmitted: their new msg_id
         # (record, fname, data) of tasks finished and not yet filed: appended by the completing
         # thread, emptied under `lock` by `_file_finished`
-        self._done: Deque[Tuple[TaskRecord, str, Dict[str, Any]]] = collections.deque()
+        self._done: Deque[Tuple[TaskRecord, str, Optional[Dict[str, Any]], Optional[weakref.ref[AsyncResult]]]] = (
+            collections.deque()
+        )
         self._finished: Dict[str, None] = {}  # the finished ones, in the order they finished
         self._bytes = 0  # estimated size of the finished entries
         self.sink: Any = None  # a sqlitedb.SQLiteStore, told the same events (set before any task)
@@ -192,10 +226,18 @@ class TaskDB:
         """The ledger completed `record`, a task of `result` (None if it was dropped): one deque
         append here (the completing thread is the collector); the entry is filed by the next
         submission or reader (`_file_finished`)."""
-        data = result.data_slots()[record.index] if result is not None else {}
-        self._done.append((record, result.fname if result is not None else "unknown", data))
+        data: Optional[Dict[str, Any]] = result.data_slots()[record.index] if result is not None else {}
+        fname = result.fname if result is not None else "unknown"
         if self.sink is not None:
             self.sink.finished(record, data)
+        ref = None
+        if record.pinned and result is not None:  # keep no engine page alive: see Entry.result
+            stub, ref, data = unpinned(record), weakref.ref(result), None
+            with self.lock:  # the pending record holds the value: swapped for the stub at once
+                if self._entries.get(record.msg_id) is record:
+                    self._entries[record.msg_id] = stub
+            record = stub
+        self._done.append((record, fname, data, ref))
 
     def _file_finished(self) -> None:
         """File the tasks finished since last time: entries, sizes, and the culls they call for."""
@@ -204,7 +246,7 @@ class TaskDB:
         with self.lock:
             done = self._done
             while done:
-                record, fname, data = done.popleft()
+                record, fname, data, ref = done.popleft()
                 msg_id = record.msg_id
                 if self._entries.get(msg_id) is not record:
                     continue
@@ -214,6 +256,7 @@ class TaskDB:
                 self._balanced.discard(msg_id)
                 self._entries[msg_id] = entry
                 entry.data = data
+                entry.result = ref
                 size = entry.size = _entry_size(entry)
                 self._finished[msg_id] = None
                 self._bytes += size
@@ -299,6 +342,14 @@ class TaskDB:
                 return list(self._finished)
             wanted = set(engine_ids)
             return [m for m in self._finished if self._entries[m].record.engine_id in wanted]  # type: ignore[union-attr]
+
+
+def unpinned(record: TaskRecord) -> TaskRecord:
+    """A copy of a finished `record` without its value: what the database keeps of a task whose
+    value or data came through shared memory, so that the engine's pages go with the AsyncResult."""
+    stub = copy.copy(record)
+    stub.value, stub.result, stub.parts = None, None, ()
+    return stub
 
 
 def _entry_size(entry: Entry) -> int:

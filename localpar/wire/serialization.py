@@ -338,6 +338,11 @@ def release_when_unused(buf: memoryview, ref: SegmentRef, on_release: Callable[[
         on_release(ref)
 
 
+def has_segments(message: Union[bytes, memoryview]) -> bool:
+    """Whether a message refers to shared-memory segments (read from its header alone)."""
+    return bool(_HEADER.unpack_from(message)[0])
+
+
 def segments_of(message: Union[bytes, memoryview]) -> List[SegmentRef]:
     """The segments a message refers to, without loading it."""
     (n,) = _HEADER.unpack_from(message)
