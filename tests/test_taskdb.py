@@ -388,3 +388,17 @@ def test_the_database_keeps_no_engine_page_alive_past_its_async_result():
         assert gone.value.ename == "LookupError"
         assert c.db_query({"msg_id": msg_id}, keys=["status"])[0]["status"] == "ok"
         assert c[0].apply_sync(int, 3) == 3
+
+
+def test_with_a_database_file_a_released_value_is_read_from_the_file(tmp_path):
+    import gc
+
+    import numpy as np
+
+    with Client(1, db=str(tmp_path / "run.sqlite")) as c:
+        ar = c[0].apply_async(_big_array_and_data)
+        expected = ar.get(timeout=30).copy()
+        msg_id = ar.msg_ids[0]
+        del ar
+        gc.collect()
+        assert np.array_equal(c.get_result(msg_id).get(timeout=30), expected)

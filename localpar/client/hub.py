@@ -100,8 +100,8 @@ class HubMixin:
     def _hub_record(self, msg_id: str) -> Optional[Tuple[TaskRecord, Callable[[], Dict[str, Any]]]]:
         """The record of `msg_id` and its data reader: from memory, else the SQLite file; None if unknown."""
         entry = self._taskdb.entry(msg_id)
-        if entry is not None:
-            return entry.full_record(), entry.live_data
+        if entry is not None and not (entry.released() and self._store is not None):
+            return entry.full_record(), entry.live_data  # else: the SQLite file keeps a copy
         flats = self._store.flats([msg_id]) if self._store is not None else []
         return self._record_from(flats[0]) if flats else None
 

@@ -116,6 +116,10 @@ class Entry:
         # AsyncResult, weakly; `record` is then a copy without the value (see `unpinned`).
         self.result: Optional[weakref.ref[AsyncResult]] = None
 
+    def released(self) -> bool:
+        """Whether this is a pinned task whose AsyncResult is gone (its value with it)."""
+        return self.result is not None and self.result() is None
+
     def full_record(self) -> TaskRecord:
         """The task's record with its value: for a pinned task, its AsyncResult's while that
         lives, then a copy failed with a RemoteError (ename ``LookupError``) saying why."""
