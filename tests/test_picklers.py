@@ -25,12 +25,15 @@ def read_x_for(i: int) -> str:
 
 @pytest.fixture()
 def client_x() -> Iterator[None]:
-    main = sys.modules["__main__"]
-    main.x = "client"  # type: ignore[attr-defined]
+    # The functions' own globals: __main__'s when this module was imported (an IPython shell
+    # made by an earlier test in this process puts another module in sys.modules["__main__"]).
+    namespace = read_x.__globals__
+    assert read_x_for.__globals__ is namespace
+    namespace["x"] = "client"
     try:
         yield
     finally:
-        del main.x  # type: ignore[attr-defined]
+        del namespace["x"]
 
 
 def test_use_pickle_resolves_globals_on_the_engine_and_use_cloudpickle_sends_the_clients(client_x: None) -> None:
