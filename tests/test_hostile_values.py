@@ -1,0 +1,58 @@
+"""Hostile values and functions: what unpickles badly in the client, what a task keeps in its
+function's closure or attributes (issue 23)."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import HANG_GUARD
+
+from localpar import Client, RemoteError
+from localpar.datapub import publish_data
+
+
+@pytest.fixture(scope="module")
+def c():
+    with Client(2) as client:
+        yield client
+
+
+def _exit_on_load(kind: str) -> None:
+    raise {"exit": SystemExit, "interrupt": KeyboardInterrupt}[kind]("raised while unpickling")
+
+
+class ExitsOnLoad:
+    """Pickles fine on the engine; unpickling it in the client raises SystemExit or KeyboardInterrupt."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+    def __reduce__(self):
+        return _exit_on_load, (self.kind,)
+
+
+def return_exits_on_load(kind: str) -> ExitsOnLoad:
+    return ExitsOnLoad(kind)
+
+
+def publish_exits_on_load(kind: str) -> int:
+    publish_data({"bad": ExitsOnLoad(kind)})
+    return 1
+
+
+@pytest.mark.parametrize("kind", ["exit", "interrupt"])
+def test_a_result_raising_systemexit_when_unpickled_fails_only_its_task(c: Client, kind: str) -> None:
+    other = c[1].apply_async(sum, [1, 2])
+    ar = c[0].apply_async(return_exits_on_load, kind)
+    with pytest.raises(RemoteError, match="raised while unpickling"):
+        ar.get(timeout=HANG_GUARD)
+    assert other.get(timeout=HANG_GUARD) == 3
+    assert c[0].apply_sync(sum, [2, 3]) == 5  # the collector lives on
+
+
+@pytest.mark.parametrize("kind", ["exit", "interrupt"])
+def test_a_publication_raising_systemexit_when_unpickled_spares_the_collector(c: Client, kind: str) -> None:
+    ar = c[0].apply_async(publish_exits_on_load, kind)
+    ar.wait(HANG_GUARD)
+    assert ar.ready()
+    assert c[1].apply_sync(sum, [2, 3]) == 5
+    assert c[0].apply_sync(sum, [2, 3]) == 5
