@@ -56,3 +56,38 @@ def test_a_publication_raising_systemexit_when_unpickled_spares_the_collector(c:
     assert ar.ready()
     assert c[1].apply_sync(sum, [2, 3]) == 5
     assert c[0].apply_sync(sum, [2, 3]) == 5
+
+
+def test_a_main_function_never_sees_what_an_earlier_task_did_to_its_closure_or_attributes(tmp_path) -> None:
+    """The README's rule: a task never sees what an earlier task did to its copy of the
+    function, though an unchanged function's pickle is reused (closure cells and function
+    attributes included).  Functions of ``__main__`` only travel by value from a script."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "closure.py"
+    script.write_text(
+        "from localpar import Client\n"
+        "def make():\n"
+        "    count = 0\n"
+        "    def f():\n"
+        "        nonlocal count\n"
+        "        count += 1\n"
+        "        return count\n"
+        "    return f\n"
+        "f = make()\n"
+        "def g():\n"
+        "    g.calls = getattr(g, 'calls', 0) + 1\n"
+        "    return g.calls\n"
+        "with Client(1) as c:\n"
+        "    print([c[0].apply_sync(f) for _ in range(4)])\n"
+        "    print([c[0].apply_sync(g) for _ in range(4)])\n"
+        "    print(f(), g())\n"  # the client's own copies are untouched by the engine's
+    )
+    import os
+    from pathlib import Path
+
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))  # this checkout's localpar
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=HANG_GUARD * 4, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:3] == ["[1, 1, 1, 1]", "[1, 1, 1, 1]", "1 1"]
