@@ -91,3 +91,18 @@ def test_a_main_function_never_sees_what_an_earlier_task_did_to_its_closure_or_a
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=HANG_GUARD * 4, env=env)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split("\n")[:3] == ["[1, 1, 1, 1]", "[1, 1, 1, 1]", "1 1"]
+
+
+def total(a) -> float:
+    return float(a.sum())
+
+
+def test_memory_limit_does_not_count_shared_memory_an_engine_maps() -> None:
+    """A 300 MB zero-copy argument is mapped from /dev/shm: those pages are shared with the
+    client, not the engine's own, so a 200 MB limit must not kill the engine that sums it."""
+    import numpy as np
+
+    a = np.ones(300 * 1000**2 // 8)
+    with Client(1, memory_limit="200 MB") as c:
+        assert c[0].apply_sync(total, a) == float(a.size)
+        assert c[0].apply_sync(total, a) == float(a.size)
