@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from conftest import HANG_GUARD
 
-from localpar import Client, RemoteError
+from localpar import Client, EngineError, RemoteError
 from localpar.datapub import publish_data
 
 
@@ -106,3 +106,28 @@ def test_memory_limit_does_not_count_shared_memory_an_engine_maps() -> None:
     with Client(1, memory_limit="200 MB") as c:
         assert c[0].apply_sync(total, a) == float(a.size)
         assert c[0].apply_sync(total, a) == float(a.size)
+
+
+def die() -> None:
+    import os
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_queued_balanced_tasks_wait_for_the_replacement_of_the_only_engine() -> None:
+    """With restart_dead, the moment every engine is dead is not the end: queued
+    load-balanced tasks wait for the replacement and run there."""
+    with Client(1, restart_dead=True) as c:
+        view = c.load_balanced_view()
+        dead = view.apply_async(die)
+        queued = [view.apply_async(int, i) for i in range(20)]
+        with pytest.raises(EngineError):
+            dead.get(timeout=HANG_GUARD)
+        outcomes = []
+        for i, ar in enumerate(queued):
+            try:
+                outcomes.append(ar.get(timeout=HANG_GUARD) == i)
+            except EngineError:  # handed to the engine before it died: its own pending tasks fail
+                outcomes.append(None)
+        assert outcomes.count(True) >= 20 - 2 * 2  # all but those in the dead engine's queue (depth 2)

@@ -148,6 +148,7 @@ class ClusterResources:
                 replace(handle)
             finally:
                 self.ledger.replacement_done(handle.id)
+                self.balancer.schedule()  # queued tasks go to it, or fail if it could not start
             end_tree(proctree.scan(marks=marks, groups=groups))
 
         self._helper(run, f"localpar-after-death-{self.cluster_id}-{handle.id}")
