@@ -146,6 +146,8 @@ class Balancer:
                     continue
                 least = min((h for h in load if allowed is None or h.id in allowed), key=load.__getitem__, default=None)
                 if least is None:
+                    if self._ledger.replacement_among(allowed):
+                        break  # its engine is on its way: scheduled again once it is (or is not) there
                     self._queue.popleft()
                     to_fail.append((record, NoEnginesError(f"no live engine among targets {allowed}"), "error"))
                     continue

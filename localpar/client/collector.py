@@ -262,7 +262,7 @@ class Collector:
         elif result.status == "ok":
             try:
                 what = f"the result of task {record.msg_id}"
-                record.value = loads(result.payload, what=what, on_release=self.release)
+                record.value = _guarded_loads(result.payload, what, self.release)
                 record.status = "ok"
                 record.pinned = record.pinned or has_segments(result.payload)
             except SerializationError as exc:
@@ -351,7 +351,7 @@ class Collector:
             self._complete_if_all_data(record)
             return
         try:
-            delta = loads(data.delta, what="a publication", on_release=self.release)
+            delta = _guarded_loads(data.delta, "a publication", self.release)
         except SerializationError as exc:  # counted all the same: the task must still complete
             _logger.warning("task %s: %s", record.msg_id, exc)
             record.data_errors += (str(exc),)
@@ -450,3 +450,15 @@ def _where(handle: EngineHandle, record: TaskRecord) -> Dict[str, Any]:
     """Where a failed task ran, for its RemoteError: ipyparallel's ``engine_info``."""
     method = getattr(record.result, "method", "apply")
     return {"engine_uuid": handle.uuid, "engine_id": handle.id, "method": method}
+
+
+def _guarded_loads(payload: bytes, what: str, on_release: Callable[[sharedmem.SegmentRef], None]) -> Any:
+    """``loads`` in the collector thread: whatever an object's unpickling raises, SystemExit
+    and KeyboardInterrupt included (a ``__reduce__`` or ``__setstate__`` of the user's), fails
+    that one value as a SerializationError; the collector, and every other task, go on."""
+    try:
+        return loads(payload, what=what, on_release=on_release)
+    except SerializationError:
+        raise
+    except BaseException as exc:  # not Exception: loads has wrapped those already
+        raise SerializationError(f"cannot unpickle {what}: {type(exc).__name__}: {exc}") from exc

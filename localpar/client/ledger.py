@@ -119,6 +119,12 @@ class Ledger:
             self.replacing.discard(engine_id)
         self.notify_waiters()
 
+    def replacement_among(self, allowed: Optional[List[int]]) -> bool:
+        """Whether an engine of `allowed` (None: any) is being replaced: the balancer then keeps
+        the tasks only it could take queued, instead of failing them with NoEnginesError."""
+        with self.lock:
+            return any(allowed is None or i in allowed for i in self.replacing)
+
     def wait_for_replacements(self, engine_ids: List[int], timeout: float) -> bool:
         """Wait until none of `engine_ids` is being replaced; False if one still was after
         `timeout` seconds.  Not in the collector thread (it would wait for itself): there False."""

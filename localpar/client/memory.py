@@ -15,6 +15,13 @@ naming the size of its first engine, idle), and an engine over the limit before
 it ran any task (one started later, bigger) is killed with a RuntimeWarning and
 not replaced.
 
+What counts: the engine's own memory, its private pages (USS) outside ``/dev/shm``.  Not
+the pages it maps from ``/dev/shm`` (a zero-copy argument or result is one copy for the
+whole cluster), nor the pages a forked engine still shares copy-on-write with the client
+(a big array made before ``Client()``): counted in each engine, they would kill engines that
+allocate nothing.  The cheap RSS is read at every sample; only when it passes the limit is
+``/proc/<pid>/smaps`` read for the engine's own size, which then decides.
+
 Its state is its own: the thread alone touches `_processes` (`measure`, by
 ``Client()`` before the thread starts, excepted); `stop()` (from ``close``) sets
 `_stopped` and joins it.
@@ -99,6 +106,8 @@ class MemoryWatch:
                 del self._processes[pid]
         for pid, handle in live.items():
             rss = self._rss(pid)
+            if rss is not None and rss > self.limit:
+                rss = own_memory(pid, rss)  # rare: only over the limit
             if rss is not None and rss > self.limit and handle.death_reason is None:
                 reason = (
                     f"localpar killed it: it passed its memory limit of {format_size(self.limit)} "
@@ -144,3 +153,21 @@ class MemoryWatch:
             return int(process.memory_info().rss)
         except psutil.Error:
             return None
+
+
+def own_memory(pid: int, rss: int) -> int:
+    """Bytes of `pid`'s private resident pages outside ``/dev/shm`` mappings (its USS
+    without shared memory); `rss` if ``/proc/<pid>/smaps`` cannot be read."""
+    total, in_shm = 0, False
+    try:
+        with open(f"/proc/{pid}/smaps", "rb") as f:
+            for line in f:
+                head = line.split(None, 1)[0]
+                if not head.endswith(b":"):  # a mapping's first line: range, perms, offset, dev, inode, path
+                    fields = line.split()
+                    in_shm = len(fields) >= 6 and fields[5].startswith(b"/dev/shm/")
+                elif not in_shm and head in (b"Private_Clean:", b"Private_Dirty:"):
+                    total += int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return rss
+    return total

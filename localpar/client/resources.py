@@ -6,11 +6,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import threading
 import time
 import warnings
-from typing import Any, Callable, Dict, Iterable, List, Optional
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional
 
 from ..errors import ClientClosedError
 from ..processes import clusters, limits, proctree
@@ -146,6 +148,7 @@ class ClusterResources:
                 replace(handle)
             finally:
                 self.ledger.replacement_done(handle.id)
+                self.balancer.schedule()  # queued tasks go to it, or fail if it could not start
             end_tree(proctree.scan(marks=marks, groups=groups))
 
         self._helper(run, f"localpar-after-death-{self.cluster_id}-{handle.id}")
@@ -192,6 +195,10 @@ class ClusterResources:
         self.ledger.doorbell.close()
 
     def close(self) -> None:
+        """Tear the cluster down; idempotent.  A Ctrl-C meanwhile (SIGINT in the main thread)
+        waits until the teardown is done, then is raised: interrupted half-way, engines that
+        ignore SIGTERM would be left running for multiprocessing's exit join() to wait on
+        forever, and the shared memory left behind."""
         if os.getpid() != self.owner_pid:
             return  # a forked child's exit hook: the engines are its parent's
         with self._lock:
@@ -199,6 +206,10 @@ class ClusterResources:
                 return
             self.closed = True
         self._closing.set()  # a back-off wait ends now: nothing is replaced
+        with _sigint_deferred():
+            self._teardown()
+
+    def _teardown(self) -> None:
         clusters.discard(self)
         if self.memory_watch is not None:
             self.memory_watch.stop()
@@ -284,3 +295,27 @@ def _end_processes(processes: List[Any], death_fds: List[int]) -> None:
         still_running(ENGINE_EXIT_GRACE)
     for p in processes:
         p.join(timeout=0.1 if p.exitcode is not None else ENGINE_EXIT_GRACE)
+
+
+@contextlib.contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """SIGINT waits while the block runs (main thread only; elsewhere none is delivered to
+    Python code), then goes to the handler that was in place: by default a KeyboardInterrupt."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: List[Any] = []
+    try:
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(frame))
+    except ValueError:  # not the main interpreter
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught:
+            if callable(previous):
+                previous(signal.SIGINT, caught[0])
+            elif previous == signal.SIG_DFL:
+                os.kill(os.getpid(), signal.SIGINT)

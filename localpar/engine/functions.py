@@ -22,7 +22,35 @@ def bind_to_namespace(f: Any, namespace: Dict[str, Any]) -> Tuple[Any, Dict[str,
     bound.__kwdefaults__ = f.__kwdefaults__
     bound.__dict__.update(f.__dict__)
     bound.__qualname__ = f.__qualname__
+    captured = {k: (bound if v is f else v) for k, v in captured.items()}  # it names itself: the bound one
     return bound, captured
+
+
+def fresh_copy(template: Any, captured: Dict[str, Any]) -> Tuple[Any, Dict[str, Any]]:
+    """A copy of a cached function for one call: new closure cells holding the template's
+    values, a copy of its attributes, and, among the captured globals, the copy where the
+    function names itself.  So a task never sees what an earlier task did to its copy
+    (``nonlocal`` state, ``f.calls += 1``), though the pickle was reused; the template itself
+    is never called.  Other callables come back as they are."""
+    if not isinstance(template, types.FunctionType) or not (template.__closure__ or template.__dict__ or captured):
+        return template, captured
+    cells = None
+    if template.__closure__ is not None:
+        cells = tuple(_copy_cell(cell) for cell in template.__closure__)
+    f = types.FunctionType(template.__code__, template.__globals__, template.__name__, template.__defaults__, cells)
+    f.__kwdefaults__ = template.__kwdefaults__
+    f.__dict__.update(template.__dict__)
+    f.__qualname__ = template.__qualname__
+    if any(value is template for value in captured.values()):
+        captured = {k: (f if v is template else v) for k, v in captured.items()}
+    return f, captured
+
+
+def _copy_cell(cell: Any) -> Any:
+    try:
+        return types.CellType(cell.cell_contents)
+    except ValueError:  # an empty cell
+        return types.CellType()
 
 
 def restore_filename(f: Any, filename: Optional[str]) -> Any:

@@ -408,7 +408,7 @@ class Engine:
                 if len(self._functions) >= FUNCTION_CACHE_SIZE:
                     self._functions.pop(next(iter(self._functions)))
                 self._functions[fblob] = cached
-        f, captured = cached
+        f, captured = functions.fresh_copy(*cached)  # never the cached one: see ``functions``
         if captured:
             self.namespace.update(captured)  # the rule above: the client's values, at every call
         args, kwargs = loads(view[start + fsize :], unlink=False, what="the arguments")

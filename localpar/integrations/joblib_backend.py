@@ -12,12 +12,18 @@ ValueError, the engine's traceback as its cause), as joblib's own backends do.
 with no view of its own: as ipyparallel's uses the running default cluster, or starts one it
 owns, each ``Parallel`` uses a load-balanced view of the newest open `Client` of this process,
 or starts a ``Client()`` that it closes when joblib terminates the backend.
+
+``abort_everything`` (joblib's call when a batch fails or times out) aborts only the tasks
+this backend submitted and that have not ended; other work on the same view or client goes on.
+The backend keeps its outstanding results under its own lock: added by ``submit``, removed by
+their done-callback (which the collector runs).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-from typing import TYPE_CHECKING, Any, Callable, Optional
+import threading
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
 
 from joblib.parallel import AutoBatchingMixin, ParallelBackendBase, register_parallel_backend
 
@@ -45,6 +51,8 @@ class LocalparBackend(AutoBatchingMixin, ParallelBackendBase):
         self._owns_client = view is None and latest_open_client() is None
         self._view = view if view is not None else self._default_view()
         self._callbacks: Optional[concurrent.futures.ThreadPoolExecutor] = None
+        self._lock = threading.Lock()  # guards _outstanding
+        self._outstanding: Dict[int, Any] = {}  # id(ar) -> ar, for the tasks of ours not yet done
 
     def effective_n_jobs(self, n_jobs: Any) -> int:
         return len(self._view)
@@ -58,6 +66,9 @@ class LocalparBackend(AutoBatchingMixin, ParallelBackendBase):
 
     def submit(self, func: Callable[[], Any], callback: Optional[Callable[[Any], Any]] = None) -> Any:
         ar = self._view.apply_async(EngineOp("call_keeping_exception"), func)
+        with self._lock:
+            self._outstanding[id(ar)] = ar
+        ar.add_done_callback(self._forget)
         if callback is not None:
             callbacks = self._callbacks
             assert callbacks is not None, "configure() runs before submit()"
@@ -80,8 +91,16 @@ class LocalparBackend(AutoBatchingMixin, ParallelBackendBase):
     def retrieve_result(self, out: Any, timeout: Optional[float] = None) -> Any:
         return _raise_kept(out.get(timeout=-1 if timeout is None else timeout))
 
+    def _forget(self, ar: Any) -> None:
+        with self._lock:
+            self._outstanding.pop(id(ar), None)
+
     def abort_everything(self, ensure_ready: bool = True) -> None:
-        self._view.abort()
+        """Abort this backend's own tasks not yet started (never the view's other work)."""
+        with self._lock:
+            mine = list(self._outstanding.values())
+        if mine:
+            self._view.abort(mine)
 
     def terminate(self) -> None:
         if self._callbacks is not None:
