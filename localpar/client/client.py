@@ -73,6 +73,7 @@ from .results import ResultIndex
 from .sqlitedb import SQLiteStore
 from .taskdb import TaskDB
 from .view import DirectView, LoadBalancedView, Targets
+from .weak import weakly
 
 # Engines forked from this process start with the engine's code loaded, as when this module
 # imported it: loaded here, with the client, not inside the first Client() (see launch).
@@ -200,7 +201,7 @@ class Client(HubMixin, EngineControl):
         self._collector.on_death = self._cluster.after_death
         self._collector.death_note = self._cluster.note_death
         self._balancer.will_replace = self._cluster.will_replace
-        self._cluster.replace = _weakly_with(self, Client._replace_dead)
+        self._cluster.replace = weakly(self, Client._replace_dead)
         self._finalizer = weakref.finalize(self, self._cluster.close)
         self._finalizer.atexit = False  # processes.clusters closes it at exit, before multiprocessing's own hook
         self._db_finalizer = weakref.finalize(self, self._store.close) if self._store is not None else None
@@ -209,7 +210,7 @@ class Client(HubMixin, EngineControl):
             for engine_id in self._ledger.reserve_ids(n):
                 self._start_engine(engine_id)
             if datastore:  # the Manager starts at the cluster's first publication (see datastore)
-                self._collector.on_first_data = _weakly(self, Client._start_datastore_thread)
+                self._collector.on_first_data = weakly(self, Client._start_datastore_thread)
             with limits.starting("the collector thread"):
                 self._collector.start()  # the first thread: engines above were forked from a single-threaded process
             if self.memory_limit is not None:
@@ -278,7 +279,7 @@ class Client(HubMixin, EngineControl):
 
     def _start_datastore_thread(self) -> None:
         """The collector saw the cluster's first publication: start the Manager beside it."""
-        self._cluster.start_datastore(_weakly(self, Client._start_datastore))
+        self._cluster.start_datastore(weakly(self, Client._start_datastore))
 
     def _start_datastore(self) -> None:
         """Runs in a thread of its own: the tasks go on publishing while the Manager starts."""
@@ -694,27 +695,3 @@ class Client(HubMixin, EngineControl):
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
-
-
-def _weakly_with(client: Client, method: Callable[[Client, EngineHandle], None]) -> Callable[[EngineHandle], None]:
-    """``method(client, handle)`` as a callback that does not keep `client` alive."""
-    ref = weakref.ref(client)
-
-    def call(handle: EngineHandle) -> None:
-        target = ref()
-        if target is not None:
-            method(target, handle)
-
-    return call
-
-
-def _weakly(client: Client, method: Callable[[Client], None]) -> Callable[[], None]:
-    """``method(client)`` as a callback that does not keep `client` alive."""
-    ref = weakref.ref(client)
-
-    def call() -> None:
-        target = ref()
-        if target is not None:
-            method(target)
-
-    return call
