@@ -186,6 +186,26 @@ def test_an_unknown_msg_id_or_the_task_itself_is_an_invalid_dependency(lv: Any) 
             lv.apply_sync(os.getpid)
 
 
+def test_a_dependency_whose_async_result_is_gone_is_found_in_the_task_database(lv: Any) -> None:
+    """As ipyparallel's Hub remembers every task: a msg_id whose AsyncResult was dropped is
+    still a dependency, met or impossible as the task ended."""
+    import gc
+
+    good = lv.apply_async(os.getpid)
+    good.get(timeout=HANG_GUARD)
+    bad = lv.apply_async(fail)
+    with pytest.raises(RemoteError):
+        bad.get(timeout=HANG_GUARD)
+    good_id, bad_id = good.msg_ids[0], bad.msg_ids[0]
+    del good, bad
+    gc.collect()
+    with lv.temp_flags(after=[good_id]):
+        assert isinstance(lv.apply_sync(os.getpid), int)
+    with lv.temp_flags(after=[bad_id]):
+        with pytest.raises(ImpossibleDependency):
+            lv.apply_sync(os.getpid)
+
+
 def test_a_dependency_not_met_in_time_fails_with_a_timeout(lv: Any, tmp_path: Any) -> None:
     gate = str(tmp_path / "gate")
     slow = lv.apply_async(wait_for_file, gate)

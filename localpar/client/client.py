@@ -185,7 +185,7 @@ class Client(HubMixin, EngineControl):
         self._collector.on_reclaimed = self._balancer.requeue
         # Task flags (retries, after, follow, timeout; see dependencies): what the balancer needs.
         self._collector.deadlines = self._balancer.deadlines
-        self._balancer.find_records = functools.partial(dependencies.find_records, self._results)
+        self._balancer.find_records = functools.partial(dependencies.find_records, self._results, self._taskdb)
         self._balancer.encode = functools.partial(dependencies.encode_call, self.cluster_id)
         self._cluster = ClusterResources(
             self.cluster_id,

@@ -218,9 +218,12 @@ def ran_on(record: TaskRecord, engines: Dict[int, EngineHandle]) -> Optional[Eng
     return handle if handle.created <= ended else None
 
 
-def find_records(index: Any, msg_ids: Iterable[str]) -> Dict[str, TaskRecord]:
-    """The records of these msg_ids that the client still knows (`index`: its ResultIndex,
-    AsyncResults by msg_id), each AsyncResult's records indexed once."""
+def find_records(index: Any, db: Any, msg_ids: Iterable[str]) -> Dict[str, TaskRecord]:
+    """The records of these msg_ids that the client still knows: through `index` (its
+    ResultIndex, AsyncResults by msg_id; each AsyncResult's records indexed once), else in the
+    task database `db` (``taskdb.TaskDB``: a task whose AsyncResult is gone, as ipyparallel's
+    Hub remembers it)."""
+    msg_ids = list(msg_ids)
     by_result: Dict[int, Tuple[AsyncResult, List[str]]] = {}
     for msg_id in msg_ids:
         try:
@@ -232,6 +235,10 @@ def find_records(index: Any, msg_ids: Iterable[str]) -> Dict[str, TaskRecord]:
     for ar, wanted in by_result.values():
         records = {r.msg_id: r for r in ar.records}
         found.update((m, records[m]) for m in wanted if m in records)
+    for msg_id in set(msg_ids) - found.keys() if db is not None else ():
+        entry = db.entry(msg_id)
+        if entry is not None:
+            found[msg_id] = entry.record
     return found
 
 
