@@ -21,6 +21,7 @@ starting one Cluster get one Client.
 from __future__ import annotations
 
 import inspect
+import os
 import secrets
 import threading
 import time
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 # ipyparallel's Cluster traits that mean nothing on one machine: accepted and ignored, so a
 # notebook's Cluster(...) line runs unchanged.
 IGNORED_TRAITS = frozenset(
-    {"profile", "profile_dir", "cluster_file", "config", "parent", "log", "log_level", "delay",
+    {"profile_dir", "cluster_file", "config", "parent", "log", "log_level", "delay",
      "engine_timeout", "load_profile", "shutdown_atexit", "send_engines_connection_env",
      "controller_args", "controller_ip", "controller_location"}
 )  # fmt: skip
@@ -43,8 +44,9 @@ class Cluster:
     """A local cluster of `n` engines (default: one per CPU), started on demand, as ipyparallel's.
 
     `client_kwargs` are `Client`'s options (``start_method``, ``datastore``,
-    ``oversubscribe``, ``memory_limit``, ``restart_dead``), checked here.  ipyparallel's
-    launcher settings that have no meaning on one machine (``profile``, ``log_level``,
+    ``oversubscribe``, ``memory_limit``, ``restart_dead``, ``profile``: the name a second
+    ``Client(profile=name)`` attaches by), checked here.  ipyparallel's
+    launcher settings that have no meaning on one machine (``profile_dir``, ``log_level``,
     ``delay``...) are accepted and ignored; a launcher other than the local one
     (``engines='mpi'``) is refused.
     """
@@ -89,7 +91,8 @@ class Cluster:
                 return self
             if n is not None:
                 self.n = n
-            client = Client(self.n, **self.client_kwargs)
+            # an explicit count: Client(profile=name) without one would attach, not start
+            client = Client(self.n if self.n is not None else (os.cpu_count() or 1), **self.client_kwargs)
             client.cluster = self
             self._client = client
         return self
