@@ -201,3 +201,29 @@ def test_a_named_cluster_from_localpar_cluster_is_attached_to() -> None:
         rc2 = ipp.Client(profile="t-cluster")
         assert rc2.owner is rc and rc2[0].apply_sync(pid) == rc.engine_pids()[0]
         rc2.close()
+
+
+def test_outstanding_and_abort_are_each_clients_own() -> None:
+    import time
+
+    from localpar import error
+
+    with Client(1, profile="t-out") as rc:
+        rc2 = Client(profile="t-out")
+        try:
+            blocker = rc[0].apply_async(time.sleep, 60)  # ended below by interrupt()
+            mine = rc[0].apply_async(pid)
+            theirs = rc2[0].apply_async(pid)
+            assert rc.outstanding == set(blocker.msg_ids + mine.msg_ids)
+            assert rc2.outstanding == set(theirs.msg_ids)
+            rc2.abort()  # its own queued task only
+            with pytest.raises(error.TaskAborted):
+                theirs.get(TIMEOUT)
+            assert not mine.done()
+            rc.interrupt()
+            with pytest.raises(error.RemoteError):
+                blocker.get(TIMEOUT)
+            assert mine.get(TIMEOUT) == rc.engine_pids()[0]
+            assert rc.outstanding == set() and rc2.outstanding == set()
+        finally:
+            rc2.close()

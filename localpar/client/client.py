@@ -599,23 +599,6 @@ class Client(HubMixin, EngineControl):
         self._ledger.check_can_wait()
 
     # -- ipyparallel's client-level calls ------------------------------------------------
-    @property
-    def outstanding(self) -> set:
-        """msg_ids of the tasks not yet finished."""
-        pending = {r.msg_id for r in self._ledger.pending_records()}
-        pending |= self._balancer.queued_msg_ids()
-        return pending
-
-    @property
-    def results(self) -> Dict[str, Any]:
-        """``{msg_id: result}`` of finished tasks, as in ipyparallel."""
-        out: Dict[str, Any] = {}
-        for ar in set(self._results.values()):
-            for r in ar.records:
-                if r.done:
-                    out[r.msg_id] = r.error if r.error is not None else r.value
-        return out
-
     block = False
     """The default of ``block`` for the client's own calls (``clear``), as in ipyparallel."""
 
@@ -662,8 +645,9 @@ class Client(HubMixin, EngineControl):
         """Drop tasks that have not started (default: all outstanding, of `targets` if given)."""
         if isinstance(jobs, str):
             jobs = [jobs]
-        if jobs is None:  # the outstanding ones: not every result still held
+        if jobs is None:  # this client's outstanding ones: not every result still held
             records = self._ledger.pending_records() + self._balancer.queued_records()
+            records = [r for r in records if r.msg_id in self._results]  # a pending task's result lives
         elif isinstance(jobs, AsyncResult):
             records = list(jobs.records)
         else:

@@ -52,9 +52,6 @@ class HubMixin:
         _balancer: Balancer
 
         @property
-        def outstanding(self) -> set: ...
-
-        @property
         def ids(self) -> List[int]: ...
 
         def _check_open(self) -> None: ...
@@ -300,6 +297,24 @@ class HubMixin:
             wanted = set(self.resolve_targets(targets))
             status = {k: v for k, v in status.items() if k == "unassigned" or k in wanted}
         return status
+
+    @property
+    def outstanding(self) -> set:
+        """msg_ids of this client's tasks not yet finished (an attached Client's own, as each
+        ipyparallel client's).  A pending task holds its AsyncResult, so `_results` has it."""
+        pending = {r.msg_id for r in self._ledger.pending_records()}
+        pending |= self._balancer.queued_msg_ids()
+        return {m for m in pending if m in self._results}
+
+    @property
+    def results(self) -> Dict[str, Any]:
+        """``{msg_id: result}`` of finished tasks, as in ipyparallel."""
+        out: Dict[str, Any] = {}
+        for ar in set(self._results.values()):
+            for r in ar.records:
+                if r.done:
+                    out[r.msg_id] = r.error if r.error is not None else r.value
+        return out
 
     @property
     def metadata(self) -> Dict[str, Any]:

@@ -41,6 +41,10 @@ class ResultIndex:
             raise KeyError(msg_id)
         return ar
 
+    def __contains__(self, msg_id: object) -> bool:
+        ref = self._refs.get(msg_id)  # type: ignore[call-overload]
+        return ref is not None and ref() is not None
+
     def pop(self, msg_id: str, default: Any = None) -> Any:
         self._held.pop(msg_id, None)
         ref = self._refs.pop(msg_id, None)
