@@ -198,7 +198,10 @@ def test_a_named_cluster_from_localpar_cluster_is_attached_to() -> None:
     import localpar as ipp
 
     with ipp.Cluster(n=1, profile="t-cluster") as rc:
+        rc.block = True  # set on one Client, not on the other
+        assert set(vars(rc)) <= attach.SHARED | attach.OWN, set(vars(rc)) - (attach.SHARED | attach.OWN)
         rc2 = ipp.Client(profile="t-cluster")
+        assert rc2.cluster is None and rc2.block is False
         assert rc2.owner is rc and rc2[0].apply_sync(pid) == rc.engine_pids()[0]
         rc2.close()
 

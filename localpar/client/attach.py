@@ -41,8 +41,12 @@ SHARED = frozenset(
 )  # fmt: skip
 """The owner's attributes an attached Client uses as they are: the cluster and its task database."""
 
-OWN = frozenset({"history", "_results", "_attachment", "_finalizer", "_db_finalizer"})
-"""Attributes each Client has of its own (an attached Client makes new ones, or has none)."""
+OWN = frozenset(
+    {"history", "_results", "_attachment", "_finalizer", "_db_finalizer", "cluster", "block", "main_globals"}
+)
+"""Attributes each Client has of its own (an attached Client makes new ones, has none, or has the
+class default: ``cluster``, the `localpar.Cluster` that started the owner; ``block`` and
+``main_globals``, set by the user on one Client)."""
 
 ATTACH_ARGS = frozenset({"self", "n", "profile", "cluster_id"})
 

@@ -7,8 +7,9 @@ So that a notebook written for ipyparallel moves by its import line alone::
 
 On one machine the engines are children of the `Client` (no controller, no connection
 file), so the Client *is* the cluster: ``start_cluster`` starts it (the engines run when it
-returns), ``connect_client`` returns it (the same Client every time: two clients of one
-set of engines cannot exist here), ``stop_cluster`` closes it.  The awaitable forms
+returns), ``connect_client`` returns it (the same Client every time; a second Client of the same
+engines is ``Client(profile=name)`` with ``Cluster(profile=name)``, see ``attach``),
+``stop_cluster`` closes it.  The awaitable forms
 (``await cluster.start_and_connect()``, ``async with``) do the same: starting engines
 forks this process, which is fastest while it runs no other thread (see ``launch``), so
 they start in the calling thread rather than in a worker thread (the event loop waits the
