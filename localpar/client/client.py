@@ -57,7 +57,7 @@ from ..wire.ops import EngineOp
 from ..wire.pubqueue import PublicationQueue
 from ..wire.serialization import dumps_call
 from ..wire.spec import EngineSpec
-from . import dependencies, memory, picklers
+from . import attach, dependencies, memory, picklers
 from . import status as status_module
 from .asyncresult import AsyncResult
 from .balancer import Balancer
@@ -133,6 +133,11 @@ class Client(HubMixin, EngineControl):
         A path: task records also go to this SQLite file (see ``sqlitedb``), so that a later
         ``Client(db=path)`` still answers ``get_result``, ``db_query`` and ``hub_history`` for
         this run.  Default None: records are kept in memory only, bounded (``taskdb``).
+    profile, cluster_id
+        ``Client(n, profile=name)`` names the cluster it starts; ``Client(profile=name)`` (no `n`) or
+        ``Client(cluster_id=id)`` attaches a second Client to that open cluster of this process,
+        sharing its engines and task database, with its own ``history``; its ``close()`` leaves the
+        cluster running: see ``attach``.  None open: an ``OSError``.
 
     Whatever an engine's tasks start (subprocesses, their children, daemons that left
     the session) is ended with it: see ``localpar.proctree`` and the README's Guarantees.
@@ -142,6 +147,8 @@ class Client(HubMixin, EngineControl):
         self,
         n: Optional[int] = None,
         *,
+        profile: Optional[str] = None,
+        cluster_id: Optional[str] = None,
         start_method: Optional[str] = None,
         datastore: bool = True,
         oversubscribe: bool = False,
@@ -149,7 +156,14 @@ class Client(HubMixin, EngineControl):
         restart_dead: bool = False,
         db: Optional[str] = None,
     ) -> None:
+        if attach.wants_attach(n, profile, cluster_id):  # a second Client of an open cluster
+            owner = attach.find_owner(Client.__init__, dict(locals()))
+            vars(self).update({k: v for k, v in vars(owner).items() if k in attach.SHARED})
+            self.history, self._results, self._attachment = [], ResultIndex(), attach.Attachment(owner)
+            return
         # Checked before anything starts: a refused cluster leaves nothing behind.
+        attach.check_name_free(profile)
+        self.profile, self._attachment = profile, attach.Attachment()
         if n is None:
             n = os.cpu_count() or 1
         else:
@@ -219,12 +233,12 @@ class Client(HubMixin, EngineControl):
                 self._cluster.memory_watch = watch
                 with limits.starting("the memory watch thread"):
                     watch.start()
+            note_opened(self)  # refuses a profile another thread opened meanwhile
         except BaseException:
             self._finalizer()
             if self._db_finalizer is not None:
                 self._db_finalizer()
             raise
-        note_opened(self)
         if "IPython" in sys.modules:  # inside IPython, %px runs on this cluster (as in ipyparallel)
             from ..integrations.magics import activate_default
 
@@ -313,7 +327,8 @@ class Client(HubMixin, EngineControl):
     def __repr__(self) -> str:
         n = 0 if self.closed else len(self.ids)
         state = "closed" if self.closed else f"{n} engine{'' if n == 1 else 's'}"
-        return f"<localpar.Client {self.cluster_id}: {state}, {self.start_method}>"
+        how = "" if self.owner is self else " (attached)"
+        return f"<localpar.Client {self.cluster_id}{how}: {state}, {self.start_method}>"
 
     @property
     def ledger(self) -> Ledger:
@@ -323,8 +338,14 @@ class Client(HubMixin, EngineControl):
 
     @property
     def closed(self) -> bool:
-        """Whether `close()` has run (or the cluster broke)."""
-        return self._cluster.closed or self._ledger.closed
+        """Whether `close()` has run (or the cluster broke, or was closed by its owner)."""
+        return self._cluster.closed or self._ledger.closed or self._attachment.closed
+
+    @property
+    def owner(self) -> Client:
+        """The Client that started this cluster: itself, unless attached (``Client(profile=...)``)."""
+        owner = self._attachment.owner
+        return self if owner is None else owner
 
     def status(self) -> status_module.Status:
         """Each live engine: pid, state (idle, or running which call since when), resident
@@ -403,35 +424,11 @@ class Client(HubMixin, EngineControl):
         handle = self._ledger.engines[engine_id]
         return self._ledger.wait_until(lambda: not handle.alive or self._cluster.closed, timeout)
 
-    def send_signal(self, sig: Union[int, str], targets: Targets = None, block: Optional[bool] = None) -> None:
-        """Send signal `sig` (a number or a name like ``'SIGINT'``) to the engines of `targets`.
-
-        SIGINT raises KeyboardInterrupt in the running tasks (see `interrupt`); another signal
-        acts on the engine process itself (SIGKILL ends it: its tasks fail with EngineError).
-        """
-        signum = getattr(signal, sig) if isinstance(sig, str) else int(sig)
-        if signum == signal.SIGINT:
-            self.interrupt(targets)
-            return
-        for engine_id in self.resolve_targets(targets):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self._ledger.engines[engine_id].pid, signum)
-
-    def interrupt(self, targets: Targets = None) -> None:
-        """Raise KeyboardInterrupt inside the tasks running on `targets` (default: all)."""
-        ids = self.resolve_targets(targets)
-        with self._ledger.lock:
-            pids = [h.pid for h in self._ledger.engines.values() if h.id in ids and h.alive and h.ready]
-        for pid in pids:  # an engine not ready yet runs no task, and SIGINT could kill it
-            try:
-                os.kill(pid, signal.SIGINT)
-            except ProcessLookupError:
-                pass
-
     # -- views -----------------------------------------------------------------------------
     def __getitem__(self, key: Union[int, slice, Sequence[int]]) -> DirectView:
         if not isinstance(key, (int, slice, tuple, list, range)):
             raise TypeError(f"key by int/slice/iterable of ints only, not {type(key)}")
+        self._check_open()
         live = self.ids  # read once
         if isinstance(key, int):
             if key < 0 and -key <= len(live):  # c[-1]: the last live engine, as in ipyparallel
@@ -492,7 +489,7 @@ class Client(HubMixin, EngineControl):
 
     # -- submission ------------------------------------------------------------------------
     def _check_open(self) -> None:
-        self._cluster.check_usable()
+        self._attachment.check_usable(self._cluster)
 
     def resolve_targets(self, targets: Targets) -> List[int]:
         self._check_open()
@@ -602,23 +599,6 @@ class Client(HubMixin, EngineControl):
         self._ledger.check_can_wait()
 
     # -- ipyparallel's client-level calls ------------------------------------------------
-    @property
-    def outstanding(self) -> set:
-        """msg_ids of the tasks not yet finished."""
-        pending = {r.msg_id for r in self._ledger.pending_records()}
-        pending |= self._balancer.queued_msg_ids()
-        return pending
-
-    @property
-    def results(self) -> Dict[str, Any]:
-        """``{msg_id: result}`` of finished tasks, as in ipyparallel."""
-        out: Dict[str, Any] = {}
-        for ar in set(self._results.values()):
-            for r in ar.records:
-                if r.done:
-                    out[r.msg_id] = r.error if r.error is not None else r.value
-        return out
-
     block = False
     """The default of ``block`` for the client's own calls (``clear``), as in ipyparallel."""
 
@@ -665,8 +645,9 @@ class Client(HubMixin, EngineControl):
         """Drop tasks that have not started (default: all outstanding, of `targets` if given)."""
         if isinstance(jobs, str):
             jobs = [jobs]
-        if jobs is None:  # the outstanding ones: not every result still held
+        if jobs is None:  # this client's outstanding ones: not every result still held
             records = self._ledger.pending_records() + self._balancer.queued_records()
+            records = [r for r in records if r.msg_id in self._results]  # a pending task's result lives
         elif isinstance(jobs, AsyncResult):
             records = list(jobs.records)
         else:
@@ -684,7 +665,10 @@ class Client(HubMixin, EngineControl):
 
     # -- lifecycle -------------------------------------------------------------------------
     def close(self) -> None:
-        """Stop the engines, the Manager and the collector thread; idempotent."""
+        """Stop the engines, the Manager and the collector thread; idempotent.  An attached
+        Client (see ``attach``) is closed alone: the cluster runs on for its owner."""
+        if self._attachment.detach():
+            return
         clusters.discard(self._cluster)
         self._finalizer()
         if self._db_finalizer is not None:  # after the cluster: the last failures are recorded too

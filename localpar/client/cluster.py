@@ -7,8 +7,9 @@ So that a notebook written for ipyparallel moves by its import line alone::
 
 On one machine the engines are children of the `Client` (no controller, no connection
 file), so the Client *is* the cluster: ``start_cluster`` starts it (the engines run when it
-returns), ``connect_client`` returns it (the same Client every time: two clients of one
-set of engines cannot exist here), ``stop_cluster`` closes it.  The awaitable forms
+returns), ``connect_client`` returns it (the same Client every time; a second Client of the same
+engines is ``Client(profile=name)`` with ``Cluster(profile=name)``, see ``attach``),
+``stop_cluster`` closes it.  The awaitable forms
 (``await cluster.start_and_connect()``, ``async with``) do the same: starting engines
 forks this process, which is fastest while it runs no other thread (see ``launch``), so
 they start in the calling thread rather than in a worker thread (the event loop waits the
@@ -21,6 +22,7 @@ starting one Cluster get one Client.
 from __future__ import annotations
 
 import inspect
+import os
 import secrets
 import threading
 import time
@@ -32,7 +34,7 @@ if TYPE_CHECKING:
 # ipyparallel's Cluster traits that mean nothing on one machine: accepted and ignored, so a
 # notebook's Cluster(...) line runs unchanged.
 IGNORED_TRAITS = frozenset(
-    {"profile", "profile_dir", "cluster_file", "config", "parent", "log", "log_level", "delay",
+    {"profile_dir", "cluster_file", "config", "parent", "log", "log_level", "delay",
      "engine_timeout", "load_profile", "shutdown_atexit", "send_engines_connection_env",
      "controller_args", "controller_ip", "controller_location"}
 )  # fmt: skip
@@ -43,8 +45,9 @@ class Cluster:
     """A local cluster of `n` engines (default: one per CPU), started on demand, as ipyparallel's.
 
     `client_kwargs` are `Client`'s options (``start_method``, ``datastore``,
-    ``oversubscribe``, ``memory_limit``, ``restart_dead``), checked here.  ipyparallel's
-    launcher settings that have no meaning on one machine (``profile``, ``log_level``,
+    ``oversubscribe``, ``memory_limit``, ``restart_dead``, ``profile``: the name a second
+    ``Client(profile=name)`` attaches by), checked here.  ipyparallel's
+    launcher settings that have no meaning on one machine (``profile_dir``, ``log_level``,
     ``delay``...) are accepted and ignored; a launcher other than the local one
     (``engines='mpi'``) is refused.
     """
@@ -89,7 +92,8 @@ class Cluster:
                 return self
             if n is not None:
                 self.n = n
-            client = Client(self.n, **self.client_kwargs)
+            # an explicit count: Client(profile=name) without one would attach, not start
+            client = Client(self.n if self.n is not None else (os.cpu_count() or 1), **self.client_kwargs)
             client.cluster = self
             self._client = client
         return self

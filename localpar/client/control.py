@@ -1,19 +1,22 @@
 """The Client's engine-set calls of ipyparallel's notebooks: ``wait_for_engines``, ``shutdown``,
-``broadcast_view``, ``async with``, and the engine uuids (``rc._engines``) that error
+``send_signal``, ``interrupt``, ``broadcast_view``, ``async with``, and the engine uuids (``rc._engines``) that error
 ``engine_info`` names.
 
 `EngineControl` is a mixin of `Client`: it uses only the Client's public calls (``ids``,
-``ledger``, ``restart_engine``, ``wait_for_death``, ``resolve_targets``, ``close``).  Its
+``ledger``, ``owner``, ``restart_engine``, ``wait_for_death``, ``resolve_targets``, ``close``).  Its
 waits go through ``Ledger.wait_until``, which the collector notifies after every batch it
 applies (an engine added, an engine's death), so no wake is lost.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import os
+import signal
 import threading
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Union
 
 from ..errors import ClientClosedError
 
@@ -57,6 +60,9 @@ class EngineControl:
         block: bool
 
         def close(self) -> None: ...
+
+        @property
+        def owner(self) -> Any: ...
 
         def restart_engine(self, engine_id: int) -> None: ...
 
@@ -135,11 +141,11 @@ class EngineControl:
         one is terminated (its pending tasks fail with ``EngineError``); the stopped ids are gone
         from ``rc.ids`` and are not replaced (even with ``restart_dead``).  ``restart=True``
         replaces each by a fresh engine with the same id (ipyparallel raises
-        ``NotImplementedError`` there).  ``hub=True`` closes the whole client, as stopping
+        ``NotImplementedError`` there).  ``hub=True`` closes the whole cluster (from any of its Clients), as stopping
         ipyparallel's controller does.  With `block` (default ``rc.block``) it returns once the
         engines are gone."""
         if hub:
-            self.close()
+            self.owner.close()  # the cluster, also from an attached Client (see attach)
             return
         ids = self.resolve_targets(targets)
         if restart:
@@ -161,6 +167,32 @@ class EngineControl:
                 if not self.wait_for_death(handle.id, SHUTDOWN_TIMEOUT):
                     handle.process.kill()
                     self.wait_for_death(handle.id, SHUTDOWN_TIMEOUT)
+
+    # -- signals ---------------------------------------------------------------------------
+    def send_signal(self, sig: Union[int, str], targets: Targets = None, block: Optional[bool] = None) -> None:
+        """Send signal `sig` (a number or a name like ``'SIGINT'``) to the engines of `targets`.
+
+        SIGINT raises KeyboardInterrupt in the running tasks (see `interrupt`); another signal
+        acts on the engine process itself (SIGKILL ends it: its tasks fail with EngineError).
+        """
+        signum = getattr(signal, sig) if isinstance(sig, str) else int(sig)
+        if signum == signal.SIGINT:
+            self.interrupt(targets)
+            return
+        for engine_id in self.resolve_targets(targets):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.ledger.engines[engine_id].pid, signum)
+
+    def interrupt(self, targets: Targets = None) -> None:
+        """Raise KeyboardInterrupt inside the tasks running on `targets` (default: all)."""
+        ids = self.resolve_targets(targets)
+        with self.ledger.lock:
+            pids = [h.pid for h in self.ledger.engines.values() if h.id in ids and h.alive and h.ready]
+        for pid in pids:  # an engine not ready yet runs no task, and SIGINT could kill it
+            try:
+                os.kill(pid, signal.SIGINT)
+            except ProcessLookupError:
+                pass
 
     # -- views and ids ---------------------------------------------------------------------
     def broadcast_view(self, targets: Targets = "all", is_coalescing: bool = False, **kwargs: Any) -> BroadcastView:

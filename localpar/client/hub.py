@@ -14,7 +14,7 @@ import types
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from ..errors import KernelError, RemoteError
-from .asyncresult import AsyncResult
+from .asyncresult import AsyncResult, PartResult
 from .handles import TaskRecord
 from .hubresult import AsyncHubResult
 from .taskdb import Flat, TaskDB
@@ -52,12 +52,12 @@ class HubMixin:
         _balancer: Balancer
 
         @property
-        def outstanding(self) -> set: ...
-
-        @property
         def ids(self) -> List[int]: ...
 
         def _check_open(self) -> None: ...
+
+        @property
+        def owner(self) -> Any: ...
 
         def _encode(
             self, f: Callable[..., Any], args: Tuple[Any, ...], kwargs: Dict[str, Any]
@@ -73,6 +73,12 @@ class HubMixin:
         ) -> TaskRecord: ...
 
         def resolve_targets(self, targets: Any) -> List[int]: ...
+
+    def _check_attached(self) -> None:
+        """An attached Client (``Client(profile=...)``, see ``attach``) answers while it and its
+        cluster are open; the owner answers from its records after ``close()`` too."""
+        if self.owner is not self:
+            self._check_open()
 
     @property
     def task_db(self) -> TaskDB:
@@ -139,7 +145,10 @@ class HubMixin:
     def get_result(self, indices_or_msg_ids: Jobs = None, block: Optional[bool] = None, owner: bool = True) -> Any:
         """The result of tasks by msg_id, index into `history` or AsyncResult, as ipyparallel:
         a plain AsyncResult while they all run in this client, else an `AsyncHubResult` over
-        the task database (one value for one id, a list for a list).  `owner` is accepted."""
+        the task database (one value for one id, a list for a list).  With ``owner=False`` that
+        result is also kept in ``rc.results`` until ``purge_local_results``, and a later
+        ``get_result`` of those ids is a plain AsyncResult over it, as ipyparallel's."""
+        self._check_attached()
         block = self.block if block is None else block
         jobs: Any = -1 if indices_or_msg_ids is None else indices_or_msg_ids
         single = not isinstance(jobs, (list, tuple, set, types.GeneratorType))
@@ -149,15 +158,37 @@ class HubMixin:
         else:
             msg_ids = self._msg_ids_from_jobs(given)
             live = self._live_parts(msg_ids) if owner else None
+            kept = self._kept_result(msg_ids, single) if live is None else None
             if live is not None:
                 ar = live[0] if single and len(live) == 1 else AsyncResult.join(*live)
+            elif kept is not None:
+                ar = kept
             else:
                 pairs = [self._hub_record_or_error(m) for m in msg_ids]
                 records, readers = [p[0] for p in pairs], [p[1] for p in pairs]
                 ar = AsyncHubResult.over(self, records, readers, single and len(msg_ids) == 1)  # type: ignore[arg-type]
+                if not owner:
+                    for msg_id in msg_ids:
+                        self._results.hold(msg_id, ar)
         if block:
             ar.wait()
         return ar
+
+    def _kept_result(self, msg_ids: List[str], single: bool) -> Optional[AsyncResult]:
+        """A plain AsyncResult over the results ``get_result(owner=False)`` kept for all of
+        `msg_ids`, or None if one is not kept."""
+        held = [self._results.held(m) for m in msg_ids]
+        if not msg_ids or any(h is None for h in held):
+            return None
+        records, data = [], []
+        for msg_id, ar in zip(msg_ids, held):
+            assert ar is not None
+            i = [r.msg_id for r in ar.records].index(msg_id)
+            records.append(ar.records[i])
+            data.append(ar.data_slots()[i])
+        source = held[0]
+        assert source is not None
+        return PartResult(source, records, data, single and len(msg_ids) == 1)  # type: ignore[arg-type]
 
     def _live_parts(self, msg_ids: List[str]) -> Optional[List[AsyncResult]]:
         """One-task AsyncResults of these tasks if each still runs here, else None."""
@@ -177,6 +208,7 @@ class HubMixin:
         """``{'status': 'ok', 'pending': [...], 'completed': [...]}``, with each completed
         result (or error) keyed by its msg_id if not `status_only`, as ipyparallel.  Unknown
         ids raise the Hub's RemoteError (ename ``KeyError``); a single failed id raises its error."""
+        self._check_attached()
         ids = self._msg_ids_from_jobs(msg_ids)
         found = [self._hub_record(m) for m in ids]
         unknown = [m for m, f in zip(ids, found) if f is None]
@@ -202,6 +234,7 @@ class HubMixin:
         """The task records that match `query` (ipyparallel's Mongo-style dict: ``$in``, ``$nin``,
         ``$lt``, ``$gt``, ``$lte``/``$le``, ``$gte``/``$ge``, ``$eq``, ``$ne``, ``$exists``), in
         submission order, with `keys` (default: all but ``result`` and ``data``; msg_id always)."""
+        self._check_attached()
         keys = [keys] if isinstance(keys, str) else keys
         if self._store is not None:
             return self._store.find(query, keys)
@@ -209,6 +242,7 @@ class HubMixin:
 
     def hub_history(self) -> List[str]:
         """Every msg_id the task database holds, in submission order (with ``db=``: every run's)."""
+        self._check_attached()
         if self._store is not None:
             return self._store.history()
         return self._taskdb.history()
@@ -265,6 +299,24 @@ class HubMixin:
         return status
 
     @property
+    def outstanding(self) -> set:
+        """msg_ids of this client's tasks not yet finished (an attached Client's own, as each
+        ipyparallel client's).  A pending task holds its AsyncResult, so `_results` has it."""
+        pending = {r.msg_id for r in self._ledger.pending_records()}
+        pending |= self._balancer.queued_msg_ids()
+        return {m for m in pending if m in self._results}
+
+    @property
+    def results(self) -> Dict[str, Any]:
+        """``{msg_id: result}`` of finished tasks, as in ipyparallel."""
+        out: Dict[str, Any] = {}
+        for ar in set(self._results.values()):
+            for r in ar.records:
+                if r.done:
+                    out[r.msg_id] = r.error if r.error is not None else r.value
+        return out
+
+    @property
     def metadata(self) -> Dict[str, Any]:
         """``{msg_id: metadata}`` of finished tasks whose results the client holds (see `results`)."""
         out: Dict[str, Any] = {}
@@ -302,6 +354,7 @@ class HubMixin:
     def purge_hub_results(self, jobs: Jobs = (), targets: Any = ()) -> None:
         """Forget finished tasks in the task database: `jobs` (``'all'``, msg_ids, AsyncResults)
         and/or every finished task of `targets`; pending ones are kept, as ipyparallel's Hub does."""
+        self._check_attached()
         no_targets = targets is None or (not isinstance(targets, int) and not targets)
         if not jobs and no_targets:
             raise ValueError("Must specify at least one of `targets` and `jobs`")

@@ -51,6 +51,8 @@ class AsyncHubResult(AsyncResult):
         super().__init__(client, fname, single)
         if records is not None:  # over existing records (see `over`)
             self._records = list(records)
+            if records:  # elapsed and submitted count from the tasks' submission, not this lookup
+                self._submitted = min((r.submitted for r in records if r.submitted), default=self._submitted)
             self._data = _LazyData(readers or [dict] * len(records))  # type: ignore[assignment]
             self._over = True
             self._finishing = threading.Lock()

@@ -22,7 +22,6 @@ from . import clienttest
 
 # The reasons, one per row of docs/ipyparallel.md's "Left out" table (or "needs core: ...").
 ABORT_AFTER_ERROR = "an engine does not abort the tasks queued behind one that raised (ipyparallel's engines do)"
-SECOND_CLIENT = "no second Client on one cluster: the engines are children of one Client (ipp.Client(profile=...))"
 ZMQ = "no ZeroMQ: track=True/MessageTracker, connection security, hostname checks"
 PICKLERS = (
     "a __main__ function's client globals stay in the engine namespace after its call (localpar sets them "
@@ -44,13 +43,11 @@ SKIPPED = {
     # ipyparallel's own test body is `pass` ("to be written"): nothing to run, nothing to count
     "TestClient::test_result_status": "empty in ipyparallel itself (its body is `pass`)",
     # test_view.py
-    "TestView::test_get_result": SECOND_CLIENT,
     "TestView::test_apply_tracked": ZMQ,
     "TestView::test_push_tracked": ZMQ,
     "TestView::test_scatter_tracked": ZMQ,
     "TestView::test_use_cloudpickle": PICKLERS,
     # test_asyncresult.py
-    "TestAsyncResult::test_hubresult_timestamps": SECOND_CLIENT,
     "TestAsyncResult::test_not_single_result": BUILD_TARGETS,
     "TestAsyncResult::test_owner_pop": BUILD_TARGETS,
     "TestAsyncResult::test_wait_for_send": ZMQ,
@@ -59,11 +56,7 @@ SKIPPED = {
     "TestClient::test_view_indexing": BUILD_TARGETS,
     "TestClient::test_outstanding": BUILD_TARGETS,
     "TestClient::test_targets": BUILD_TARGETS,
-    "TestClient::test_get_result": SECOND_CLIENT,
-    "TestClient::test_get_execute_result": SECOND_CLIENT,
     "TestClient::test_ids_list": BUILD_TARGETS,
-    "TestClient::test_db_query_get_result": SECOND_CLIENT,
-    "TestClient::test_purge_hub_results": SECOND_CLIENT,
     "TestClient::test_purge_local_results": BUILD_TARGETS,
     "TestClient::test_purge_all_local_results": BUILD_TARGETS,
     "TestClient::test_purge_everything": ZMQ,  # client.session.digest_history
@@ -95,7 +88,7 @@ def cluster() -> Iterator[Any]:
     """One localpar cluster for the whole peer suite (ipyparallel starts a controller and engines)."""
     from localpar import Client
 
-    with Client(2) as client:
+    with Client(2, profile="iptest") as client:  # what ipp.Client(profile="iptest") attaches to
         clienttest.CLUSTER.update(client=client, base=list(client.ids))
         try:
             yield client

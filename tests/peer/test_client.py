@@ -20,6 +20,7 @@ import pytest
 from IPython import get_ipython
 
 from localpar import AsyncHubResult, DirectView, Reference, error
+from localpar.client import client as clientmod
 
 from .clienttest import ClusterTestCase, raises_remote, skip_without, wait
 

@@ -17,7 +17,7 @@ from IPython import get_ipython
 from IPython.utils.io import capture_output
 
 import localpar as ipp
-from localpar import AsyncMapResult, AsyncResult, error, interactive
+from localpar import AsyncHubResult, AsyncMapResult, AsyncResult, error, interactive
 
 from .clienttest import (
     ClusterTestCase,
