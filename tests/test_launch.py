@@ -121,6 +121,9 @@ SECOND_CLIENT_FDS = """
 
     a = Client(1)
     b = Client(2, start_method="fork")  # children that inherit whatever is open
+    # Client() returns once the engines are forked, maybe before they ran their at-fork hook,
+    # which closes what they inherited: a task's round trip says that they did.
+    b[:].apply_sync(os.getpid)
     lifeline = os.fstat(a._lifeline.write_fd).st_ino
     for pid in b.engine_pids().values():
         writers = set()  # the pipes this engine can write to (a reader keeps nobody alive)

@@ -27,6 +27,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any, Callable, List, Optional, Sequence, Set, Tuple
 
+from .. import forkguard
 from ..errors import KernelError
 from ..processes.lifeline import death_fd
 from ..wire import messages
@@ -166,7 +167,8 @@ class EngineHandle:
         self._close_readers()
 
     def _close_readers(self) -> None:
-        self.events.close()
-        if self._own_death_fd:
-            os.close(self.death_fd)
-            self._own_death_fd = False
+        with forkguard.closing():  # a fork meanwhile would close the numbers again (see forkguard)
+            self.events.close()
+            if self._own_death_fd:
+                os.close(self.death_fd)
+                self._own_death_fd = False

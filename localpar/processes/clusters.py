@@ -14,6 +14,8 @@ import os
 import weakref
 from typing import List, Protocol
 
+from .. import forkguard  # noqa: F401  (its at-fork hooks must be registered before ours: see below)
+
 
 class Closable(Protocol):
     cluster_id: str
@@ -46,11 +48,18 @@ def close_all() -> None:
 
 
 def _forked_child() -> None:
+    """In the child: each cluster closes its client ends.  One that fails (it should not:
+    see ``forkguard``) must not leave the others' ends, their lifelines above all, open."""
     for cluster in open_clusters():
-        cluster.forked()
+        try:
+            cluster.forked()
+        except OSError:
+            pass
 
 
 # Registered when the first cluster module loads, so after multiprocessing's own exit hook, and
 # therefore run before it: that hook would otherwise wait forever for engines still running.
 atexit.register(close_all)
+# After forkguard's hook (after_in_child hooks run in registration order): the child's
+# closes below take forkguard's lock, which the fork held until then.
 os.register_at_fork(after_in_child=_forked_child)

@@ -17,6 +17,8 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Callable, Optional
 
+from .. import forkguard
+
 
 class Lifeline:
     """The client's end: keep it open as long as the cluster lives."""
@@ -30,9 +32,10 @@ class Lifeline:
 
     def close_writer(self) -> None:
         """Close this process's copy of the write end (in a forked child: the owner keeps its own)."""
-        if self.write_fd >= 0:
-            os.close(self.write_fd)
-            self.write_fd = -1
+        with forkguard.closing():  # a fork meanwhile would close the number again (see forkguard)
+            if self.write_fd >= 0:
+                os.close(self.write_fd)
+                self.write_fd = -1
 
     def close(self) -> None:
         """Cut the line: every child still alive starts exiting."""

@@ -20,7 +20,7 @@ import threading
 from multiprocessing.connection import Connection
 from typing import Callable, Deque, List
 
-from .. import chaos
+from .. import chaos, forkguard
 
 LENGTH = struct.Struct("<I")
 ATOMIC_WRITE = select.PIPE_BUF  # a pipe write of at most this many bytes is never split (4096 on Linux)
@@ -202,7 +202,8 @@ class Outbox:
         """Under the lock, so that no thread writes to a descriptor number reused since."""
         with self.lock:
             self._frames.clear()
-            self._conn.close()
+            with forkguard.closing():  # a fork meanwhile would close the number again (see forkguard)
+                self._conn.close()
 
     def close_in_child(self) -> None:
         """In a forked child: no lock is safe to take there."""
@@ -231,5 +232,8 @@ class Bell:
             pass
 
     def close(self) -> None:
-        for fd in (self.fd, self._w):
-            os.close(fd)
+        with forkguard.closing():
+            for fd in (self.fd, self._w):
+                if fd >= 0:
+                    os.close(fd)
+            self.fd = self._w = -1

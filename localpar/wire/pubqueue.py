@@ -19,6 +19,7 @@ import select
 from multiprocessing.connection import Connection
 from typing import List, Optional
 
+from .. import forkguard
 from .framing import LENGTH, FrameReader, frame
 
 MAX_FRAME = select.PIPE_BUF  # 4096 on Linux
@@ -49,9 +50,10 @@ class PublicationQueue:
 
     def close_reader(self) -> None:
         """Close this process's copy of the read end (in a forked child)."""
-        if self.reader_fd >= 0:
-            os.close(self.reader_fd)
-            self.reader_fd = -1
+        with forkguard.closing():  # a fork meanwhile would close the number again (see forkguard)
+            if self.reader_fd >= 0:
+                os.close(self.reader_fd)
+                self.reader_fd = -1
 
     def close(self) -> None:
         self.close_reader()
