@@ -359,6 +359,27 @@ def test_client_interrupt_raises_keyboard_interrupt_in_the_running_task(leak_che
         assert c.ids == [0, 1]
 
 
+def loop_quietly() -> str:
+    deadline = time.monotonic() + HANG_GUARD
+    while time.monotonic() < deadline:
+        time.sleep(0.001)
+    return "not interrupted"
+
+
+def test_an_interrupt_right_after_the_call_stops_the_task_before_or_as_it_starts(leak_check: LeakChecker) -> None:
+    """No wait between the call and the interrupt: the engine may not have read the task yet
+    (it was dropped then, 39 times in 40).  The interrupt names the task, whatever the timing."""
+    with Client(1) as c:
+        for _ in range(20):
+            ar = c[0].apply_async(loop_quietly)
+            behind = c[0].apply_async(quick, 1)  # queued behind it: runs as usual
+            c.interrupt()
+            with pytest.raises(RemoteError) as info:
+                ar.get(timeout=HANG_GUARD)
+            assert info.value.ename == "KeyboardInterrupt"
+            assert behind.get(timeout=HANG_GUARD) == 2
+
+
 @pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
 def test_interrupting_idle_engines_does_no_harm(leak_check: LeakChecker, method: str) -> None:
     """Even right after Client() returns, while engines may still be starting up."""

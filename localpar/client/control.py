@@ -19,6 +19,7 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Union
 
 from ..errors import ClientClosedError
+from ..wire.messages import Interrupt
 
 if TYPE_CHECKING:
     from .ledger import Ledger
@@ -184,15 +185,16 @@ class EngineControl:
                 os.kill(self.ledger.engines[engine_id].pid, signum)
 
     def interrupt(self, targets: Targets = None) -> None:
-        """Raise KeyboardInterrupt inside the tasks running on `targets` (default: all)."""
+        """Raise KeyboardInterrupt in the task that each engine of `targets` (default: all)
+        runs, or will run next if it has not started it yet: its oldest unfinished task at the
+        moment of the call (``ar = view.apply_async(f); c.interrupt()`` stops `f`).  Tasks
+        sent after the call, and those queued behind that one, run as usual."""
         ids = self.resolve_targets(targets)
         with self.ledger.lock:
-            pids = [h.pid for h in self.ledger.engines.values() if h.id in ids and h.alive and h.ready]
-        for pid in pids:  # an engine not ready yet runs no task, and SIGINT could kill it
-            try:
-                os.kill(pid, signal.SIGINT)
-            except ProcessLookupError:
-                pass
+            engines = [h for h in self.ledger.engines.values() if h.id in ids and h.alive and h.pending]
+            oldest = [(h, min(h.pending)) for h in engines]
+        for handle, seq in oldest:  # the engine sends itself SIGINT if the task runs (see engine.loop)
+            handle.send_control(Interrupt(seq))
 
     # -- views and ids ---------------------------------------------------------------------
     def broadcast_view(self, targets: Targets = "all", is_coalescing: bool = False, **kwargs: Any) -> BroadcastView:

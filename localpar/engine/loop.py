@@ -24,7 +24,11 @@ Idle, the engine waits for a task or a control message; once it has been idle
 ``SegmentPool.IDLE_KEEP_BYTES`` back to the system (see ``sharedmem``).  The
 wait is timed by that deadline only while there is something to trim.
 
-Interrupts: ``Client.interrupt`` sends SIGINT, which raises KeyboardInterrupt only
+Interrupts: ``Client.interrupt`` sends an Interrupt naming the engine's oldest unfinished
+task: the control thread, under the engine lock, remembers it if that task has not started
+(it is then interrupted as it starts, before its code runs) and sends the main thread
+SIGINT if it runs; a task that ended is left alone.  So an interrupt sent right after
+the task, before the engine took it, is not lost.  SIGINT raises KeyboardInterrupt only
 in the task's own code: the handler looks up the interrupted stack for the
 frame of ``call_task``.  Each task starts with that handler installed and SIGINT
 unblocked, whatever an earlier task did to them (``SIG_IGN``, its own handler, a
@@ -75,6 +79,7 @@ from ..wire.messages import (
     TASK_HEADER,
     Abort,
     Aborted,
+    Interrupt,
     Ready,
     Reclaim,
     Reclaimed,
@@ -144,6 +149,8 @@ class Engine:
         # The engine lock: the control pipe's reader and the running task's publications.
         self.lock = threading.Lock()
         self.running = False  # a task is between decoding and its result
+        self.current: Optional[int] = None  # the task started and not ended (engine lock)
+        self.interrupt_at_start: Set[int] = set()  # tasks to interrupt as they start (engine lock)
         self.interrupt_pending = False  # SIGINT landed in localpar's code while a task ran
         self._client_gone = threading.Lock()  # held by the one thread that cleans up after the client
         self.next_control_poll = 0.0  # publish_data looks at the control pipe from then on
@@ -172,6 +179,7 @@ class Engine:
             if code in _SHIELDED:
                 break
             if code is _CALL_TASK:
+                self.interrupt_pending = False  # this is the one (an Interrupt sets both)
                 raise KeyboardInterrupt("interrupted by the client")
             here = here.f_back
         self.interrupt_pending = True  # localpar's own code: see the module docstring
@@ -275,6 +283,8 @@ class Engine:
             message = messages.decode(frame)
             if type(message) is Reclaim:
                 self.reclaim(message.seqs)
+            elif type(message) is Interrupt:
+                self.interrupt(message.seq)
             elif type(message) is Abort:
                 self.abort(message.seqs)
             else:
@@ -297,6 +307,14 @@ class Engine:
         dropped = [seq for seq in seqs if seq not in seen and seq not in reclaimed]
         self.aborted.update(dropped)
         self.send(Aborted(dropped, [seq for seq in seqs if seq in seen]))  # a reclaimed one: neither
+
+    def interrupt(self, seq: int) -> None:
+        """Interrupt task `seq`: now if it runs, as it starts if it has not, not at all if it
+        ended (see the module docstring); the engine lock is held."""
+        if seq == self.current and self.running:  # SIGINT does the rest (see on_sigint)
+            signal.pthread_kill(self.main_ident, signal.SIGINT)
+        elif seq == self.current or seq not in self.seen:  # starting, or still to come
+            self.interrupt_at_start.add(seq)
 
     def poll_control(self) -> None:
         """Apply the control messages that have arrived; the engine lock is held.
@@ -327,12 +345,20 @@ class Engine:
                 self.seen.discard(self._seen_order.popleft())
             if seq in self.reclaimed:
                 self.reclaimed.discard(seq)
+                self.interrupt_at_start.discard(seq)
                 return  # handed back: it runs elsewhere, under another number
+            self.current = seq  # an Interrupt read below (poll_control) is kept for its start
             self.poll_control()
+            interrupted = seq in self.interrupt_at_start
+            if interrupted:
+                self.interrupt_at_start.discard(seq)
             if seq in self.aborted:
                 self.aborted.discard(seq)
+                self.current = None
                 return  # the client was told when it asked (see abort)
             task = TaskContext(self, seq)
+            self.running = True  # under the lock with `current`: an Interrupt from here on is a SIGINT
+            self.interrupt_pending = interrupted  # raised as its code starts (call_task)
         saved = sys.stdout, sys.stderr
         output = TaskOutput(
             self.queue, self.id, seq, self.flusher, self.raise_pending_interrupt, task.older_threads,
@@ -343,7 +369,6 @@ class Engine:
         status: str
         payload: Any
         started = time.time()
-        self.running = True
         try:
             sys.stdout, sys.stderr = self.stdout, self.stderr
             datapub.bind(task)
@@ -367,6 +392,7 @@ class Engine:
             except BaseException as exc:
                 status, payload, sent = "error", describe_exception(exc), task.sent
             self.running = False
+            self.current = None
             self.interrupt_pending = False  # it came after the task's end: nothing to interrupt
         sent += output.close()  # after its Data: the client completes the task once all are applied
         self.send(Result(seq, status, payload, started, completed, sent))

@@ -1,7 +1,7 @@
 """What crosses the process boundary, one small named type per message.
 
     client ── task pipe i ──────► engine i    TASK_HEADER(seq) + call bytes, or STOP
-    client ── control pipe i ───► engine i    Abort, Reclaim, Release, UseStore, StoreLost
+    client ── control pipe i ───► engine i    Abort, Reclaim, Interrupt, Release, UseStore, StoreLost
     engine i ── event pipe i ───► client      Ready, Result, Aborted, Reclaimed; Data or
                                               Display too big for the queue when shared
                                               memory is full
@@ -130,6 +130,13 @@ class Reclaim(NamedTuple):
     seqs: List[int]
 
 
+class Interrupt(NamedTuple):
+    """``Client.interrupt``: raise KeyboardInterrupt in task `seq` (the engine's oldest unfinished
+    one when the client asked): now if it runs, as it starts if it has not; nothing once it ended."""
+
+    seq: int
+
+
 class Release(NamedTuple):
     """The client no longer uses these pooled segments: the engine may reuse them."""
 
@@ -151,7 +158,7 @@ class StoreLost(NamedTuple):
 
 Event = Union[Ready, Result, Aborted, Reclaimed, Data, Display]
 Publication = Union[Data, Progress, Output, Spilled, Display]
-Control = Union[Abort, Reclaim, Release, UseStore, StoreLost]
+Control = Union[Abort, Reclaim, Release, UseStore, StoreLost, Interrupt]
 
 
 _KINDS: Tuple[Any, ...] = tuple(dict.fromkeys(get_args(Event) + get_args(Publication) + get_args(Control)))
