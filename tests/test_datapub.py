@@ -174,3 +174,29 @@ def test_importing_datapub_in_task_code_loads_nothing_of_the_client():
     assert (loaded, hooks) == ("[]", "0")
     # the package and its engine and wire packages, datapub (and its shim), and the few light modules its names need
     assert int(count) <= 10
+
+
+class ArrivesBroken:
+    """Pickles on the engine, but its unpickling raises in the client (``int("not a number")``)."""
+
+    def __reduce__(self):
+        return (int, ("not a number",))
+
+
+def publish_good_and_bad():
+    from localpar.datapub import publish_data
+
+    publish_data({"good": 1, "bad": ArrivesBroken(), "array": __import__("numpy").arange(3)})
+    publish_data({"later": "kept too"})
+    return "done"
+
+
+def test_a_value_the_client_cannot_unpickle_loses_only_its_key(c, caplog):
+    ar = c[0].apply_async(publish_good_and_bad)
+    assert ar.get(timeout=30) == "done"
+    data = ar.data
+    assert sorted(data) == ["array", "good", "later"]
+    assert data["good"] == 1 and data["later"] == "kept too" and list(data["array"]) == [0, 1, 2]
+    (error,) = ar.metadata["data_errors"]
+    assert "'bad'" in error and "ValueError" in error
+    assert any("'bad'" in r.getMessage() for r in caplog.records)  # said where the user sees it

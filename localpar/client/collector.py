@@ -65,6 +65,7 @@ from ..wire.messages import (
     StoreLost,
     UseStore,
 )  # fmt: skip
+from ..wire.pubdata import unpieced
 from ..wire.pubqueue import PublicationQueue
 from ..wire.serialization import has_segments, loads, segments_of
 from .handles import EngineHandle, TaskRecord
@@ -356,6 +357,11 @@ class Collector:
             _logger.warning("task %s: %s", record.msg_id, exc)
             record.data_errors += (str(exc),)
         else:
+            delta, dropped = unpieced(delta)  # values it could not unpickle are left out, the rest applied
+            if dropped:
+                for why in dropped:
+                    _logger.warning("task %s: %s", record.msg_id, why)
+                record.data_errors += tuple(dropped)
             record.pinned = record.pinned or has_segments(data.delta)
             record.result.apply_data(record.index, delta)
         self._complete_if_all_data(record)

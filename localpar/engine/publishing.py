@@ -30,8 +30,9 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Set, Tuple
 from ..errors import DataStoreError, SerializationError
 from ..wire import messages, sharedmem
 from ..wire.messages import Data, Progress, Spilled
+from ..wire.pubdata import dumps_data
 from ..wire.pubqueue import MAX_PAYLOAD
-from ..wire.serialization import dumps, dumps_inline, find_unpicklable
+from ..wire.serialization import dumps_inline, find_unpicklable
 
 if TYPE_CHECKING:
     from .loop import Engine
@@ -118,7 +119,7 @@ class TaskContext:
         engine = self.engine
         cluster = engine.spec.cluster_id
         try:
-            body, segments = dumps(delta, cluster, what="the published data", pool=engine.pool)
+            body, segments = dumps_data(delta, cluster, what="the published data", pool=engine.pool)
         except SerializationError:
             culprit = find_unpicklable((f"published value {k!r}", v) for k, v in delta.items())
             raise SerializationError(f"cannot pickle {culprit}") from None

@@ -37,15 +37,21 @@ _NO_SEGMENTS = _HEADER.pack(0)
 
 
 def dumps(
-    obj: Any, cluster_id: str, what: str = "object", pool: Optional[sharedmem.SegmentPool] = None
+    obj: Any,
+    cluster_id: str,
+    what: str = "object",
+    pool: Optional[sharedmem.SegmentPool] = None,
+    plain: Optional[int] = None,
 ) -> Tuple[bytes, List[SegmentRef]]:
     """Serialize `obj`; returns the message and the segments it refers to.
 
     Big buffers go into `pool` segments if given, else into new ones; if shared
     memory is full they stay in the message (with a one-time warning).
-    Raises `SerializationError` naming `what` if the object cannot be pickled.
+    Raises `SerializationError` naming `what` if the object cannot be pickled.  `plain` is
+    ``plain_data(obj)`` if the caller has it already.
     """
-    plain = plain_data(obj)
+    if plain is None:
+        plain = plain_data(obj)
     if plain is SCALARS_ONLY:  # the common small message: no buffer can go out of band
         try:
             return _NO_SEGMENTS + pickle.dumps(obj, protocol=5), []
