@@ -169,3 +169,18 @@ def test_a_task_after_a_retried_one_waits_for_its_last_attempt(tmp_path: Any) ->
             after = lv.apply_async(os.getpid)
         assert after.get(timeout=HANG_GUARD) == flaky.get(timeout=HANG_GUARD)  # the survivor ran both
         assert after.records[0].started >= flaky.records[0].completed
+
+
+def test_a_retry_runs_on_the_replacement_that_took_its_engines_id_first() -> None:
+    """The replacement of a dead engine may take its id in the ledger before the dead engine's
+    task is retried; the retry must leave out the process that failed it, not the new one that
+    holds the id now (it was left out, and the task waited for ever).  A race: ten rounds."""
+    for _ in range(10):
+        with Client(1, restart_dead=True) as c:
+            first = c.engine_pids()[0]
+            lv = c.load_balanced_view()
+            with lv.temp_flags(retries=1):
+                ar = lv.apply_async(simulate, 3, 1)
+            start, resumed = ar.get(timeout=HANG_GUARD)
+            assert (start, resumed["step"]) == (2, 1)
+            assert c.engine_pids()[0] != first

@@ -370,7 +370,9 @@ class Balancer:
         unmet = error.ename == "UnmetDependency"
         if not unmet and (flags is None or flags.retries <= 0):
             return False
-        failed_on = self._ledger.engines.get(record.engine_id)
+        # The process it failed on, not whichever holds its id now: a replacement may already
+        # (restart_dead, memory_limit), and must not be left out with the dead one.
+        failed_on = ran_on(record, self._ledger.engines)
         original = flags.call if flags is not None and flags.call is not None else record.call
         if original is None or not self._ledger.retract(record):
             return False  # completed meanwhile, or never registered
