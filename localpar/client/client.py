@@ -296,8 +296,10 @@ class Client(HubMixin, EngineControl):
         self._cluster.start_datastore(weakly(self, Client._start_datastore))
 
     def _start_datastore(self) -> None:
-        """Runs in a thread of its own: the tasks go on publishing while the Manager starts."""
-        ctx = launch.get_context(launch.threaded_method())
+        """Runs in a thread of its own: the tasks go on publishing while the Manager starts.
+        Not forked from this process (see ``launch.clean_method``): a fork landing while the
+        user's code is inside ``subprocess.Popen`` would keep Popen waiting on the Manager."""
+        ctx = launch.get_context(launch.clean_method())
         try:
             store = DataStore(ctx, self._authkey, self._lifeline.reader, self.cluster_id)
         except Exception as exc:  # the cluster still computes and publishes without it

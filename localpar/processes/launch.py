@@ -183,6 +183,16 @@ def threaded_method() -> str:
     return "forkserver" if "forkserver" in methods else "spawn"
 
 
+def clean_method() -> str:
+    """The start method for a child started in the background, at a moment the user's code
+    does not choose (the Manager): never a fork of this process.  A fork copies every open
+    descriptor, close-on-exec ones too, so a fork that lands while another thread is inside
+    ``subprocess.Popen`` gives the child Popen's error pipe, and Popen waits until that child
+    exits.  A forkserver's children are forked from a process that holds none of them."""
+    methods = multiprocessing.get_all_start_methods()
+    return "forkserver" if "forkserver" in methods else "spawn"
+
+
 ENGINE_LOOP = "localpar.engine.loop"
 
 
