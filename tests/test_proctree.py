@@ -122,16 +122,21 @@ def test_restart_engine_ends_what_the_old_engine_started(leak_check: object, tmp
         assert c[0].apply_sync(os.getpid) not in pids
 
 
+def end_engine_0(c: Client, how: str) -> None:
+    """Engine 0 dies by SIGKILL or by its own exit; returns once the client has seen it."""
+    if how == "sigkill":
+        os.kill(c.engine_pids()[0], signal.SIGKILL)
+    else:
+        with pytest.raises(EngineError):
+            c[0].apply_async(os._exit, 3).get(timeout=HANG_GUARD)
+    assert c.wait_for_death(0, timeout=HANG_GUARD)
+
+
 @pytest.mark.parametrize("how", ["sigkill", "exit"])
 def test_engine_death_ends_what_it_started(leak_check: object, tmp_path: Path, how: str) -> None:
     with Client(2) as c:
         pids = c[0].apply_sync(start_tree, unmarked=False)  # see proctree: after a death, marks find them
-        if how == "sigkill":
-            os.kill(c.engine_pids()[0], signal.SIGKILL)
-        else:
-            with pytest.raises(EngineError):
-                c[0].apply_async(os._exit, 3).get(timeout=HANG_GUARD)
-        assert c.wait_for_death(0, timeout=HANG_GUARD)
+        end_engine_0(c, how)
         assert_all_gone(pids)  # the client ends them: the engine could not
 
 
@@ -165,12 +170,7 @@ def test_engine_death_ends_what_its_tasks_forked(leak_check: object, how: str) -
     with Client(2) as c:
         pids = c[0].apply_sync(fork_without_exec)
         assert all(os.getpgid(p) == c.engine_pids()[0] for p in pids)
-        if how == "sigkill":
-            os.kill(c.engine_pids()[0], signal.SIGKILL)
-        else:
-            with pytest.raises(EngineError):
-                c[0].apply_async(os._exit, 3).get(timeout=HANG_GUARD)
-        assert c.wait_for_death(0, timeout=HANG_GUARD)
+        end_engine_0(c, how)
         assert_all_gone(pids)
         assert c[1].apply_sync(os.getpid) == c.engine_pids()[1]  # the other engine's group is left alone
 

@@ -267,11 +267,7 @@ class Ledger:
             record.done = True
             if self.records.pop(record.seq, None) is not None:
                 self.balanced -= record.call is not None
-            handle = self.engines.get(record.engine_id)
-            if handle is not None and record.seq in handle.pending:
-                handle.pending.discard(record.seq)
-                handle.completed += 1
-                handle.idle_since = record.received or time.time()
+            self._off_its_engine(record)
             result, record.result = record.result, None  # no cycle: an array can die with its result
             last = result is not None and result.task_done()
             parts = record.parts
@@ -298,12 +294,16 @@ class Ledger:
                 return False
             del self.records[record.seq]
             self.balanced -= record.call is not None
-            handle = self.engines.get(record.engine_id)
-            if handle is not None and record.seq in handle.pending:
-                handle.pending.discard(record.seq)
-                handle.completed += 1
-                handle.idle_since = record.received or time.time()
+            self._off_its_engine(record)
             return True
+
+    def _off_its_engine(self, record: TaskRecord) -> None:
+        """`record` is no longer pending on its engine: counted as done there.  Under `lock`."""
+        handle = self.engines.get(record.engine_id)
+        if handle is not None and record.seq in handle.pending:
+            handle.pending.discard(record.seq)
+            handle.completed += 1
+            handle.idle_since = record.received or time.time()
 
     def add_part(self, record: TaskRecord, part: AsyncResult) -> bool:
         """Have `part` (a `split()` result over `record` alone) finished when `record` completes;
