@@ -299,9 +299,15 @@ class Client(HubMixin, EngineControl):
         """Runs in a thread of its own: the tasks go on publishing while the Manager starts.
         Not forked from this process (see ``launch.clean_method``): a fork landing while the
         user's code is inside ``subprocess.Popen`` would keep Popen waiting on the Manager."""
-        ctx = launch.get_context(launch.clean_method())
         try:
-            store = DataStore(ctx, self._authkey, self._lifeline.reader, self.cluster_id)
+            try:
+                store = DataStore(
+                    launch.get_context(launch.clean_method()), self._authkey, self._lifeline.reader, self.cluster_id
+                )
+            except OSError:  # no forkserver here (a tight ulimit -n): a fork, as before
+                store = DataStore(
+                    launch.get_context(launch.threaded_method()), self._authkey, self._lifeline.reader, self.cluster_id
+                )
         except Exception as exc:  # the cluster still computes and publishes without it
             why = str(exc) if isinstance(exc, ManagerStartError) else f"{type(exc).__name__}: {exc}"
             self._collector.store_error = f"the Manager process could not start: {why}"
