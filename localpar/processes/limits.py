@@ -19,11 +19,14 @@ Where the descriptor counts come from (all in the client process)::
                                       _start_engine), its pidfd (handles.py), and the two
                                       pipes multiprocessing keeps per child process (its
                                       sentinel, and a pipe whose end the child watches)
-    per cluster (FDS_PER_CLUSTER = 13) the lifeline pipe (2), the publication queue (2),
+    per cluster (FDS_PER_CLUSTER = 17) the lifeline pipe (2), the publication queue (2),
                                       the ledger's doorbell pipe (2), the spin page (1),
-                                      the Manager process's two pipes and its pidfd, and
-                                      up to three connections to it (one per thread using
-                                      its dict)
+                                      the Manager process's two pipes and its pidfd, up
+                                      to three connections to it (one per thread using
+                                      its dict), and the forkserver the Manager starts
+                                      from (launch.clean_method): its "alive" pipe end and
+                                      the resource tracker's, kept, and two more while
+                                      the forkserver itself starts
     while starting (FDS_STARTING = 6) the child's ends of the pipes of the engine or
                                       Manager being started, closed once it runs
 
@@ -45,7 +48,7 @@ from .spin import usable_cpus
 MAX_ENGINES_PER_CPU = 16
 WARN_ENGINES_PER_CPU = 4  # above this, Client() warns
 FDS_PER_ENGINE = 6
-FDS_PER_CLUSTER = 13
+FDS_PER_CLUSTER = 17
 FDS_STARTING = 6
 
 
